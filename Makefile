@@ -1,0 +1,41 @@
+# The two commands of the README. Each builds its own environment from nothing (a virtualenv in
+# .venv, re-used while pyproject.toml is unchanged), then runs the pipeline or the tests.
+#   make repro   # install, then `dvc repro`: the embedded profile, offline, on a CPU
+#   make test    # install, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# torch first, pinned, so pip does not pull a newer multi-GB build; override for your platform,
+# e.g. make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+
+.PHONY: env repro test lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fsgen needs Python >= 3.10"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fsgen)" >/dev/null
+	touch $@
+
+env: $(VENV)/.installed
+
+repro: env
+	$(BIN)/dvc repro
+
+test: env
+	$(BIN)/python -m pytest
+
+lint: env
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: env
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,60 @@
+"""fsgen: a reproducible, fast companion to FS-GEN and LLM-to-SLM.
+
+The public functions that notebooks call are re-exported here.
+"""
+
+from fsgen.io import atomic_write_bytes, read_metrics, write_metrics
+from fsgen.ladder import (
+    ModelUnavailableError,
+    Profile,
+    Rung,
+    count_parameters,
+    load_model,
+    load_profile,
+    load_rung,
+    read_params,
+)
+from fsgen.paths import repo_root, resolve
+from fsgen.plots import plot_ladder, plot_training_curves, save_figure
+from fsgen.scoring import last_number, parse_number
+from fsgen.synthetic import Problem, generate_problems
+from fsgen.tokenizer import train_tokenizer
+from fsgen.train import (
+    LadderConfig,
+    build_ladder,
+    describe_hub_ladder,
+    ladder_metrics,
+    train_ladder,
+    write_ladder_outputs,
+)
+
+__all__ = [
+    "LadderConfig",
+    "ModelUnavailableError",
+    "Problem",
+    "Profile",
+    "Rung",
+    "atomic_write_bytes",
+    "build_ladder",
+    "count_parameters",
+    "describe_hub_ladder",
+    "generate_problems",
+    "ladder_metrics",
+    "last_number",
+    "load_model",
+    "load_profile",
+    "load_rung",
+    "parse_number",
+    "plot_ladder",
+    "plot_training_curves",
+    "read_metrics",
+    "read_params",
+    "repo_root",
+    "resolve",
+    "save_figure",
+    "train_ladder",
+    "train_tokenizer",
+    "write_ladder_outputs",
+    "write_metrics",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,206 @@
+"""Model ladders as data: profiles in `params.yaml`, and one loader from a rung to a model.
+
+A profile is a ladder of rungs, smallest first. A rung names a causal LM by hub id or local path
+(`model`), optionally its tuned ("chat") variant (`tuned`), and the `revision` passed to
+`from_pretrained`. Rungs of an `embedded` profile are trained by the `train_ladder` stage; their
+paths are derived from the profile's `models_dir`, and they carry their architecture.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import yaml
+
+from fsgen.paths import resolve
+
+DEFAULT_PARAMS = "params.yaml"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One model of a ladder."""
+
+    name: str
+    model: str
+    tuned: str | None = None
+    revision: str = "main"
+    arch: dict = field(default_factory=dict)  # embedded rungs only: the GPT-NeoX shape
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named ladder plus how to load it and which tasks it runs."""
+
+    name: str
+    kind: str  # "embedded" (trained here) or "hub"
+    rungs: tuple[Rung, ...]
+    dtype: str = "float32"
+    device: str = "cpu"
+    tasks: tuple[str, ...] = ("synthetic",)
+    models_dir: str = "data/models"
+
+    def rung(self, name: str) -> Rung:
+        """The rung called `name`."""
+        for rung in self.rungs:
+            if rung.name == name:
+                return rung
+        names = [rung.name for rung in self.rungs]
+        raise ValueError(f"unknown rung {name!r} in profile {self.name!r}; rungs: {names}")
+
+
+def read_params(params_file: str | os.PathLike = DEFAULT_PARAMS) -> dict:
+    """The parsed `params.yaml` (resolved from the repository root)."""
+    path = resolve(params_file)
+    if not path.exists():
+        raise FileNotFoundError(f"no params file at {path}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_profile(name: str | None = None, params_file: str | os.PathLike = DEFAULT_PARAMS) -> Profile:
+    """The profile `name` from `params_file` (default: the file's own `profile` key)."""
+    params = read_params(params_file)
+    profiles = params.get("profiles") or {}
+    name = name or params.get("profile")
+    if name not in profiles:
+        raise ValueError(f"unknown profile {name!r}; profiles in {params_file}: {sorted(profiles)}")
+    spec = profiles[name]
+    kind = spec.get("kind", "hub")
+    if kind not in ("embedded", "hub"):
+        raise ValueError(f"profile {name!r}: kind must be 'embedded' or 'hub', got {kind!r}")
+    models_dir = spec.get("models_dir") or f"data/models/{name}"
+    rungs = []
+    for entry in spec.get("rungs") or []:
+        entry = dict(entry)
+        rung_name = entry.pop("name", None)
+        if not rung_name:
+            raise ValueError(f"profile {name!r}: every rung needs a name, got {entry!r}")
+        if kind == "embedded":
+            model = f"{models_dir}/{rung_name}"
+            tuned = f"{models_dir}/{rung_name}-chat" if entry.pop("tuned", True) else None
+            revision = "main"
+            arch = entry
+        else:
+            if "model" not in entry:
+                raise ValueError(f"profile {name!r}, rung {rung_name!r}: no 'model' given")
+            model, tuned = entry.pop("model"), entry.pop("tuned", None)
+            revision, arch = str(entry.pop("revision", "main")), {}
+            if entry:
+                raise ValueError(f"profile {name!r}, rung {rung_name!r}: unknown keys {sorted(entry)}")
+        rungs.append(Rung(rung_name, model, tuned, revision, arch))
+    if len(rungs) < 2:
+        raise ValueError(f"profile {name!r} needs at least 2 rungs, got {len(rungs)}")
+    dtype, device = spec.get("dtype", "float32"), spec.get("device", "cpu")
+    _check_dtype_device(dtype, device)
+    return Profile(
+        name=name,
+        kind=kind,
+        rungs=tuple(rungs),
+        dtype=dtype,
+        device=device,
+        tasks=tuple(spec.get("tasks") or ("synthetic",)),
+        models_dir=models_dir,
+    )
+
+
+def _check_dtype_device(dtype: str, device: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Total parameters and non-embedding parameters (input and untied output embeddings
+    excluded, as the Pythia and scaling-law papers count them)."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding_ids = set()
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if module is not None:
+            embedding_ids.update(id(p) for p in module.parameters())
+    embedding = sum(p.numel() for p in model.parameters() if id(p) in embedding_ids)
+    return {"total": total, "non_embedding": total - embedding}
+
+
+class ModelUnavailableError(OSError):
+    """A model is neither local nor cached, and the hub cannot be reached."""
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    revision: str = "main",
+    dtype: str = "float32",
+    device: str = "cpu",
+    with_tokenizer: bool = True,
+):
+    """Load a causal LM (and its tokenizer) from a local folder or a hub id.
+
+    `device` is `cpu`, `cuda`, or `auto` (sharded across GPUs by accelerate's `device_map`).
+    Relative local paths are resolved from the repository root. Returns `(model, tokenizer)`,
+    the tokenizer padded on the left for batched generation (None if `with_tokenizer` is off).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_dtype_device(dtype, device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+    local = resolve(source)
+    target = str(local) if local.exists() else str(source)
+    if not local.exists() and _looks_local(str(source)):
+        raise FileNotFoundError(f"no model folder at {local}")
+    kwargs = {"revision": revision, "dtype": DTYPES[dtype]}
+    if device == "auto":
+        kwargs["device_map"] = "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(target, revision=revision) if with_tokenizer else None
+    except OSError as error:
+        if local.exists() or not _hub_unreachable(error):
+            raise
+        raise ModelUnavailableError(
+            f"cannot load {source!r} (revision {revision!r}): it is not a local folder, not in "
+            "the Hugging Face cache, and the model hub is unreachable. Offline, run the "
+            "'embedded' profile, which trains its own ladder (profile: embedded in params.yaml)."
+        ) from error
+    if device == "cuda":
+        model = model.to("cuda")
+    model.eval()
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _looks_local(source: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else is meant as a local path."""
+    return source.startswith((".", "/", "~")) or source.count("/") >= 2
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """Whether a loading error comes from a hub that cannot be reached (offline mode included)."""
+    text = f"{type(error).__name__}: {error}".lower()
+    hints = ("offline", "connection", "couldn't connect", "cannot connect", "resolve", "timed out",
+             "network", "max retries", "not found in cache", "cannot find the requested files")  # fmt: skip
+    return any(hint in text for hint in hints) or (
+        error.__cause__ is not None and _hub_unreachable(error.__cause__)
+    )
+
+
+def load_rung(rung: Rung, profile: Profile, *, tuned: bool = False, with_tokenizer: bool = True):
+    """Load a rung (or its tuned variant) with the profile's dtype and device."""
+    source = rung.tuned if tuned else rung.model
+    if source is None:
+        raise ValueError(f"rung {rung.name!r} of profile {profile.name!r} has no tuned variant")
+    return load_model(
+        source,
+        revision=rung.revision,
+        dtype=profile.dtype,
+        device=profile.device,
+        with_tokenizer=with_tokenizer,
+    )

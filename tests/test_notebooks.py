@@ -1,0 +1,130 @@
+"""Notebooks: committed clean, parameters declared, and each one runs through papermill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _passed_parameters(cmd: str) -> tuple[str, dict[str, str]]:
+    """The notebook a papermill command runs and the parameters it passes with -p / -y."""
+    words = shlex.split(cmd)
+    assert words[0] == "papermill", cmd
+    assert words[words.index("-k") + 1] == "python3", "run papermill with -k python3"
+    assert "--execution-timeout" in words, "run papermill with an execution timeout"
+    notebook = next(w for w in words if w.endswith(".ipynb"))
+    params = {}
+    for flag, value, *rest in zip(words, words[1:], words[2:] + [""]):
+        if flag == "-p":
+            params[value] = rest[0]
+        elif flag == "-y":
+            params.update({k: str(v) for k, v in yaml.safe_load(value).items()})
+    return notebook, params
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_holds_literals_only(path):
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign), ast.unparse(node)
+        ast.literal_eval(node.value)  # raises on anything but a literal
+
+
+def test_every_parameter_dvc_passes_is_declared():
+    stages = _dvc_stages()
+    assert stages, "dvc.yaml has no stages"
+    for name, stage in stages.items():
+        notebook, passed = _passed_parameters(stage["cmd"])
+        declared = pm.inspect_notebook(str(REPO / notebook))
+        missing = sorted(set(passed) - set(declared))
+        assert not missing, f"stage {name} passes {missing}, which {notebook} does not declare"
+        assert notebook in stage["deps"], f"stage {name} must depend on {notebook}"
+        executed = [w for w in shlex.split(stage["cmd"]) if w.endswith(".ipynb")][1]
+        assert executed in stage["outs"], f"stage {name} must declare {executed} as an output"
+
+
+def test_executed_notebooks_have_their_own_paths():
+    executed = [[w for w in shlex.split(s["cmd"]) if w.endswith(".ipynb")][1]
+                for s in _dvc_stages().values()]  # fmt: skip
+    assert len(executed) == len(set(executed))
+
+
+def test_dvc_config_turns_off_analytics_and_update_checks():
+    config = (REPO / ".dvc" / "config").read_text()
+    assert re.search(r"analytics\s*=\s*false", config)
+    assert re.search(r"check_update\s*=\s*false", config)
+
+
+@pytest.fixture()
+def sandbox(tmp_path, monkeypatch):
+    """A scratch repository root: notebooks write there, never into the checkout."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def run_notebook(name: str, root: Path, **parameters) -> tuple[Path, float]:
+    out = root / "executed" / name
+    out.parent.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    pm.execute_notebook(
+        str(REPO / "notebooks" / name),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        execution_timeout=600,
+        progress_bar=False,
+        cwd=str(REPO / "notebooks"),
+    )
+    return out, time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_train_ladder_notebook_runs_with_tiny_parameters(sandbox):
+    _, seconds = run_notebook("00_train_ladder.ipynb", sandbox)
+    assert seconds < 120
+    metrics = json.loads((sandbox / "scratch/metrics/train_ladder.json").read_text())
+    for rung in ("t0", "t1", "t2"):
+        for key in ("params", "non_embedding_params", "heldout_loss", "accuracy"):
+            assert f"{rung}.{key}" in metrics
+        assert (sandbox / "scratch/models/tiny" / rung / "config.json").exists()
+    assert "t0-chat.accuracy" in metrics and "t2-chat.accuracy" not in metrics
+    timing = json.loads((sandbox / "scratch/metrics/train_ladder_timing.json").read_text())
+    assert set(timing) == {f"{m}.train_seconds" for m in ("t0", "t0-chat", "t1", "t1-chat", "t2")}
+    results = sandbox / "scratch/results/train_ladder"
+    for stem in ("loss_curves", "ladder"):
+        assert (results / f"{stem}.png").stat().st_size > 0
+        assert (results / f"{stem}.svg").stat().st_size > 0
+    assert os.environ["FSGEN_ROOT"] == str(sandbox)
