@@ -67,7 +67,7 @@ def build_model(arch: dict, vocab_size: int, tokenizer, max_positions: int, seed
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
         max_position_embeddings=max_positions,
-        rotary_pct=0.25,
+        rotary_pct=1.0,
         use_parallel_residual=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
