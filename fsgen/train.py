@@ -148,7 +148,8 @@ def heldout_loss(model, tokenizer, documents: Sequence[str], batch_size: int = 5
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, T)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T-1)
+        real = (mask[:, 1:] == 1) & (mask[:, :-1] == 1)  # predicted and predicting token real
+        targets = ids[:, 1:].masked_fill(~real, -100)  # (B, T-1)
         loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=-100, reduction="sum"
         )

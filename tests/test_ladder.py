@@ -94,3 +94,15 @@ def test_bad_dtype_or_device():
         load_model("x", dtype="int3")
     with pytest.raises(ValueError, match="device must be one of .* got 'tpu'"):
         load_model("x", device="tpu")
+
+
+def test_heldout_loss_does_not_depend_on_padding(tiny_tokenizer):
+    from fsgen.synthetic import generate_problems, plain_document
+    from fsgen.train import heldout_loss
+
+    model = build_model({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, len(tiny_tokenizer),
+                        tiny_tokenizer, 512, seed=0)  # fmt: skip
+    docs = [plain_document(p) for p in generate_problems(6, levels=[1, 4], seed=2)]
+    batched = heldout_loss(model, tiny_tokenizer, docs, batch_size=6)
+    one_by_one = heldout_loss(model, tiny_tokenizer, docs, batch_size=1)
+    assert abs(batched - one_by_one) < 1e-4
