@@ -61,7 +61,9 @@ def read_params(params_file: str | os.PathLike = DEFAULT_PARAMS) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def load_profile(name: str | None = None, params_file: str | os.PathLike = DEFAULT_PARAMS) -> Profile:
+def load_profile(
+    name: str | None = None, params_file: str | os.PathLike = DEFAULT_PARAMS
+) -> Profile:
     """The profile `name` from `params_file` (default: the file's own `profile` key)."""
     params = read_params(params_file)
     profiles = params.get("profiles") or {}
@@ -90,7 +92,9 @@ def load_profile(name: str | None = None, params_file: str | os.PathLike = DEFAU
             model, tuned = entry.pop("model"), entry.pop("tuned", None)
             revision, arch = str(entry.pop("revision", "main")), {}
             if entry:
-                raise ValueError(f"profile {name!r}, rung {rung_name!r}: unknown keys {sorted(entry)}")
+                raise ValueError(
+                    f"profile {name!r}, rung {rung_name!r}: unknown keys {sorted(entry)}"
+                )
         rungs.append(Rung(rung_name, model, tuned, revision, arch))
     if len(rungs) < 2:
         raise ValueError(f"profile {name!r} needs at least 2 rungs, got {len(rungs)}")
@@ -158,7 +162,9 @@ def load_model(
         kwargs["device_map"] = "auto"
     try:
         model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(target, revision=revision) if with_tokenizer else None
+        tokenizer = (
+            AutoTokenizer.from_pretrained(target, revision=revision) if with_tokenizer else None
+        )
     except OSError as error:
         if local.exists() or not _hub_unreachable(error):
             raise

@@ -8,8 +8,8 @@ shape (and the learning rate) differs, as in Pythia. Every rung but the largest 
 from __future__ import annotations
 
 import math
-import shutil
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.io import write_metrics
 from fsgen.ladder import Profile, count_parameters
@@ -208,7 +208,9 @@ def train_ladder(
     accuracy (plain and chat prompts) and training seconds; and the training loss of every step.
     """
     if profile.kind != "embedded":
-        raise ValueError(f"only embedded profiles are trained here; {profile.name!r} is {profile.kind!r}")
+        raise ValueError(
+            f"only embedded profiles are trained here; {profile.name!r} is {profile.kind!r}"
+        )
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
     models_dir = Path(models_dir)
@@ -216,7 +218,9 @@ def train_ladder(
     test = generate_problems(config.test_problems, split="test", seed=config.seed)
     tune = generate_problems(config.tune_problems, split="train", seed=config.seed + 1)
     base_docs = [plain_document(p) for p in train]
-    tokenizer = train_tokenizer(base_docs + [chat_document(p) for p in tune[:50]], config.vocab_size)
+    tokenizer = train_tokenizer(
+        base_docs + [chat_document(p) for p in tune[:50]], config.vocab_size
+    )
     tokenizer.save_pretrained(models_dir / "tokenizer")
     blocks = pack_blocks(tokenizer, base_docs, config.block_size)
     batches = batch_order(len(blocks), config.steps, config.batch_size, config.seed)
@@ -234,7 +238,9 @@ def train_ladder(
                                  progress=progress)  # fmt: skip
         seconds = time.perf_counter() - started
         curves += [{"model": rung.name, "step": s, "loss": v} for s, v in enumerate(losses)]
-        rows.append(_evaluate(rung.name, "base", model, tokenizer, test, test_docs, config, seconds))
+        rows.append(
+            _evaluate(rung.name, "base", model, tokenizer, test, test_docs, config, seconds)
+        )
         _save(model, tokenizer, models_dir / rung.name)
         if index == len(profile.rungs) - 1 or rung.tuned is None:
             continue
@@ -242,7 +248,9 @@ def train_ladder(
         losses = train_causal_lm(model, tune_blocks, tune_batches, lr=config.tune_lr,
                                  warmup_steps=1, desc=f"{rung.name}-chat", progress=progress)  # fmt: skip
         seconds = time.perf_counter() - started
-        curves += [{"model": f"{rung.name}-chat", "step": s, "loss": v} for s, v in enumerate(losses)]
+        curves += [
+            {"model": f"{rung.name}-chat", "step": s, "loss": v} for s, v in enumerate(losses)
+        ]
         rows.append(_evaluate(f"{rung.name}-chat", "tuned", model, tokenizer, test, test_docs,
                               config, seconds))  # fmt: skip
         _save(model, tokenizer, models_dir / f"{rung.name}-chat")
@@ -257,10 +265,12 @@ def _evaluate(name, variant, model, tokenizer, test, test_docs, config, seconds)
         "params": counts["total"],
         "non_embedding_params": counts["non_embedding"],
         "heldout_loss": heldout_loss(model, tokenizer, test_docs, config.eval_batch_size),
-        "accuracy": answer_accuracy(model, tokenizer, test, plain_prompt, config.max_new_tokens,
-                                    config.eval_batch_size),  # fmt: skip
-        "chat_accuracy": answer_accuracy(model, tokenizer, test, chat_prompt,
-                                         config.max_new_tokens, config.eval_batch_size),  # fmt: skip
+        "accuracy": answer_accuracy(
+            model, tokenizer, test, plain_prompt, config.max_new_tokens, config.eval_batch_size
+        ),  # fmt: skip
+        "chat_accuracy": answer_accuracy(
+            model, tokenizer, test, chat_prompt, config.max_new_tokens, config.eval_batch_size
+        ),  # fmt: skip
         "train_seconds": seconds,
     }
 
@@ -339,7 +349,10 @@ def build_ladder(
     if profile.kind == "embedded":
         ladder, curves = train_ladder(profile, config, models_dir, progress=progress)
     else:
-        ladder, curves = describe_hub_ladder(profile), pd.DataFrame(columns=["model", "step", "loss"])
+        ladder, curves = (
+            describe_hub_ladder(profile),
+            pd.DataFrame(columns=["model", "step", "loss"]),
+        )
     models_dir.mkdir(parents=True, exist_ok=True)
     ladder.drop(columns=["train_seconds"], errors="ignore").to_csv(
         models_dir / "ladder.csv", index=False, float_format="%.6g"

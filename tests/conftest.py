@@ -28,4 +28,6 @@ def tiny_tokenizer():
     from fsgen.tokenizer import train_tokenizer
 
     problems = generate_problems(300, seed=7)
-    return train_tokenizer([plain_document(p) for p in problems] + [chat_document(problems[0])], 300)
+    return train_tokenizer(
+        [plain_document(p) for p in problems] + [chat_document(problems[0])], 300
+    )

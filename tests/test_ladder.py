@@ -18,7 +18,10 @@ def test_repository_profiles_parse():
     assert embedded.rungs[0].model == f"{embedded.models_dir}/{embedded.rungs[0].name}"
     assert embedded.rungs[0].tuned.endswith("-chat") and embedded.rungs[-1].tuned is None
     pythia = load_profile("pythia")
-    assert [r.model for r in pythia.rungs][:2] == ["EleutherAI/pythia-70m", "EleutherAI/pythia-160m"]
+    assert [r.model for r in pythia.rungs][:2] == [
+        "EleutherAI/pythia-70m",
+        "EleutherAI/pythia-160m",
+    ]
     qwen = load_profile("qwen1.5")
     assert qwen.rungs[0].tuned == "Qwen/Qwen1.5-0.5B-Chat"
     assert all(r.revision == "main" for r in qwen.rungs)
@@ -34,12 +37,36 @@ def test_unknown_profile_and_rung_are_clear_errors():
 
 def test_bad_profile_entries(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"profiles": {"p": {"kind": "hub", "rungs": [
-        {"name": "a", "model": "x/a"}, {"name": "b", "model": "x/b", "dtype": "int4"}]}}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {
+                    "p": {
+                        "kind": "hub",
+                        "rungs": [
+                            {"name": "a", "model": "x/a"},
+                            {"name": "b", "model": "x/b", "dtype": "int4"},
+                        ],
+                    }
+                }
+            }
+        )
+    )
     with pytest.raises(ValueError, match=r"rung 'b': unknown keys \['dtype'\]"):
         load_profile("p", params)
-    params.write_text(yaml.safe_dump({"profiles": {"p": {"kind": "hub", "dtype": "fp8", "rungs": [
-        {"name": "a", "model": "x/a"}, {"name": "b", "model": "x/b"}]}}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": {
+                    "p": {
+                        "kind": "hub",
+                        "dtype": "fp8",
+                        "rungs": [{"name": "a", "model": "x/a"}, {"name": "b", "model": "x/b"}],
+                    }
+                }
+            }
+        )
+    )
     with pytest.raises(ValueError, match="dtype must be one of .* got 'fp8'"):
         load_profile("p", params)
 

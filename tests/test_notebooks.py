@@ -31,11 +31,11 @@ def _passed_parameters(cmd: str) -> tuple[str, dict[str, str]]:
     assert "--execution-timeout" in words, "run papermill with an execution timeout"
     notebook = next(w for w in words if w.endswith(".ipynb"))
     params = {}
-    for flag, value, *rest in zip(words, words[1:], words[2:] + [""]):
-        if flag == "-p":
-            params[value] = rest[0]
-        elif flag == "-y":
-            params.update({k: str(v) for k, v in yaml.safe_load(value).items()})
+    for i, word in enumerate(words):
+        if word == "-p":
+            params[words[i + 1]] = words[i + 2]
+        elif word == "-y":
+            params.update({k: str(v) for k, v in yaml.safe_load(words[i + 1]).items()})
     return notebook, params
 
 
