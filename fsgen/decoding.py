@@ -1,0 +1,577 @@
+"""The collaborative decoding engine: one batched, KV-cached loop serves every method.
+
+The batch is a ragged set of rows stored as one rectangle of columns: `seq` (token ids), `mask`
+(1 for a real token, 0 for left padding or a rejected draft) and `pos` (position ids). Every
+model keeps its own KV cache and the number of columns it has seen; `advance` feeds it the
+columns it lacks in one forward pass. So the large model is run only on steps where some row
+consults it, catching up on every column since its last call at once, and speculative decoding
+masks out rejected drafts instead of cropping caches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from fsgen.methods import LogitView, Method, get_method
+from fsgen.routers import Router, make_router
+from fsgen.trace import STAT_FIELDS, distribution_stats, empty_trace
+
+
+@dataclass
+class Collaboration:
+    """What `collaborate` returns: texts, generated ids, the token trace and a summary."""
+
+    texts: list[str]
+    tokens: list[list[int]]
+    trace: pd.DataFrame
+    summary: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- batch state
+
+
+@dataclass
+class Batch:
+    """Token columns shared by every model of a call: ids, attention mask and positions."""
+
+    seq: torch.Tensor  # (B, L)
+    mask: torch.Tensor  # (B, L)
+    pos: torch.Tensor  # (B, L)
+
+    @classmethod
+    def from_prompts(cls, tokenizer, prompts: Sequence[str], device) -> Batch:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        mask = enc["attention_mask"].to(device)  # (B, P), left padded
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return cls(enc["input_ids"].to(device), mask, pos)
+
+    @property
+    def width(self) -> int:
+        return self.seq.shape[1]
+
+    def next_positions(self) -> torch.Tensor:
+        """Position id of the next real token of each row (B,)."""
+        return self.mask.sum(-1)
+
+    def append(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Append columns (B, k) of tokens, real unless `mask` says otherwise."""
+        mask = torch.ones_like(ids) if mask is None else mask.to(ids.dtype)
+        start = self.next_positions().unsqueeze(-1)  # (B, 1)
+        pos = start + (mask.cumsum(-1) - mask).clamp(min=0)  # (B, k)
+        self.seq = torch.cat([self.seq, ids], dim=1)
+        self.mask = torch.cat([self.mask, mask], dim=1)
+        self.pos = torch.cat([self.pos, pos], dim=1)
+
+    def drop(self, rows: torch.Tensor, columns: slice) -> None:
+        """Mask out `columns` for the rows flagged in `rows` (B,) bool."""
+        self.mask[rows, columns] = 0
+
+
+class Stream:
+    """One model over a `Batch`: its KV cache and how many columns it has seen."""
+
+    def __init__(self, model, vocab: int):
+        self.model, self.vocab = model, vocab
+        self.cache = DynamicCache()
+        self.seen = 0
+
+    @torch.no_grad()
+    def advance(self, batch: Batch) -> torch.Tensor:
+        """Feed the columns not yet seen; logits of every fed column (B, k, vocab)."""
+        start, end = self.seen, batch.width
+        device = self.model.device
+        out = self.model(
+            input_ids=batch.seq[:, start:end].to(device),
+            attention_mask=batch.mask[:, :end].to(device),
+            position_ids=batch.pos[:, start:end].to(device),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache, self.seen = out.past_key_values, end
+        return out.logits[..., : self.vocab].float().to(batch.seq.device)
+
+
+def prefill(stream: Stream, batch: Batch) -> torch.Tensor:
+    """Run the prompt through a model; next-token logits of each row (B, V)."""
+    return stream.advance(batch)[:, -1]
+
+
+# ----------------------------------------------------------------------------- choosing tokens
+
+
+class Sampler:
+    """Greedy, or sampling with one seeded generator per prompt, so results do not depend on
+    how prompts are batched."""
+
+    def __init__(self, do_sample: bool, temperature: float, seed: int, prompt_ids: Sequence[int]):
+        self.do_sample, self.temperature = do_sample, temperature
+        self.generators = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in prompt_ids]
+
+    def probs(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(scores.double() / self.temperature, dim=-1)  # (B, V)
+
+    def choose(self, scores: torch.Tensor) -> torch.Tensor:
+        """One token per row from scores (B, V)."""
+        if not self.do_sample:
+            return scores.argmax(-1)
+        probs = self.probs(scores)
+        return torch.stack(
+            [torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.generators, strict=True)]
+        )
+
+    def uniform(self, row: int) -> float:
+        return torch.rand(1, generator=self.generators[row], dtype=torch.float64).item()
+
+
+# ----------------------------------------------------------------------------- stopping and traces
+
+
+class Output:
+    """Generated tokens and trace rows of each prompt, with per-row stopping."""
+
+    def __init__(self, tokenizer, prompt_ids, max_new_tokens, stop, trace_top_k):
+        self.tokenizer, self.prompt_ids = tokenizer, list(prompt_ids)
+        self.max_new_tokens, self.stop, self.k = max_new_tokens, list(stop or []), trace_top_k
+        self.tokens: list[list[int]] = [[] for _ in self.prompt_ids]
+        self.rows: list[dict] = []
+        self.done = [False] * len(self.prompt_ids)
+        self.eos = tokenizer.eos_token_id
+
+    def active(self) -> torch.Tensor:
+        return torch.tensor([not d for d in self.done])
+
+    def emit(self, row: int, token: int, record: dict) -> None:
+        """Append one token to a row (if it is still running) and its trace row."""
+        if self.done[row]:
+            return
+        self.tokens[row].append(token)
+        self.rows.append(
+            {"prompt_id": self.prompt_ids[row], "step": len(self.tokens[row]) - 1,
+             "token_id": token, **record}  # fmt: skip
+        )
+        if (
+            len(self.tokens[row]) >= self.max_new_tokens
+            or token == self.eos
+            or (self.stop and any(s in self._text(row) for s in self.stop))
+        ):
+            self.done[row] = True
+
+    def _text(self, row: int) -> str:
+        return self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+
+    def texts(self) -> list[str]:
+        """Decoded generations, each cut before the first stop string it contains."""
+        texts = []
+        for row in range(len(self.tokens)):
+            text = self._text(row)
+            cuts = [text.index(s) for s in self.stop if s in text]
+            texts.append(text[: min(cuts)] if cuts else text)
+        return texts
+
+    def trace(self) -> pd.DataFrame:
+        if not self.rows:
+            return empty_trace()
+        frame = pd.DataFrame(self.rows)
+        frame["token"] = [self.tokenizer.decode([t]) for t in frame["token_id"]]
+        base = empty_trace()
+        for column in base.columns:
+            if column not in frame:
+                frame[column] = None
+        return frame[list(base.columns)].sort_values(["prompt_id", "step"], kind="stable").reset_index(drop=True)
+
+
+def stat_record(prefix: str, stats: dict | None, row: int) -> dict:
+    """Trace fields of one model's distribution for one row (nulls when not consulted)."""
+    if stats is None:
+        return {f"{prefix}_{f}": None for f in STAT_FIELDS}
+    return {
+        f"{prefix}_top1_prob": float(stats["top1_prob"][row]),
+        f"{prefix}_entropy": float(stats["entropy"][row]),
+        f"{prefix}_margin": float(stats["margin"][row]),
+        f"{prefix}_topk_ids": stats["topk_ids"][row].tolist(),
+        f"{prefix}_topk_probs": stats["topk_probs"][row].float().tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- token-level methods
+
+
+@dataclass
+class Models:
+    """The models a method runs: System 1, the large model, and the base small model (proxy)."""
+
+    system1: Stream
+    large: Stream | None
+    base: Stream | None
+    system1_is_large: bool = False
+
+
+def decode_one_token(
+    models: Models,
+    batch: Batch,
+    logits: dict[str, torch.Tensor],
+    method: Method,
+    router: Router,
+    sampler: Sampler,
+    output: Output,
+    alpha: float,
+    beta: float,
+) -> int:
+    """One step of a token-level method for every running row; returns 1 if the large model ran.
+
+    `logits` holds each model's next-token logits ('s', and 'b' for proxy) for the current
+    columns; the large model's are computed here, only if some running row consults it.
+    """
+    s = logits["s"]  # (B, V)
+    s_stats = distribution_stats(s, output.k)
+    active = output.active()
+    consult = router(torch.softmax(s.double(), -1)) & active if models.large else torch.zeros_like(active)
+    large_ran = 0
+    l = None  # noqa: E741
+    if consult.any():
+        l = models.large.advance(batch)[:, -1]  # noqa: E741 - catches up on every column since its last call
+        large_ran = 1
+    scores = s
+    if l is not None:
+        combined = method.combine(LogitView(s=s, l=l, b=logits.get("b"), alpha=alpha, beta=beta))
+        scores = torch.where(consult.unsqueeze(-1), combined, s)  # (B, V)
+    chosen = sampler.choose(scores)  # (B,) one draw per row, whoever decides
+    s_argmax = s.argmax(-1)
+    l_stats = distribution_stats(l, output.k) if l is not None else None
+    b_argmax = logits["b"].argmax(-1) if "b" in logits else None
+    for row in range(len(chosen)):
+        if not active[row]:
+            continue
+        called = bool(consult[row])
+        record = {
+            "source": method.source if called else ("large" if models.system1_is_large else "small"),
+            "large_called": called or models.system1_is_large,
+            "mismatch": called and int(chosen[row]) != int(s_argmax[row]),
+            "mismatch_vs_base": None if b_argmax is None else int(chosen[row]) != int(b_argmax[row]),
+        }
+        small, large = stat_record("small", s_stats, row), stat_record("large", l_stats if called else None, row)
+        if models.system1_is_large:
+            small, large = stat_record("small", None, row), stat_record("large", s_stats, row)
+        output.emit(row, int(chosen[row]), record | small | large)
+    batch.append(chosen.unsqueeze(-1))
+    return large_ran
+
+
+def token_level_decode(models, batch, method, router, sampler, output, alpha, beta) -> dict:
+    """Run a token-level method until every row stops; returns engine statistics."""
+    logits = {"s": prefill(models.system1, batch)}
+    if models.base is not None:
+        logits["b"] = prefill(models.base, batch)
+    large_forwards = 0
+    while not all(output.done):
+        large_forwards += decode_one_token(models, batch, logits, method, router, sampler, output, alpha, beta)
+        if all(output.done):
+            break
+        logits["s"] = models.system1.advance(batch)[:, -1]
+        if models.base is not None:
+            logits["b"] = models.base.advance(batch)[:, -1]
+    return {"large_forwards": large_forwards}
+
+
+# ----------------------------------------------------------------------------- speculative decoding
+
+
+def speculative_decode(small: Stream, large: Stream, batch: Batch, sampler: Sampler, output: Output,
+                       num_draft: int) -> dict:  # fmt: skip
+    """Draft `num_draft` tokens with the small model, verify them in one large forward.
+
+    Greedy: accept drafts while they equal the large argmax, then emit the large token (a
+    correction, or a bonus when all pass): the output equals the large model's alone. Sampling:
+    accept a draft with probability min(1, p/q), else resample from norm(max(0, p - q)).
+    Invariant at each round: both caches hold every column but the last one.
+    """
+    rounds = large_calls = 0
+    # prefill everything but the last prompt column
+    last = batch.seq[:, -1:].clone()  # (B, 1)
+    last_mask = batch.mask[:, -1:].clone()
+    head = Batch(batch.seq[:, :-1], batch.mask[:, :-1], batch.pos[:, :-1])
+    for stream in (small, large):
+        stream.advance(head)
+    batch.seq, batch.mask, batch.pos = head.seq, head.mask, head.pos
+    batch.append(last, last_mask)
+    rows = range(batch.seq.shape[0])
+    while not all(output.done):
+        rounds += 1
+        large_calls += sum(not done for done in output.done)  # verification rounds per row
+        start = batch.width - 1  # column of `last`
+        q_logits, drafts = [], []
+        for _ in range(num_draft):
+            q = small.advance(batch)[:, -1]  # (B, V)
+            token = sampler.choose(q)
+            q_logits.append(q)
+            drafts.append(token)
+            batch.append(token.unsqueeze(-1))
+        small.advance(batch)  # feed the last draft too, so both caches see the same columns
+        p_logits = large.advance(batch)  # (B, k+1, V): columns `last`, d1..dk
+        q_all = torch.stack(q_logits, 1)  # (B, k, V)
+        d_all = torch.stack(drafts, 1)  # (B, k)
+        next_last = torch.zeros_like(last)
+        for row in rows:
+            accepted, token, source = _verify_row(row, p_logits[row], q_all[row], d_all[row], sampler)
+            active = not output.done[row]
+            p_stats = distribution_stats(p_logits[row, : accepted + 1], output.k)
+            q_stats = distribution_stats(q_all[row, : min(accepted + 1, num_draft)], output.k)
+            for j in range(accepted + 1):
+                is_draft = j < accepted
+                tok = int(d_all[row, j]) if is_draft else token
+                record = {
+                    "source": "draft" if is_draft else source,
+                    "large_called": True,
+                    "mismatch": source == "large" and not is_draft,
+                    "mismatch_vs_base": None,
+                }
+                small_rec = stat_record("small", q_stats, j) if j < num_draft else stat_record("small", None, 0)
+                output.emit(row, tok, record | small_rec | stat_record("large", p_stats, j))
+            if active:
+                batch.drop(torch.tensor([r == row for r in rows]), slice(start + 1 + accepted, None))
+            next_last[row, 0] = token
+        batch.append(next_last)
+        # the appended column is `last` for the next round: not yet in either cache
+    return {"large_forwards": rounds, "large_calls": large_calls}
+
+
+def _verify_row(row, p_logits, q_logits, drafts, sampler: Sampler) -> tuple[int, int, str]:
+    """Accepted drafts of one row, the token emitted after them, and its source."""
+    k = len(drafts)
+    if not sampler.do_sample:
+        target = p_logits.argmax(-1)  # (k+1,)
+        accepted = 0
+        while accepted < k and int(drafts[accepted]) == int(target[accepted]):
+            accepted += 1
+        return accepted, int(target[accepted]), "bonus" if accepted == k else "large"
+    p, q = sampler.probs(p_logits), sampler.probs(q_logits)  # (k+1, V), (k, V)
+    for j in range(k):
+        d = int(drafts[j])
+        if sampler.uniform(row) < min(1.0, float(p[j, d] / q[j, d])):
+            continue
+        residual = (p[j] - q[j]).clamp(min=0)
+        residual = residual / residual.sum() if residual.sum() > 0 else p[j]
+        token = int(torch.multinomial(residual, 1, generator=sampler.generators[row]))
+        return j, token, "large"
+    token = int(torch.multinomial(p[k], 1, generator=sampler.generators[row]))
+    return k, token, "bonus"
+
+
+# ----------------------------------------------------------------------------- fast oracle
+
+
+@torch.no_grad()
+def oracle_fast(small, large, tokenizer, batch: Batch, output: Output, vocab: int) -> dict:
+    """Oracle with router `always`, greedy: batched cached generation by the large model, then
+    one teacher-forced forward of the small model over the generated sequences."""
+    large_logits, generated = generate_large(large, tokenizer, batch, output.max_new_tokens, vocab)
+    score_with_small(small, batch, generated, large_logits, output, vocab)
+    return {"large_forwards": generated.shape[1]}
+
+
+class TokenizerVocabulary(LogitsProcessor):
+    """Never choose ids past the tokenizer's vocabulary (models such as Qwen pad theirs)."""
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.vocab :] = -float("inf")
+        return scores
+
+
+@torch.no_grad()
+def generate_large(large, tokenizer, batch: Batch, max_new_tokens: int, vocab: int):
+    """Greedy batched generation with the large model: (logits (B, n, V), tokens (B, n))."""
+    device = large.device
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    out = large.generate(
+        input_ids=batch.seq.to(device),
+        attention_mask=batch.mask.to(device),
+        generation_config=config,
+        logits_processor=LogitsProcessorList([TokenizerVocabulary(vocab)]),
+    )
+    generated = out.sequences[:, batch.width :].cpu()  # (B, n)
+    logits = torch.stack(out.logits, 1)[..., :vocab].float().cpu()  # (B, n, V)
+    return logits, generated
+
+
+@torch.no_grad()
+def score_with_small(small, batch: Batch, generated, large_logits, output: Output, vocab: int) -> None:
+    """Teacher-force `generated` through a small model and record oracle trace rows."""
+    prompt_width = batch.width
+    scored = Batch(batch.seq.clone(), batch.mask.clone(), batch.pos.clone())
+    scored.append(generated)
+    device = small.device
+    logits = small(
+        input_ids=scored.seq.to(device),
+        attention_mask=scored.mask.to(device),
+        position_ids=scored.pos.to(device),
+    ).logits[:, prompt_width - 1 : -1, :vocab].float().cpu()  # (B, n, V)
+    for step in range(generated.shape[1]):
+        s_stats = distribution_stats(logits[:, step], output.k)
+        l_stats = distribution_stats(large_logits[:, step], output.k)
+        s_argmax = logits[:, step].argmax(-1)
+        for row in range(generated.shape[0]):
+            token = int(generated[row, step])
+            record = {"source": "large", "large_called": True,
+                      "mismatch": token != int(s_argmax[row]), "mismatch_vs_base": None}  # fmt: skip
+            output.emit(row, token, record | stat_record("small", s_stats, row) | stat_record("large", l_stats, row))
+
+
+# ----------------------------------------------------------------------------- the public call
+
+
+def _vocab(tokenizer, models) -> int:
+    vocab = len(tokenizer)
+    sizes = {m.config.vocab_size for m in models}
+    if any(size < vocab for size in sizes):
+        names = [getattr(m.config, "_name_or_path", "?") for m in models]
+        raise ValueError(
+            f"models and tokenizer disagree: vocabulary sizes {sorted(sizes)} for {names}, "
+            f"tokenizer has {vocab}; the models must share one tokenizer"
+        )
+    return vocab
+
+
+def _check_lengths(tokenizer, prompts, models, max_new_tokens, extra: int) -> None:
+    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    for model in models:
+        context = getattr(model.config, "max_position_embeddings", None)
+        if context is not None and longest + max_new_tokens + extra > context:
+            raise ValueError(
+                f"prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
+                f"context of {context} tokens of {model.config._name_or_path or type(model).__name__}"
+            )
+
+
+def collaborate(
+    small,
+    large,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    method: str = "oracle",
+    router: str | Router = "always",
+    threshold: float | None = None,
+    small_tuned=None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    num_draft: int = 5,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    trace_top_k: int = 10,
+    seed: int = 0,
+    stop: Sequence[str] | None = None,
+) -> Collaboration:
+    """A small model (System 1) and a large model (System 2) decode `prompts` together.
+
+    Methods: `oracle`, `contrastive` (FS-GEN's form), `contrastive_obrien`, `proxy` (System 1 is
+    `small_tuned`), `speculative`, and `small` / `large` alone. The router decides, per row and
+    step, whether the large model is consulted (`always`, `never`, `threshold`, `margin`,
+    `entropy`, or a callable on System 1's probabilities (B, V) returning (B,) bools).
+    Returns texts, generated ids, a token trace (see `fsgen.trace`) and a summary.
+    """
+    spec = get_method(method)
+    router_name, rule = make_router(router, threshold)
+    if spec.uses_tuned and small_tuned is None:
+        raise ValueError(f"method {method!r} needs small_tuned (the tuned small model), got None")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if method == "speculative" and num_draft < 1:
+        raise ValueError(f"num_draft must be >= 1, got {num_draft}")
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    alpha = spec.alpha if alpha is None else alpha
+    beta = spec.beta if beta is None else beta
+    prompts = list(prompts)
+    started = time.perf_counter()
+    if not prompts:
+        return Collaboration([], [], empty_trace(), _summary([], empty_trace(), method, router_name, 0, 0, 0.0))
+    in_use = {"small": [small], "large": [large], "proxy": [small, large, small_tuned]}.get(
+        method, [small, large]
+    )
+    vocab = _vocab(tokenizer, in_use)
+    _check_lengths(tokenizer, prompts, in_use, max_new_tokens, num_draft + 1 if method == "speculative" else 0)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
+    if tokenizer.padding_side != "left":
+        raise ValueError(f"batched decoding needs left padding, got padding_side={tokenizer.padding_side!r}")
+
+    texts, tokens, traces, large_forwards, large_calls = [], [], [], 0, 0
+    for start in range(0, len(prompts), batch_size):
+        ids = list(range(start, min(start + batch_size, len(prompts))))
+        output = Output(tokenizer, ids, max_new_tokens, stop, trace_top_k)
+        sampler = Sampler(do_sample, temperature, seed, ids)
+        batch = Batch.from_prompts(tokenizer, [prompts[i] for i in ids], torch.device("cpu"))
+        if method == "speculative":
+            stats = speculative_decode(Stream(small, vocab), Stream(large, vocab), batch, sampler, output, num_draft)
+        elif method == "oracle" and router_name == "always" and not do_sample:
+            stats = oracle_fast(small, large, tokenizer, batch, output, vocab)
+        else:
+            models = _models(method, small, large, small_tuned, vocab)
+            chosen_rule = {"small": make_router("never")[1], "large": make_router("never")[1]}.get(method, rule)
+            stats = token_level_decode(models, batch, spec, chosen_rule, sampler, output, alpha, beta)
+        texts += output.texts()
+        tokens += output.tokens
+        batch_trace = output.trace()
+        traces.append(batch_trace)
+        large_forwards += stats["large_forwards"]
+        if "large_calls" in stats:
+            large_calls += stats["large_calls"]
+        else:
+            large_calls += int(batch_trace["large_called"].sum())
+    trace = pd.concat(traces, ignore_index=True) if traces else empty_trace()
+    seconds = time.perf_counter() - started
+    summary = _summary(tokens, trace, method, router_name, large_calls, large_forwards, seconds)
+    return Collaboration(texts, tokens, trace, summary)
+
+
+def _models(method, small, large, small_tuned, vocab) -> Models:
+    if method == "large":
+        return Models(Stream(large, vocab), None, None, system1_is_large=True)
+    if method == "small":
+        return Models(Stream(small, vocab), None, None)
+    if method == "proxy":
+        return Models(Stream(small_tuned, vocab), Stream(large, vocab), Stream(small, vocab))
+    return Models(Stream(small, vocab), Stream(large, vocab), None)
+
+
+def _summary(tokens, trace: pd.DataFrame, method, router, large_calls, large_forwards, seconds) -> dict:
+    n_tokens = sum(len(t) for t in tokens)
+    mismatches = int(trace["mismatch"].sum()) if len(trace) else 0
+    summary = {
+        "method": method,
+        "router": router,
+        "prompts": len(tokens),
+        "tokens": n_tokens,
+        "large_calls": large_calls,
+        "mismatches": mismatches,
+        "collaboration_frequency": mismatches / n_tokens if n_tokens else 0.0,
+        "call_rate": large_calls / n_tokens if n_tokens else 0.0,
+        "large_forwards": large_forwards,
+        "wall_seconds": seconds,
+    }
+    if method == "proxy" and len(trace):
+        vs_base = int(trace["mismatch_vs_base"].astype(bool).sum())
+        summary["mismatches_vs_base"] = vs_base
+        summary["collaboration_frequency_vs_base"] = vs_base / n_tokens if n_tokens else 0.0
+    return summary

@@ -1,0 +1,195 @@
+"""The engine against the naive reference: every method x router, uneven batches, early stops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from fsgen.decoding import collaborate
+from tests.reference import naive_collaborate
+
+PROMPTS = [
+    "Question: Ann has 3 coins.",
+    "Question:",
+    "Ben",
+    "Question: Tom has 12 apples. Tom buys 5 more apples. How many apples does Tom have now?",
+    "The answer is",
+]
+
+
+def _model(tokenizer, hidden, layers, seed, extra_vocab=0):
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer) + extra_vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=256,
+        initializer_range=0.5,
+        rotary_pct=1.0,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(config).double().eval()
+
+
+def _perturbed(model, scale, seed):
+    """A copy of `model` with Gaussian noise on every weight: a correlated, weaker System 1."""
+    copy = GPTNeoXForCausalLM(model.config).double().eval()
+    copy.load_state_dict(model.state_dict())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale * p.std().clamp_min(1e-3))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def models(tiny_tokenizer):
+    torch.set_num_threads(1)
+    large = _model(tiny_tokenizer, 32, 2, seed=1, extra_vocab=5)  # padded vocabulary, like Qwen
+    small = _perturbed(large, 0.35, seed=2)
+    tuned = _perturbed(small, 0.25, seed=3)
+    return small, large, tuned
+
+
+CASES = [
+    ("oracle", "always", None),
+    ("oracle", "threshold", 0.5),
+    ("oracle", "margin", 0.3),
+    ("oracle", "entropy", 1.0),
+    ("oracle", "never", None),
+    ("contrastive", "always", None),
+    ("contrastive", "threshold", 0.5),
+    ("contrastive_obrien", "entropy", 1.0),
+    ("proxy", "always", None),
+    ("proxy", "margin", 0.3),
+    ("speculative", "always", None),
+    ("small", "always", None),
+    ("large", "always", None),
+]
+
+
+def _check_against_reference(models, tokenizer, method, router, threshold, **kwargs):
+    small, large, tuned = models
+    fast = collaborate(small, large, tokenizer, PROMPTS, method=method, router=router,
+                       threshold=threshold, small_tuned=tuned, batch_size=2, **kwargs)  # fmt: skip
+    mismatches = calls = 0
+    for i, prompt in enumerate(PROMPTS):
+        ref = naive_collaborate(small, large, tokenizer, prompt, prompt_id=i, method=method,
+                                router=router, threshold=threshold, small_tuned=tuned, **kwargs)  # fmt: skip
+        assert fast.tokens[i] == ref["tokens"], f"prompt {i}"
+        rows = fast.trace[fast.trace.prompt_id == i]
+        assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
+        assert int(rows["mismatch"].sum()) == ref["mismatches"], f"prompt {i}"
+        if method == "proxy":
+            assert int(rows["mismatch_vs_base"].sum()) == ref["vs_base"]
+        mismatches += ref["mismatches"]
+        calls += ref["calls"]
+    assert fast.summary["mismatches"] == mismatches
+    assert fast.summary["large_calls"] == calls
+    assert fast.summary["tokens"] == sum(len(t) for t in fast.tokens) == len(fast.trace)
+    return fast
+
+
+@pytest.mark.parametrize("method, router, threshold", CASES)
+def test_greedy_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
+    _check_against_reference(models, tiny_tokenizer, method, router, threshold, max_new_tokens=12,
+                             stop=["s"])  # fmt: skip
+
+
+@pytest.mark.parametrize("method, router, threshold", [c for c in CASES if c[0] != "oracle" or c[1] != "never"][::2])
+def test_sampling_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
+    _check_against_reference(models, tiny_tokenizer, method, router, threshold, max_new_tokens=10,
+                             do_sample=True, temperature=0.8, seed=11)  # fmt: skip
+
+
+def test_routers_split_the_steps(models, tiny_tokenizer):
+    """The fixtures really exercise routing: some steps consulted, some not, some mismatches."""
+    small, large, _ = models
+    out = collaborate(small, large, tiny_tokenizer, PROMPTS, router="threshold", threshold=0.5,
+                      max_new_tokens=12)  # fmt: skip
+    assert 0 < out.summary["large_calls"] < out.summary["tokens"]
+    assert 0 < out.summary["mismatches"]
+    spec = collaborate(small, large, tiny_tokenizer, PROMPTS, method="speculative", max_new_tokens=12)
+    assert {"draft", "large"} <= set(spec.trace["source"])
+
+
+@pytest.mark.parametrize("num_draft", [1, 3, 6])
+def test_greedy_speculative_equals_large_alone(models, tiny_tokenizer, num_draft):
+    small, large, _ = models
+    alone = collaborate(small, large, tiny_tokenizer, PROMPTS, method="large", max_new_tokens=15)
+    spec = collaborate(small, large, tiny_tokenizer, PROMPTS, method="speculative",
+                       num_draft=num_draft, max_new_tokens=15, batch_size=3)  # fmt: skip
+    assert spec.tokens == alone.tokens
+    assert spec.summary["large_calls"] <= alone.summary["tokens"]
+
+
+def test_batching_does_not_change_results(models, tiny_tokenizer):
+    small, large, tuned = models
+    for method in ("contrastive", "speculative", "proxy"):
+        runs = [collaborate(small, large, tiny_tokenizer, PROMPTS, method=method, small_tuned=tuned,
+                            router="threshold" if method != "speculative" else "always",
+                            threshold=0.5, max_new_tokens=10, batch_size=b, do_sample=True, seed=3)
+                for b in (1, 2, 5)]  # fmt: skip
+        assert runs[0].tokens == runs[1].tokens == runs[2].tokens
+
+
+def test_trace_schema(models, tiny_tokenizer):
+    from fsgen.trace import COLUMNS
+
+    small, large, _ = models
+    out = collaborate(small, large, tiny_tokenizer, PROMPTS[:2], router="threshold", threshold=0.5,
+                      max_new_tokens=6, trace_top_k=4)  # fmt: skip
+    assert list(out.trace.columns) == COLUMNS
+    assert all(len(ids) == 4 for ids in out.trace["small_topk_ids"])
+    skipped = out.trace[~out.trace["large_called"]]
+    assert skipped["large_top1_prob"].isna().all()
+    assert (out.trace["small_top1_prob"] >= out.trace["small_topk_probs"].map(min)).all()
+    assert out.trace["mismatch_vs_base"].isna().all()
+
+
+def test_stops_and_exact_lengths(models, tiny_tokenizer):
+    small, large, _ = models
+    out = collaborate(small, large, tiny_tokenizer, PROMPTS, method="small", max_new_tokens=7)
+    assert all(len(t) == 7 for t in out.tokens)
+    stopped = collaborate(small, large, tiny_tokenizer, PROMPTS, method="small", max_new_tokens=30,
+                          stop=["e"])  # fmt: skip
+    for text, tokens in zip(stopped.texts, stopped.tokens, strict=True):
+        assert "e" not in text
+        assert len(tokens) == 30 or "e" in tiny_tokenizer.decode(tokens)
+
+
+def test_empty_prompt_list(models, tiny_tokenizer):
+    small, large, _ = models
+    out = collaborate(small, large, tiny_tokenizer, [])
+    assert out.texts == [] and out.tokens == [] and len(out.trace) == 0
+    assert out.summary["tokens"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "beam"}, r"unknown method 'beam'; valid methods: \[.*'oracle'"),
+        ({"router": "coin"}, r"unknown router 'coin'; valid routers: \['always'"),
+        ({"method": "proxy"}, "needs small_tuned"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"router": "threshold"}, "router 'threshold' needs a threshold"),
+        ({"max_new_tokens": 250}, "exceeds the context of 256 tokens"),
+    ],
+)
+def test_bad_input_is_a_clear_error(models, tiny_tokenizer, kwargs, message):
+    small, large, _ = models
+    with pytest.raises(ValueError, match=message):
+        collaborate(small, large, tiny_tokenizer, PROMPTS, **kwargs)
+
+
+def test_different_vocabularies_are_rejected(models, tiny_tokenizer):
+    small, large, _ = models
+    config = GPTNeoXConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    other = GPTNeoXForCausalLM(config).double()
+    with pytest.raises(ValueError, match=r"vocabulary sizes \[100, \d+\].*tokenizer has \d+"):
+        collaborate(other, large, tiny_tokenizer, PROMPTS)
