@@ -3,6 +3,7 @@
 The public functions that notebooks call are re-exported here.
 """
 
+from fsgen.decoding import Collaboration, collaborate, collaborate_ladder
 from fsgen.io import atomic_write_bytes, read_metrics, write_metrics
 from fsgen.ladder import (
     ModelUnavailableError,
@@ -14,11 +15,14 @@ from fsgen.ladder import (
     load_rung,
     read_params,
 )
+from fsgen.methods import METHODS, Method, get_method
 from fsgen.paths import repo_root, resolve
 from fsgen.plots import plot_ladder, plot_training_curves, save_figure
+from fsgen.routers import ROUTERS, make_router
 from fsgen.scoring import last_number, parse_number
 from fsgen.synthetic import Problem, generate_problems
 from fsgen.tokenizer import train_tokenizer
+from fsgen.trace import read_trace, write_trace
 from fsgen.train import (
     LadderConfig,
     build_ladder,
@@ -29,6 +33,16 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "Collaboration",
+    "METHODS",
+    "Method",
+    "ROUTERS",
+    "collaborate",
+    "collaborate_ladder",
+    "get_method",
+    "make_router",
+    "read_trace",
+    "write_trace",
     "LadderConfig",
     "ModelUnavailableError",
     "Problem",

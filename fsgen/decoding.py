@@ -122,7 +122,10 @@ class Sampler:
             return scores.argmax(-1)
         probs = self.probs(scores)
         return torch.stack(
-            [torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.generators, strict=True)]
+            [
+                torch.multinomial(p, 1, generator=g)[0]
+                for p, g in zip(probs, self.generators, strict=True)
+            ]
         )
 
     def uniform(self, row: int) -> float:
@@ -152,8 +155,12 @@ class Output:
             return
         self.tokens[row].append(token)
         self.rows.append(
-            {"prompt_id": self.prompt_ids[row], "step": len(self.tokens[row]) - 1,
-             "token_id": token, **record}  # fmt: skip
+            {
+                "prompt_id": self.prompt_ids[row],
+                "step": len(self.tokens[row]) - 1,
+                "token_id": token,
+                **record,
+            }  # fmt: skip
         )
         if (
             len(self.tokens[row]) >= self.max_new_tokens
@@ -183,7 +190,11 @@ class Output:
         for column in base.columns:
             if column not in frame:
                 frame[column] = None
-        return frame[list(base.columns)].sort_values(["prompt_id", "step"], kind="stable").reset_index(drop=True)
+        return (
+            frame[list(base.columns)]
+            .sort_values(["prompt_id", "step"], kind="stable")
+            .reset_index(drop=True)
+        )
 
 
 def stat_record(prefix: str, stats: dict | None, row: int) -> dict:
@@ -231,7 +242,9 @@ def decode_one_token(
     s = logits["s"]  # (B, V)
     s_stats = distribution_stats(s, output.k)
     active = output.active()
-    consult = router(torch.softmax(s.double(), -1)) & active if models.large else torch.zeros_like(active)
+    consult = (
+        router(torch.softmax(s.double(), -1)) & active if models.large else torch.zeros_like(active)
+    )
     large_ran = 0
     l = None  # noqa: E741
     if consult.any():
@@ -250,12 +263,19 @@ def decode_one_token(
             continue
         called = bool(consult[row])
         record = {
-            "source": method.source if called else ("large" if models.system1_is_large else "small"),
+            "source": method.source
+            if called
+            else ("large" if models.system1_is_large else "small"),
             "large_called": called or models.system1_is_large,
             "mismatch": called and int(chosen[row]) != int(s_argmax[row]),
-            "mismatch_vs_base": None if b_argmax is None else int(chosen[row]) != int(b_argmax[row]),
+            "mismatch_vs_base": None
+            if b_argmax is None
+            else int(chosen[row]) != int(b_argmax[row]),
         }
-        small, large = stat_record("small", s_stats, row), stat_record("large", l_stats if called else None, row)
+        small, large = (
+            stat_record("small", s_stats, row),
+            stat_record("large", l_stats if called else None, row),
+        )
         if models.system1_is_large:
             small, large = stat_record("small", None, row), stat_record("large", s_stats, row)
         output.emit(row, int(chosen[row]), record | small | large)
@@ -270,7 +290,9 @@ def token_level_decode(models, batch, method, router, sampler, output, alpha, be
         logits["b"] = prefill(models.base, batch)
     large_forwards = 0
     while not all(output.done):
-        large_forwards += decode_one_token(models, batch, logits, method, router, sampler, output, alpha, beta)
+        large_forwards += decode_one_token(
+            models, batch, logits, method, router, sampler, output, alpha, beta
+        )
         if all(output.done):
             break
         logits["s"] = models.system1.advance(batch)[:, -1]
@@ -318,7 +340,9 @@ def speculative_decode(small: Stream, large: Stream, batch: Batch, sampler: Samp
         d_all = torch.stack(drafts, 1)  # (B, k)
         next_last = torch.zeros_like(last)
         for row in rows:
-            accepted, token, source = _verify_row(row, p_logits[row], q_all[row], d_all[row], sampler)
+            accepted, token, source = _verify_row(
+                row, p_logits[row], q_all[row], d_all[row], sampler
+            )
             active = not output.done[row]
             p_stats = distribution_stats(p_logits[row, : accepted + 1], output.k)
             q_stats = distribution_stats(q_all[row, : min(accepted + 1, num_draft)], output.k)
@@ -331,10 +355,16 @@ def speculative_decode(small: Stream, large: Stream, batch: Batch, sampler: Samp
                     "mismatch": source == "large" and not is_draft,
                     "mismatch_vs_base": None,
                 }
-                small_rec = stat_record("small", q_stats, j) if j < num_draft else stat_record("small", None, 0)
+                small_rec = (
+                    stat_record("small", q_stats, j)
+                    if j < num_draft
+                    else stat_record("small", None, 0)
+                )
                 output.emit(row, tok, record | small_rec | stat_record("large", p_stats, j))
             if active:
-                batch.drop(torch.tensor([r == row for r in rows]), slice(start + 1 + accepted, None))
+                batch.drop(
+                    torch.tensor([r == row for r in rows]), slice(start + 1 + accepted, None)
+                )
             next_last[row, 0] = token
         batch.append(next_last)
         # the appended column is `last` for the next round: not yet in either cache
@@ -411,17 +441,24 @@ def generate_large(large, tokenizer, batch: Batch, max_new_tokens: int, vocab: i
 
 
 @torch.no_grad()
-def score_with_small(small, batch: Batch, generated, large_logits, output: Output, vocab: int) -> None:
+def score_with_small(
+    small, batch: Batch, generated, large_logits, output: Output, vocab: int
+) -> None:
     """Teacher-force `generated` through a small model and record oracle trace rows."""
     prompt_width = batch.width
     scored = Batch(batch.seq.clone(), batch.mask.clone(), batch.pos.clone())
     scored.append(generated)
     device = small.device
-    logits = small(
-        input_ids=scored.seq.to(device),
-        attention_mask=scored.mask.to(device),
-        position_ids=scored.pos.to(device),
-    ).logits[:, prompt_width - 1 : -1, :vocab].float().cpu()  # (B, n, V)
+    logits = (
+        small(
+            input_ids=scored.seq.to(device),
+            attention_mask=scored.mask.to(device),
+            position_ids=scored.pos.to(device),
+        )
+        .logits[:, prompt_width - 1 : -1, :vocab]
+        .float()
+        .cpu()
+    )  # (B, n, V)
     for step in range(generated.shape[1]):
         s_stats = distribution_stats(logits[:, step], output.k)
         l_stats = distribution_stats(large_logits[:, step], output.k)
@@ -430,7 +467,11 @@ def score_with_small(small, batch: Batch, generated, large_logits, output: Outpu
             token = int(generated[row, step])
             record = {"source": "large", "large_called": True,
                       "mismatch": token != int(s_argmax[row]), "mismatch_vs_base": None}  # fmt: skip
-            output.emit(row, token, record | stat_record("small", s_stats, row) | stat_record("large", l_stats, row))
+            output.emit(
+                row,
+                token,
+                record | stat_record("small", s_stats, row) | stat_record("large", l_stats, row),
+            )
 
 
 # ----------------------------------------------------------------------------- the public call
@@ -505,16 +546,22 @@ def collaborate(
     prompts = list(prompts)
     started = time.perf_counter()
     if not prompts:
-        return Collaboration([], [], empty_trace(), _summary([], empty_trace(), method, router_name, 0, 0, 0.0))
+        return Collaboration(
+            [], [], empty_trace(), _summary([], empty_trace(), method, router_name, 0, 0, 0.0)
+        )
     in_use = {"small": [small], "large": [large], "proxy": [small, large, small_tuned]}.get(
         method, [small, large]
     )
     vocab = _vocab(tokenizer, in_use)
-    _check_lengths(tokenizer, prompts, in_use, max_new_tokens, num_draft + 1 if method == "speculative" else 0)
+    _check_lengths(
+        tokenizer, prompts, in_use, max_new_tokens, num_draft + 1 if method == "speculative" else 0
+    )
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
     if tokenizer.padding_side != "left":
-        raise ValueError(f"batched decoding needs left padding, got padding_side={tokenizer.padding_side!r}")
+        raise ValueError(
+            f"batched decoding needs left padding, got padding_side={tokenizer.padding_side!r}"
+        )
 
     texts, tokens, traces, large_forwards, large_calls = [], [], [], 0, 0
     for start in range(0, len(prompts), batch_size):
@@ -523,13 +570,19 @@ def collaborate(
         sampler = Sampler(do_sample, temperature, seed, ids)
         batch = Batch.from_prompts(tokenizer, [prompts[i] for i in ids], torch.device("cpu"))
         if method == "speculative":
-            stats = speculative_decode(Stream(small, vocab), Stream(large, vocab), batch, sampler, output, num_draft)
+            stats = speculative_decode(
+                Stream(small, vocab), Stream(large, vocab), batch, sampler, output, num_draft
+            )
         elif method == "oracle" and router_name == "always" and not do_sample:
             stats = oracle_fast(small, large, tokenizer, batch, output, vocab)
         else:
             models = _models(method, small, large, small_tuned, vocab)
-            chosen_rule = {"small": make_router("never")[1], "large": make_router("never")[1]}.get(method, rule)
-            stats = token_level_decode(models, batch, spec, chosen_rule, sampler, output, alpha, beta)
+            chosen_rule = {"small": make_router("never")[1], "large": make_router("never")[1]}.get(
+                method, rule
+            )
+            stats = token_level_decode(
+                models, batch, spec, chosen_rule, sampler, output, alpha, beta
+            )
         texts += output.texts()
         tokens += output.tokens
         batch_trace = output.trace()
@@ -545,6 +598,58 @@ def collaborate(
     return Collaboration(texts, tokens, trace, summary)
 
 
+def collaborate_ladder(
+    large,
+    smalls: dict[str, object],
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    trace_top_k: int = 10,
+    stop: Sequence[str] | None = None,
+) -> dict[str, Collaboration]:
+    """Ladder-wide oracle logging: one greedy generation by `large`, scored by every small model.
+
+    Returns, per small model, the same result as `collaborate(small, large, ..., method="oracle",
+    router="always")`, at the cost of one generation instead of one per pair.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompts = list(prompts)
+    vocab = _vocab(tokenizer, [large, *smalls.values()])
+    if prompts:
+        _check_lengths(tokenizer, prompts, [large, *smalls.values()], max_new_tokens, 0)
+    parts: dict[str, list] = {name: [] for name in smalls}
+    seconds = dict.fromkeys(smalls, 0.0)
+    for start in range(0, len(prompts), batch_size):
+        ids = list(range(start, min(start + batch_size, len(prompts))))
+        batch = Batch.from_prompts(tokenizer, [prompts[i] for i in ids], torch.device("cpu"))
+        began = time.perf_counter()
+        large_logits, generated = generate_large(large, tokenizer, batch, max_new_tokens, vocab)
+        shared = (time.perf_counter() - began) / max(1, len(smalls))
+        for name, small in smalls.items():
+            began = time.perf_counter()
+            output = Output(tokenizer, ids, max_new_tokens, stop, trace_top_k)
+            score_with_small(small, batch, generated, large_logits, output, vocab)
+            parts[name].append(output)
+            seconds[name] += shared + time.perf_counter() - began
+    results = {}
+    for name, outputs in parts.items():
+        texts = [t for o in outputs for t in o.texts()]
+        tokens = [t for o in outputs for t in o.tokens]
+        trace = (
+            pd.concat([o.trace() for o in outputs], ignore_index=True) if outputs else empty_trace()
+        )
+        calls = int(trace["large_called"].sum()) if len(trace) else 0
+        forwards = sum(max((len(t) for t in o.tokens), default=0) for o in outputs)
+        summary = _summary(tokens, trace, "oracle", "always", calls, forwards, seconds[name])
+        results[name] = Collaboration(texts, tokens, trace, summary)
+    return results
+
+
 def _models(method, small, large, small_tuned, vocab) -> Models:
     if method == "large":
         return Models(Stream(large, vocab), None, None, system1_is_large=True)
@@ -555,7 +660,9 @@ def _models(method, small, large, small_tuned, vocab) -> Models:
     return Models(Stream(small, vocab), Stream(large, vocab), None)
 
 
-def _summary(tokens, trace: pd.DataFrame, method, router, large_calls, large_forwards, seconds) -> dict:
+def _summary(
+    tokens, trace: pd.DataFrame, method, router, large_calls, large_forwards, seconds
+) -> dict:
     n_tokens = sum(len(t) for t in tokens)
     mismatches = int(trace["mismatch"].sum()) if len(trace) else 0
     summary = {

@@ -60,7 +60,9 @@ def naive_collaborate(small, large, tokenizer, prompt, *, prompt_id=0, method="o
     while not row.done():
         seq = prompt_ids + row.tokens
         s = _logits(system1, seq, vocab)
-        consult = method not in ("small", "large") and bool(rule(torch.softmax(s.double(), -1)[None])[0])
+        consult = method not in ("small", "large") and bool(
+            rule(torch.softmax(s.double(), -1)[None])[0]
+        )
         scores, b = s, None
         if method == "proxy":
             b = _logits(small, seq, vocab)
@@ -101,7 +103,11 @@ def _naive_speculative(small, large, prompt_ids, row, vocab, k, do_sample, tempe
                 continue
             residual = (p - q).clamp(min=0)
             residual = residual / residual.sum() if residual.sum() > 0 else p
-            accepted, token, source = j, int(torch.multinomial(residual, 1, generator=generator)), "large"
+            accepted, token, source = (
+                j,
+                int(torch.multinomial(residual, 1, generator=generator)),
+                "large",
+            )
             break
         if token is None:
             token = _choose(ps[k], do_sample, temperature, generator)

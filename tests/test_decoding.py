@@ -42,7 +42,11 @@ def _perturbed(model, scale, seed):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in copy.parameters():
-            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale * p.std().clamp_min(1e-3))
+            p.add_(
+                torch.randn(p.shape, generator=generator, dtype=p.dtype)
+                * scale
+                * p.std().clamp_min(1e-3)
+            )
     return copy
 
 
@@ -100,7 +104,9 @@ def test_greedy_engine_matches_naive_reference(models, tiny_tokenizer, method, r
                              stop=["s"])  # fmt: skip
 
 
-@pytest.mark.parametrize("method, router, threshold", [c for c in CASES if c[0] != "oracle" or c[1] != "never"][::2])
+@pytest.mark.parametrize(
+    "method, router, threshold", [c for c in CASES if c[0] != "oracle" or c[1] != "never"][::2]
+)
 def test_sampling_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
     _check_against_reference(models, tiny_tokenizer, method, router, threshold, max_new_tokens=10,
                              do_sample=True, temperature=0.8, seed=11)  # fmt: skip
@@ -113,7 +119,9 @@ def test_routers_split_the_steps(models, tiny_tokenizer):
                       max_new_tokens=12)  # fmt: skip
     assert 0 < out.summary["large_calls"] < out.summary["tokens"]
     assert 0 < out.summary["mismatches"]
-    spec = collaborate(small, large, tiny_tokenizer, PROMPTS, method="speculative", max_new_tokens=12)
+    spec = collaborate(
+        small, large, tiny_tokenizer, PROMPTS, method="speculative", max_new_tokens=12
+    )
     assert {"draft", "large"} <= set(spec.trace["source"])
 
 
@@ -189,7 +197,46 @@ def test_bad_input_is_a_clear_error(models, tiny_tokenizer, kwargs, message):
 
 def test_different_vocabularies_are_rejected(models, tiny_tokenizer):
     small, large, _ = models
-    config = GPTNeoXConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    config = GPTNeoXConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2
+    )
     other = GPTNeoXForCausalLM(config).double()
     with pytest.raises(ValueError, match=r"vocabulary sizes \[100, \d+\].*tokenizer has \d+"):
         collaborate(other, large, tiny_tokenizer, PROMPTS)
+
+
+def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
+    from fsgen.decoding import collaborate_ladder
+
+    small, large, tuned = models
+    ladder = collaborate_ladder(large, {"small": small, "tuned": tuned}, tiny_tokenizer, PROMPTS,
+                                max_new_tokens=9, batch_size=2, stop=["s"])  # fmt: skip
+    for name, model in (("small", small), ("tuned", tuned)):
+        pair = collaborate(
+            model, large, tiny_tokenizer, PROMPTS, max_new_tokens=9, batch_size=2, stop=["s"]
+        )
+        assert ladder[name].tokens == pair.tokens and ladder[name].texts == pair.texts
+        assert (
+            ladder[name]
+            .trace.drop(columns=["small_topk_probs", "large_topk_probs"])
+            .equals(pair.trace.drop(columns=["small_topk_probs", "large_topk_probs"]))
+        )
+        for key in ("tokens", "mismatches", "large_calls", "collaboration_frequency"):
+            assert ladder[name].summary[key] == pair.summary[key]
+
+
+def test_trace_parquet_round_trip(models, tiny_tokenizer, tmp_path):
+    from fsgen.trace import read_trace, write_trace
+
+    small, large, tuned = models
+    out = collaborate(small, large, tiny_tokenizer, PROMPTS[:3], method="proxy", small_tuned=tuned,
+                      router="threshold", threshold=0.5, max_new_tokens=5)  # fmt: skip
+    first = write_trace(out.trace, tmp_path / "a.parquet")
+    back = read_trace(first)
+    assert back["token_id"].tolist() == out.trace["token_id"].tolist()
+    assert back["mismatch_vs_base"].tolist() == out.trace["mismatch_vs_base"].tolist()
+    assert back["large_top1_prob"].isna().tolist() == out.trace["large_top1_prob"].isna().tolist()
+    second = write_trace(out.trace, tmp_path / "b.parquet")
+    assert first.read_bytes() == second.read_bytes()
+    with pytest.raises(ValueError, match=r"trace lacks columns \['token'\]"):
+        write_trace(out.trace.drop(columns=["token"]), tmp_path / "c.parquet")
