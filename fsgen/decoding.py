@@ -143,6 +143,7 @@ class Output:
         self.max_new_tokens, self.stop, self.k = max_new_tokens, list(stop or []), trace_top_k
         self.tokens: list[list[int]] = [[] for _ in self.prompt_ids]
         self.rows: list[dict] = []
+        self.frames: list[pd.DataFrame] = []
         self.done = [False] * len(self.prompt_ids)
         self.eos = tokenizer.eos_token_id
 
@@ -169,6 +170,25 @@ class Output:
         ):
             self.done[row] = True
 
+    def accept(self, row: int, tokens: list[int]) -> int:
+        """Append tokens to a row until it stops; returns how many were taken (no trace rows)."""
+        taken = 0
+        for token in tokens:
+            if self.done[row]:
+                break
+            self.tokens[row].append(token)
+            taken += 1
+            self.done[row] = (
+                len(self.tokens[row]) >= self.max_new_tokens
+                or token == self.eos
+                or bool(self.stop and any(s in self._text(row) for s in self.stop))
+            )
+        return taken
+
+    def add_rows(self, frame: pd.DataFrame) -> None:
+        """Trace rows built in bulk (they must carry prompt_id and step)."""
+        self.frames.append(frame)
+
     def _text(self, row: int) -> str:
         return self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
 
@@ -182,10 +202,12 @@ class Output:
         return texts
 
     def trace(self) -> pd.DataFrame:
-        if not self.rows:
+        parts = [pd.DataFrame(self.rows)] if self.rows else []
+        parts += [f for f in self.frames if len(f)]
+        if not parts:
             return empty_trace()
-        frame = pd.DataFrame(self.rows)
-        frame["token"] = [self.tokenizer.decode([t]) for t in frame["token_id"]]
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        frame["token"] = self.tokenizer.batch_decode([[t] for t in frame["token_id"]])
         base = empty_trace()
         for column in base.columns:
             if column not in frame:
@@ -444,7 +466,7 @@ def generate_large(large, tokenizer, batch: Batch, max_new_tokens: int, vocab: i
 def score_with_small(
     small, batch: Batch, generated, large_logits, output: Output, vocab: int
 ) -> None:
-    """Teacher-force `generated` through a small model and record oracle trace rows."""
+    """Teacher-force `generated` (B, n) through a small model and record oracle trace rows."""
     prompt_width = batch.width
     scored = Batch(batch.seq.clone(), batch.mask.clone(), batch.pos.clone())
     scored.append(generated)
@@ -459,19 +481,38 @@ def score_with_small(
         .float()
         .cpu()
     )  # (B, n, V)
-    for step in range(generated.shape[1]):
-        s_stats = distribution_stats(logits[:, step], output.k)
-        l_stats = distribution_stats(large_logits[:, step], output.k)
-        s_argmax = logits[:, step].argmax(-1)
-        for row in range(generated.shape[0]):
-            token = int(generated[row, step])
-            record = {"source": "large", "large_called": True,
-                      "mismatch": token != int(s_argmax[row]), "mismatch_vs_base": None}  # fmt: skip
-            output.emit(
-                row,
-                token,
-                record | stat_record("small", s_stats, row) | stat_record("large", l_stats, row),
-            )
+    rows, n = generated.shape
+    s_stats = _flat_stats(logits, output.k)
+    l_stats = _flat_stats(large_logits, output.k)
+    mismatch = (generated != logits.argmax(-1)).reshape(-1).numpy()  # (B*n,)
+    for row in range(rows):
+        taken = output.accept(row, generated[row].tolist())
+        keep = slice(row * n, row * n + taken)
+        frame = {
+            "prompt_id": output.prompt_ids[row],
+            "step": range(len(output.tokens[row]) - taken, len(output.tokens[row])),
+            "token_id": generated[row, :taken].numpy(),
+            "source": "large",
+            "large_called": True,
+            "mismatch": mismatch[keep],
+            "mismatch_vs_base": None,
+        }
+        for prefix, stats in (("small", s_stats), ("large", l_stats)):
+            for name, values in stats.items():
+                frame[f"{prefix}_{name}"] = list(values[keep]) if values.ndim > 1 else values[keep]
+        output.add_rows(pd.DataFrame(frame))
+
+
+def _flat_stats(logits: torch.Tensor, k: int) -> dict:
+    """`distribution_stats` of every position of (B, n, V) logits, as numpy arrays over B*n."""
+    stats = distribution_stats(logits.reshape(-1, logits.shape[-1]), k)
+    return {
+        "top1_prob": stats["top1_prob"].float().numpy(),
+        "entropy": stats["entropy"].float().numpy(),
+        "margin": stats["margin"].float().numpy(),
+        "topk_ids": stats["topk_ids"].numpy(),
+        "topk_probs": stats["topk_probs"].float().numpy(),
+    }
 
 
 # ----------------------------------------------------------------------------- the public call
