@@ -240,3 +240,35 @@ def test_trace_parquet_round_trip(models, tiny_tokenizer, tmp_path):
     assert first.read_bytes() == second.read_bytes()
     with pytest.raises(ValueError, match=r"trace lacks columns \['token'\]"):
         write_trace(out.trace.drop(columns=["token"]), tmp_path / "c.parquet")
+
+
+def test_speculative_sampling_matches_sampling_from_large(models, tiny_tokenizer):
+    """Lossless: the first token follows the large model's distribution exactly (chi-square),
+    and the first two tokens are distributed like plain sampling from the large model."""
+    from scipy.stats import chi2_contingency, chisquare
+
+    small, large, _ = models
+    prompt, n = "Question: Ann has", 600
+    spec = collaborate(small, large, tiny_tokenizer, [prompt] * n, method="speculative", num_draft=3,
+                       max_new_tokens=2, batch_size=100, do_sample=True, seed=5)  # fmt: skip
+    alone = collaborate(small, large, tiny_tokenizer, [prompt] * n, method="large", max_new_tokens=2,
+                        batch_size=100, do_sample=True, seed=6)  # fmt: skip
+    assert spec.summary["mismatches"] > 0  # drafts really were rejected and resampled
+    ids = torch.tensor([tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        p = torch.softmax(large(ids).logits[0, -1, : len(tiny_tokenizer)].double(), -1)
+    first = torch.tensor([t[0] for t in spec.tokens])
+    expected = p * n
+    common = expected >= 5
+    observed = torch.cat([torch.bincount(first, minlength=len(p))[common].double(),
+                          torch.tensor([float((~common[first]).sum())])])  # fmt: skip
+    wanted = torch.cat([expected[common], expected[~common].sum().view(1)])
+    assert chisquare(observed.numpy(), wanted.numpy()).pvalue > 1e-3
+    pairs = sorted({tuple(t) for t in spec.tokens + alone.tokens})
+    index = {pair: i for i, pair in enumerate(pairs)}
+    table = torch.zeros(2, len(pairs))
+    for row, run in enumerate((spec, alone)):
+        for tokens in run.tokens:
+            table[row, index[tuple(tokens)]] += 1
+    table = table[:, table.sum(0) >= 10]  # cells with enough counts
+    assert chi2_contingency(table.numpy()).pvalue > 1e-3
