@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import shutil
-import time
 from pathlib import Path
 
 import nbformat
@@ -95,10 +94,9 @@ def sandbox(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_notebook(name: str, root: Path, **parameters) -> tuple[Path, float]:
+def run_notebook(name: str, root: Path, **parameters) -> Path:
     out = root / "executed" / name
     out.parent.mkdir(exist_ok=True)
-    started = time.perf_counter()
     pm.execute_notebook(
         str(REPO / "notebooks" / name),
         str(out),
@@ -108,13 +106,13 @@ def run_notebook(name: str, root: Path, **parameters) -> tuple[Path, float]:
         progress_bar=False,
         cwd=str(REPO / "notebooks"),
     )
-    return out, time.perf_counter() - started
+    return out
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)  # the budget for this notebook with tiny parameters
 def test_train_ladder_notebook_runs_with_tiny_parameters(sandbox):
-    _, seconds = run_notebook("00_train_ladder.ipynb", sandbox)
-    assert seconds < 120
+    run_notebook("00_train_ladder.ipynb", sandbox)
     metrics = json.loads((sandbox / "scratch/metrics/train_ladder.json").read_text())
     for rung in ("t0", "t1", "t2"):
         for key in ("params", "non_embedding_params", "heldout_loss", "accuracy"):
