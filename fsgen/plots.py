@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import pandas as pd
 import seaborn as sns
 
@@ -48,6 +49,7 @@ def plot_ladder(ladder: pd.DataFrame, stem: str | os.PathLike | None = None) -> 
                 ax.annotate(row.model, (row.params, getattr(row, column)), fontsize=8,
                             xytext=(3, 3), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="parameters", ylabel=label)
     fig.suptitle("The ladder: larger rungs are better")
     fig.tight_layout()
