@@ -3,7 +3,7 @@
     python benchmarks/bench_decoding.py --out benchmarks/results/decoding.json
 
 Compares, on the same prompts and the same machine, in one run:
-1. oracle logging (`collaborate`, router `always`, batched) against the FS-GEN authors' loop made
+1. oracle logging (`collaborate`, router `always`, all prompts in one batch) against the FS-GEN authors' loop made
    as fast as it goes at batch 1 (both models every token, with KV caches), and against plain
    batched `large.generate`;
 2. greedy speculative decoding at batch 1 against transformers' assisted generation
@@ -35,6 +35,19 @@ def median_seconds(fn, repeats: int):
         result = fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times), result
+
+
+def interleaved_medians(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall time of each function, runs interleaved so that drift in the machine's speed
+    hits every contender alike; also the last result of each."""
+    times: dict = {name: [] for name in fns}
+    results: dict = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 @torch.no_grad()
@@ -90,9 +103,9 @@ def main() -> None:
     parser.add_argument("--profile", default="embedded")
     parser.add_argument("--small", default="e1")
     parser.add_argument("--large", default="e3")
-    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/decoding.json")
     args = parser.parse_args()
@@ -115,37 +128,41 @@ def main() -> None:
 
     # 1. oracle logging
     t_step, step_tokens = median_seconds(
-        lambda: stepwise_oracle(small, large, tokenizer, prompts, n), reps
+        lambda: stepwise_oracle(small, large, tokenizer, prompts, n), 1
     )
-    t_oracle, oracle = median_seconds(
-        lambda: fsgen.collaborate(small, large, tokenizer, prompts, method="oracle", max_new_tokens=n,
-                                  batch_size=len(prompts)), reps)  # fmt: skip
-    t_generate, _ = median_seconds(
-        lambda: plain_generate(large, tokenizer, prompts, n, len(prompts)), reps
-    )
+    seconds, runs = interleaved_medians(
+        {
+            "oracle": lambda: fsgen.collaborate(small, large, tokenizer, prompts, method="oracle",
+                                                max_new_tokens=n, batch_size=len(prompts)),
+            "generate": lambda: plain_generate(large, tokenizer, prompts, n, len(prompts)),
+        },
+        reps,
+    )  # fmt: skip
     result |= {
-        "oracle_seconds": t_oracle,
+        "oracle_seconds": seconds["oracle"],
         "stepwise_batch1_seconds": t_step,
-        "generate_seconds": t_generate,
-        "oracle_speedup_vs_stepwise_batch1": t_step / t_oracle,
-        "oracle_time_vs_generate": t_oracle / t_generate,
-        "oracle_tokens_equal_stepwise": oracle.tokens == step_tokens,
+        "generate_seconds": seconds["generate"],
+        "oracle_speedup_vs_stepwise_batch1": t_step / seconds["oracle"],
+        "oracle_time_vs_generate": seconds["oracle"] / seconds["generate"],
+        "oracle_tokens_equal_stepwise": runs["oracle"].tokens == step_tokens,
     }
 
     # 2. greedy speculative decoding at batch 1 vs assisted generation
     subset = prompts[:8]
-    t_spec, spec = median_seconds(
-        lambda: fsgen.collaborate(small, large, tokenizer, subset, method="speculative", num_draft=5,
-                                  max_new_tokens=n, batch_size=1), reps)  # fmt: skip
-    t_assist, assist = median_seconds(
-        lambda: assisted_generate(small, large, tokenizer, subset, n), reps
-    )
+    seconds, runs = interleaved_medians(
+        {
+            "speculative": lambda: fsgen.collaborate(small, large, tokenizer, subset, method="speculative",
+                                                     num_draft=5, max_new_tokens=n, batch_size=1),
+            "assisted": lambda: assisted_generate(small, large, tokenizer, subset, n),
+        },
+        reps,
+    )  # fmt: skip
     result |= {
-        "speculative_batch1_seconds": t_spec,
-        "assisted_generate_seconds": t_assist,
-        "speculative_speedup_vs_assisted": t_assist / t_spec,
-        "speculative_tokens_equal_assisted": spec.tokens == assist,
-        "speculative_acceptance_rate": 1 - spec.summary["collaboration_frequency"],
+        "speculative_batch1_seconds": seconds["speculative"],
+        "assisted_generate_seconds": seconds["assisted"],
+        "speculative_speedup_vs_assisted": seconds["assisted"] / seconds["speculative"],
+        "speculative_tokens_equal_assisted": runs["speculative"].tokens == runs["assisted"],
+        "speculative_acceptance_rate": 1 - runs["speculative"].summary["collaboration_frequency"],
     }
 
     # 3. batch 8 vs batch 1 throughput, every method

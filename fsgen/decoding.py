@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -68,9 +69,13 @@ class Batch:
         self.mask = torch.cat([self.mask, mask], dim=1)
         self.pos = torch.cat([self.pos, pos], dim=1)
 
-    def drop(self, rows: torch.Tensor, columns: slice) -> None:
-        """Mask out `columns` for the rows flagged in `rows` (B,) bool."""
-        self.mask[rows, columns] = 0
+    def crop(self, width: int) -> None:
+        """Keep the first `width` columns."""
+        self.seq, self.mask, self.pos = (
+            self.seq[:, :width],
+            self.mask[:, :width],
+            self.pos[:, :width],
+        )
 
 
 class Stream:
@@ -86,15 +91,24 @@ class Stream:
         """Feed the columns not yet seen; logits of every fed column (B, k, vocab)."""
         start, end = self.seen, batch.width
         device = self.model.device
+        mask = batch.mask[:, :end]
         out = self.model(
             input_ids=batch.seq[:, start:end].to(device),
-            attention_mask=batch.mask[:, :end].to(device),
+            attention_mask=None
+            if bool(mask.all())
+            else mask.to(device),  # no mask: causal fast path
             position_ids=batch.pos[:, start:end].to(device),
             past_key_values=self.cache,
             use_cache=True,
         )
         self.cache, self.seen = out.past_key_values, end
         return out.logits[..., : self.vocab].float().to(batch.seq.device)
+
+    def crop(self, width: int) -> None:
+        """Forget cached columns past `width`."""
+        if self.seen > width:
+            self.cache.crop(width - self.seen)  # a negative count: drop that many columns
+            self.seen = width
 
 
 def prefill(stream: Stream, batch: Batch) -> torch.Tensor:
@@ -207,7 +221,11 @@ class Output:
         if not parts:
             return empty_trace()
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        frame["token"] = self.tokenizer.batch_decode([[t] for t in frame["token_id"]])
+        ids = frame["token_id"].astype(int)
+        text = dict(
+            zip(ids.unique(), self.tokenizer.batch_decode([[t] for t in ids.unique()]), strict=True)
+        )
+        frame["token"] = ids.map(text)
         base = empty_trace()
         for column in base.columns:
             if column not in frame:
@@ -326,71 +344,74 @@ def token_level_decode(models, batch, method, router, sampler, output, alpha, be
 # ----------------------------------------------------------------------------- speculative decoding
 
 
-def speculative_decode(small: Stream, large: Stream, batch: Batch, sampler: Sampler, output: Output,
-                       num_draft: int) -> dict:  # fmt: skip
+def speculative_decode(
+    small: Stream, large: Stream, batch: Batch, sampler: Sampler, output: Output, num_draft: int
+) -> dict:
     """Draft `num_draft` tokens with the small model, verify them in one large forward.
 
     Greedy: accept drafts while they equal the large argmax, then emit the large token (a
     correction, or a bonus when all pass): the output equals the large model's alone. Sampling:
     accept a draft with probability min(1, p/q), else resample from norm(max(0, p - q)).
-    Invariant at each round: both caches hold every column but the last one.
+    Rejected drafts that every row rejected are cropped from the caches; the rest are masked.
     """
-    rounds = large_calls = 0
-    # prefill everything but the last prompt column
-    last = batch.seq[:, -1:].clone()  # (B, 1)
-    last_mask = batch.mask[:, -1:].clone()
-    head = Batch(batch.seq[:, :-1], batch.mask[:, :-1], batch.pos[:, :-1])
-    for stream in (small, large):
-        stream.advance(head)
-    batch.seq, batch.mask, batch.pos = head.seq, head.mask, head.pos
-    batch.append(last, last_mask)
-    rows = range(batch.seq.shape[0])
+    k, rounds, large_calls = num_draft, 0, 0
     while not all(output.done):
         rounds += 1
-        large_calls += sum(not done for done in output.done)  # verification rounds per row
-        start = batch.width - 1  # column of `last`
+        active = output.active()  # (B,)
+        large_calls += int(active.sum())  # verification rounds per row
+        start = batch.width - 1  # column of the last emitted token
         q_logits, drafts = [], []
-        for _ in range(num_draft):
-            q = small.advance(batch)[:, -1]  # (B, V)
-            token = sampler.choose(q)
+        for _ in range(k):
+            q = small.advance(batch)[:, -1]  # (B, V), feeding whatever it has not seen
+            drafts.append(sampler.choose(q))
             q_logits.append(q)
-            drafts.append(token)
-            batch.append(token.unsqueeze(-1))
-        small.advance(batch)  # feed the last draft too, so both caches see the same columns
-        p_logits = large.advance(batch)  # (B, k+1, V): columns `last`, d1..dk
-        q_all = torch.stack(q_logits, 1)  # (B, k, V)
-        d_all = torch.stack(drafts, 1)  # (B, k)
-        next_last = torch.zeros_like(last)
-        for row in rows:
-            accepted, token, source = _verify_row(
-                row, p_logits[row], q_all[row], d_all[row], sampler
-            )
-            active = not output.done[row]
-            p_stats = distribution_stats(p_logits[row, : accepted + 1], output.k)
-            q_stats = distribution_stats(q_all[row, : min(accepted + 1, num_draft)], output.k)
-            for j in range(accepted + 1):
-                is_draft = j < accepted
-                tok = int(d_all[row, j]) if is_draft else token
-                record = {
-                    "source": "draft" if is_draft else source,
-                    "large_called": True,
-                    "mismatch": source == "large" and not is_draft,
-                    "mismatch_vs_base": None,
-                }
-                small_rec = (
-                    stat_record("small", q_stats, j)
-                    if j < num_draft
-                    else stat_record("small", None, 0)
-                )
-                output.emit(row, tok, record | small_rec | stat_record("large", p_stats, j))
-            if active:
-                batch.drop(
-                    torch.tensor([r == row for r in rows]), slice(start + 1 + accepted, None)
-                )
-            next_last[row, 0] = token
-        batch.append(next_last)
-        # the appended column is `last` for the next round: not yet in either cache
+            batch.append(drafts[-1].unsqueeze(-1))
+        p_logits = large.advance(batch)[:, -(k + 1) :]  # (B, k+1, V): after last, d1..dk
+        q_all, d_all = torch.stack(q_logits, 1), torch.stack(drafts, 1)  # (B, k, V), (B, k)
+        verdicts = [
+            _verify_row(r, p_logits[r], q_all[r], d_all[r], sampler) for r in range(len(d_all))
+        ]
+        accepted = torch.tensor([v[0] for v in verdicts])  # (B,)
+        _record_round(output, active, verdicts, d_all, q_all, p_logits)
+        # drop rejected drafts: crop what every running row rejected, mask the rest per row
+        rejected = torch.where(active, k - accepted, torch.full_like(accepted, k))
+        common = int(rejected.min())
+        if common:
+            batch.crop(batch.width - common)
+            small.crop(batch.width)
+            large.crop(batch.width)
+        for row in range(len(d_all)):
+            if active[row] and rejected[row] > common:
+                batch.mask[row, start + 1 + int(accepted[row]) :] = 0
+        batch.append(torch.tensor([[v[1]] for v in verdicts]))
     return {"large_forwards": rounds, "large_calls": large_calls}
+
+
+def _record_round(output: Output, active, verdicts, d_all, q_all, p_logits) -> None:
+    """Emit each running row's accepted drafts and final token, with their trace rows."""
+    k = d_all.shape[1]
+    q_stats, p_stats = _flat_stats(q_all, output.k), _flat_stats(p_logits, output.k)
+    for row, (accepted, token, source) in enumerate(verdicts):
+        if not active[row]:
+            continue
+        taken = output.accept(row, d_all[row, :accepted].tolist() + [token])
+        if not taken:
+            continue
+        final = [j == accepted for j in range(taken)]
+        frame = {
+            "prompt_id": output.prompt_ids[row],
+            "step": range(len(output.tokens[row]) - taken, len(output.tokens[row])),
+            "token_id": output.tokens[row][-taken:],
+            "source": [source if f else "draft" for f in final],
+            "large_called": True,
+            "mismatch": [f and source == "large" for f in final],
+            "mismatch_vs_base": None,
+        }
+        for name, values in q_stats.items():  # no small distribution for a bonus token
+            frame[f"small_{name}"] = [values[row * k + j] if j < k else None for j in range(taken)]
+        for name, values in p_stats.items():
+            frame[f"large_{name}"] = [values[row * (k + 1) + j] for j in range(taken)]
+        output.add_rows(pd.DataFrame(frame))
 
 
 def _verify_row(row, p_logits, q_logits, drafts, sampler: Sampler) -> tuple[int, int, str]:
@@ -482,25 +503,22 @@ def score_with_small(
         .cpu()
     )  # (B, n, V)
     rows, n = generated.shape
-    s_stats = _flat_stats(logits, output.k)
-    l_stats = _flat_stats(large_logits, output.k)
+    taken = [output.accept(row, generated[row].tolist()) for row in range(rows)]
+    keep = np.concatenate([np.arange(row * n, row * n + t) for row, t in enumerate(taken)])  # flat
     mismatch = (generated != logits.argmax(-1)).reshape(-1).numpy()  # (B*n,)
-    for row in range(rows):
-        taken = output.accept(row, generated[row].tolist())
-        keep = slice(row * n, row * n + taken)
-        frame = {
-            "prompt_id": output.prompt_ids[row],
-            "step": range(len(output.tokens[row]) - taken, len(output.tokens[row])),
-            "token_id": generated[row, :taken].numpy(),
-            "source": "large",
-            "large_called": True,
-            "mismatch": mismatch[keep],
-            "mismatch_vs_base": None,
-        }
-        for prefix, stats in (("small", s_stats), ("large", l_stats)):
-            for name, values in stats.items():
-                frame[f"{prefix}_{name}"] = list(values[keep]) if values.ndim > 1 else values[keep]
-        output.add_rows(pd.DataFrame(frame))
+    frame = {
+        "prompt_id": np.repeat(output.prompt_ids, taken),
+        "step": keep % n,
+        "token_id": generated.reshape(-1).numpy()[keep],
+        "source": "large",
+        "large_called": True,
+        "mismatch": mismatch[keep],
+        "mismatch_vs_base": None,
+    }
+    for prefix, flat in (("small", logits), ("large", large_logits)):
+        for name, values in _flat_stats(flat, output.k).items():
+            frame[f"{prefix}_{name}"] = list(values[keep]) if values.ndim > 1 else values[keep]
+    output.add_rows(pd.DataFrame(frame))
 
 
 def _flat_stats(logits: torch.Tensor, k: int) -> dict:
@@ -531,7 +549,7 @@ def _vocab(tokenizer, models) -> int:
 
 
 def _check_lengths(tokenizer, prompts, models, max_new_tokens, extra: int) -> None:
-    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    longest = max(map(len, tokenizer(list(prompts), add_special_tokens=False)["input_ids"]))
     for model in models:
         context = getattr(model.config, "max_position_embeddings", None)
         if context is not None and longest + max_new_tokens + extra > context:

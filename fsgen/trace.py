@@ -63,7 +63,7 @@ SCHEMA = pa.schema(
 
 def distribution_stats(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """Top-1 probability, entropy, margin and top-k of softmax(logits) for each row (B, V)."""
-    logp = torch.log_softmax(logits.double(), dim=-1)  # (B, V)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
     probs = logp.exp()
     top = probs.topk(max(k, 2), dim=-1)  # (B, k)
     return {
