@@ -59,21 +59,12 @@ def models(tiny_tokenizer):
     return small, large, tuned
 
 
+ROUTED = [("always", None), ("never", None), ("threshold", 0.5), ("margin", 0.3), ("entropy", 1.0)]
 CASES = [
-    ("oracle", "always", None),
-    ("oracle", "threshold", 0.5),
-    ("oracle", "margin", 0.3),
-    ("oracle", "entropy", 1.0),
-    ("oracle", "never", None),
-    ("contrastive", "always", None),
-    ("contrastive", "threshold", 0.5),
-    ("contrastive_obrien", "entropy", 1.0),
-    ("proxy", "always", None),
-    ("proxy", "margin", 0.3),
-    ("speculative", "always", None),
-    ("small", "always", None),
-    ("large", "always", None),
-]
+    (method, router, threshold)
+    for method in ("oracle", "contrastive", "contrastive_obrien", "proxy")
+    for router, threshold in ROUTED
+] + [("speculative", "always", None), ("small", "always", None), ("large", "always", None)]
 
 
 def _check_against_reference(models, tokenizer, method, router, threshold, **kwargs):
@@ -104,9 +95,7 @@ def test_greedy_engine_matches_naive_reference(models, tiny_tokenizer, method, r
                              stop=["s"])  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "method, router, threshold", [c for c in CASES if c[0] != "oracle" or c[1] != "never"][::2]
-)
+@pytest.mark.parametrize("method, router, threshold", CASES[1::2] + CASES[-3:-1])
 def test_sampling_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
     _check_against_reference(models, tiny_tokenizer, method, router, threshold, max_new_tokens=10,
                              do_sample=True, temperature=0.8, seed=11)  # fmt: skip
@@ -187,12 +176,14 @@ def test_empty_prompt_list(models, tiny_tokenizer):
         ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
         ({"router": "threshold"}, "router 'threshold' needs a threshold"),
         ({"max_new_tokens": 250}, "exceeds the context of 256 tokens"),
+        ({"prompts": ["Ann has 3 coins. " * 80]}, r"prompt of \d+ tokens .* exceeds the context"),
     ],
 )
 def test_bad_input_is_a_clear_error(models, tiny_tokenizer, kwargs, message):
     small, large, _ = models
+    prompts = kwargs.pop("prompts", PROMPTS)
     with pytest.raises(ValueError, match=message):
-        collaborate(small, large, tiny_tokenizer, PROMPTS, **kwargs)
+        collaborate(small, large, tiny_tokenizer, prompts, **kwargs)
 
 
 def test_different_vocabularies_are_rejected(models, tiny_tokenizer):
@@ -272,3 +263,35 @@ def test_speculative_sampling_matches_sampling_from_large(models, tiny_tokenizer
             table[row, index[tuple(tokens)]] += 1
     table = table[:, table.sum(0) >= 10]  # cells with enough counts
     assert chi2_contingency(table.numpy()).pvalue > 1e-3
+
+
+def test_callable_router_equals_named_router(models, tiny_tokenizer):
+    small, large, _ = models
+
+    def unsure(probs):
+        return probs.max(-1).values < 0.5
+
+    named = collaborate(small, large, tiny_tokenizer, PROMPTS, router="threshold", threshold=0.5,
+                        max_new_tokens=8)  # fmt: skip
+    custom = collaborate(small, large, tiny_tokenizer, PROMPTS, router=unsure, max_new_tokens=8)
+    assert custom.tokens == named.tokens
+    assert custom.summary["router"] == "unsure"
+
+
+@pytest.mark.parametrize("method", ["oracle", "contrastive", "proxy", "speculative", "large"])
+def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
+    """Declare a token the method often emits end-of-sequence: rows stop early, at different
+    steps, exactly as in the reference."""
+    import copy
+
+    small, large, tuned = models
+    free = collaborate(small, large, tiny_tokenizer, PROMPTS, method=method, small_tuned=tuned,
+                       max_new_tokens=12)  # fmt: skip
+    counts = free.trace["token_id"].value_counts()
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(counts.index[0]))
+    out = _check_against_reference(models, tokenizer, method, "always", None, max_new_tokens=12)
+    eos = tokenizer.eos_token_id
+    assert any(t[-1] == eos and len(t) < 12 for t in out.tokens)
+    assert all(eos not in t[:-1] for t in out.tokens)
+    assert len({len(t) for t in out.tokens}) > 1
