@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: env repro test lint format clean
+.PHONY: env repro test bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fsgen needs Python >= 3.10"'
@@ -30,6 +30,9 @@ repro: env
 
 test: env
 	$(BIN)/python -m pytest
+
+bench: env
+	$(BIN)/python benchmarks/bench_decoding.py
 
 lint: env
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
