@@ -4,8 +4,8 @@ The batch is a ragged set of rows stored as one rectangle of columns: `seq` (tok
 (1 for a real token, 0 for left padding or a rejected draft) and `pos` (position ids). Every
 model keeps its own KV cache and the number of columns it has seen; `advance` feeds it the
 columns it lacks in one forward pass. So the large model is run only on steps where some row
-consults it, catching up on every column since its last call at once, and speculative decoding
-masks out rejected drafts instead of cropping caches.
+consults it, catching up on every column since its last call at once; and speculative decoding
+crops the drafts that every row rejected and masks out the rest, row by row.
 """
 
 from __future__ import annotations
@@ -92,11 +92,10 @@ class Stream:
         start, end = self.seen, batch.width
         device = self.model.device
         mask = batch.mask[:, :end]
+        mask = None if bool(mask.all()) else mask.to(device)  # no holes: the causal fast path
         out = self.model(
             input_ids=batch.seq[:, start:end].to(device),
-            attention_mask=None
-            if bool(mask.all())
-            else mask.to(device),  # no mask: causal fast path
+            attention_mask=mask,
             position_ids=batch.pos[:, start:end].to(device),
             past_key_values=self.cache,
             use_cache=True,
@@ -166,23 +165,11 @@ class Output:
 
     def emit(self, row: int, token: int, record: dict) -> None:
         """Append one token to a row (if it is still running) and its trace row."""
-        if self.done[row]:
-            return
-        self.tokens[row].append(token)
-        self.rows.append(
-            {
-                "prompt_id": self.prompt_ids[row],
-                "step": len(self.tokens[row]) - 1,
-                "token_id": token,
-                **record,
-            }  # fmt: skip
-        )
-        if (
-            len(self.tokens[row]) >= self.max_new_tokens
-            or token == self.eos
-            or (self.stop and any(s in self._text(row) for s in self.stop))
-        ):
-            self.done[row] = True
+        if self.accept(row, [token]):
+            step = len(self.tokens[row]) - 1
+            self.rows.append(
+                {"prompt_id": self.prompt_ids[row], "step": step, "token_id": token} | record
+            )
 
     def accept(self, row: int, tokens: list[int]) -> int:
         """Append tokens to a row until it stops; returns how many were taken (no trace rows)."""
