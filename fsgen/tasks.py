@@ -7,7 +7,7 @@ how answers are scored.
 | `gsm8k`     | `openai/gsm8k` main, test              | 8-shot chain of thought                 | last number == "#### N" |
 | `mmlu_stem` | `TIGER-Lab/MMLU-STEM`, test            | 5-shot chain of thought, "(A) ... (D)"  | chosen letter == gold |
 | `mbpp`      | MBPP test tasks 11-510                 | 10-shot, the task's asserts shown       | the asserts pass in `fsgen.sandbox` |
-| `mt_bench`  | the 80 MT-bench questions, first turn  | the question alone                      | None, unless a judge is given |
+| `mt_bench`  | `lighteval/mt-bench` (80), first turn  | the question alone                      | None, unless a judge is given |
 
 Data come from a local directory laid out like `../shared/data` (JSONL files, the few-shot texts
 under `prompts/`), chosen by `data_dir=` or the `FSGEN_DATA_DIR` variable, else from the model hub
@@ -37,7 +37,7 @@ from pathlib import Path
 from fsgen.paths import resolve
 from fsgen.sandbox import run_many
 from fsgen.scoring import last_number, parse_number
-from fsgen.synthetic import chat_prompt, generate_problems, plain_prompt
+from fsgen.synthetic import Problem, chat_prompt, generate_problems, plain_prompt
 
 DATA_ENV = "FSGEN_DATA_DIR"
 SYNTHETIC_SIZE = 1000  # synthetic examples drawn when n_prompts is not given
@@ -135,7 +135,10 @@ def _check_split(task: str, split: str, splits: Sequence[str]) -> None:
 
 
 def load_few_shot(
-    task: str | Task, *, path: str | os.PathLike | None = None, data_dir=None
+    task: str | Task,
+    *,
+    path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> FewShot:
     """A task's few-shot text: from `path` if given, else `<data_dir>/prompts/<task file>`.
 
@@ -282,19 +285,17 @@ def _unscored(predictions, examples, workers):
 
 
 def _load_synthetic(data_dir: Path | None, split: str) -> list[Example]:
-    _check_split("synthetic", split, ("train", "test"))
     problems = generate_problems(SYNTHETIC_SIZE, split=split, seed=0)
     return [_synthetic_example(i, p) for i, p in enumerate(problems)]
 
 
-def _synthetic_example(i: int, problem) -> Example:
+def _synthetic_example(i: int, problem: Problem) -> Example:
     return Example(
         "synthetic", i, problem.question, problem.answer, problem.solution, problem.to_dict()
     )
 
 
 def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:
-    _check_split("gsm8k", split, ("train", "test"))
     if data_dir is None:
         rows = _hub("openai/gsm8k", "main", split=split)
     else:
@@ -306,7 +307,6 @@ def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:
 
 
 def _load_mmlu(data_dir: Path | None, split: str) -> list[Example]:
-    _check_split("mmlu_stem", split, ("test",))
     if data_dir is None:
         rows = _hub("TIGER-Lab/MMLU-STEM", split=split)
     else:
@@ -326,7 +326,6 @@ _MBPP_SPLITS = {"test": (11, 510), "train": (601, 974), "validation": (511, 600)
 
 
 def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
-    _check_split("mbpp", split, tuple(_MBPP_SPLITS))
     if data_dir is None:
         rows = _hub("google-research-datasets/mbpp", "full", split=split)
     else:
@@ -341,12 +340,8 @@ def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
 
 
 def _load_mt_bench(data_dir: Path | None, split: str) -> list[Example]:
-    _check_split("mt_bench", split, ("test",))
-    if data_dir is None:  # the hub copy names its columns differently
-        rows = [
-            {**row, "question_id": row["prompt_id"], "turns": row["prompt"]}
-            for row in _hub("HuggingFaceH4/mt_bench_prompts", split="train")
-        ]
+    if data_dir is None:  # the 80 questions with their original ids, columns and references
+        rows = _hub("lighteval/mt-bench", split="train")
     else:
         rows = read_jsonl(data_dir / "mt_bench" / "question.jsonl")
     examples = []
