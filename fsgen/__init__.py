@@ -19,8 +19,24 @@ from fsgen.methods import METHODS, Method, get_method
 from fsgen.paths import repo_root, resolve
 from fsgen.plots import plot_ladder, plot_training_curves, save_figure
 from fsgen.routers import ROUTERS, make_router
+from fsgen.sandbox import SandboxResult, run_many, run_python
 from fsgen.scoring import last_number, parse_number
 from fsgen.synthetic import Problem, generate_problems
+from fsgen.tasks import (
+    TASKS,
+    DataUnavailableError,
+    Example,
+    Task,
+    accuracy,
+    build_prompts,
+    extract_choice,
+    extract_code,
+    get_task,
+    load_examples,
+    load_few_shot,
+    resolve_data_dir,
+    score,
+)
 from fsgen.tokenizer import train_tokenizer
 from fsgen.trace import read_trace, write_trace
 from fsgen.train import (
@@ -70,5 +86,21 @@ __all__ = [
     "train_tokenizer",
     "write_ladder_outputs",
     "write_metrics",
+    "DataUnavailableError",
+    "Example",
+    "SandboxResult",
+    "TASKS",
+    "Task",
+    "accuracy",
+    "build_prompts",
+    "extract_choice",
+    "extract_code",
+    "get_task",
+    "load_examples",
+    "load_few_shot",
+    "resolve_data_dir",
+    "run_many",
+    "run_python",
+    "score",
 ]
 __version__ = "0.1.0"
