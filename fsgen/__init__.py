@@ -20,6 +20,7 @@ from fsgen.paths import repo_root, resolve
 from fsgen.plots import plot_ladder, plot_training_curves, save_figure
 from fsgen.routers import ROUTERS, make_router
 from fsgen.sandbox import SandboxResult, run_many, run_python
+from fsgen.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
 from fsgen.scoring import last_number, parse_number
 from fsgen.synthetic import Problem, generate_problems
 from fsgen.tasks import (
@@ -49,6 +50,10 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "fit_scaling_law",
+    "paper_frequencies",
+    "parse_size",
+    "scaling_law",
     "Collaboration",
     "METHODS",
     "Method",

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from scipy.optimize import curve_fit
+
+from fsgen.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
+
+
+def _authors_fit(large, small, cf):
+    """The FS-GEN authors' procedure, written out independently: sizes from the names
+    ("1.8B" -> 1.8), r = large / small, -a * r^-alpha + b by curve_fit from (1, 1, 1) with
+    every parameter >= 0.05."""
+    ratio = np.array([float(x[:-1]) for x in large]) / np.array([float(x[:-1]) for x in small])
+    popt, _ = curve_fit(lambda x, a, alpha, b: -a * x ** (-alpha) + b, ratio, np.array(cf),
+                        maxfev=2000, p0=[1.0, 1.0, 1.0], bounds=(0.05, np.inf))  # fmt: skip
+    return popt
+
+
+@pytest.mark.parametrize("method", ["oracle", "contrastive", "proxy"])
+@pytest.mark.parametrize("dataset", ["gsm8k", "mmlu_stem", "mbpp"])
+def test_paper_points_fit_as_the_authors_fit_them(method, dataset):
+    paper = paper_frequencies()
+    rows = paper[(paper.method == method) & (paper.dataset == dataset)]
+    fit = fit_scaling_law(rows.ratio, rows.collaboration_frequency, bootstrap=0)
+    expected = _authors_fit(rows.large, rows.small, rows.collaboration_frequency)
+    np.testing.assert_allclose([fit["a"], fit["alpha"], fit["b"]], expected, rtol=1e-6, atol=1e-9)
+    assert fit["n"] == len(rows)
+
+
+def test_qwen_oracle_gsm8k_fit():
+    paper = paper_frequencies()
+    rows = paper[(paper.method == "oracle") & (paper.dataset == "gsm8k")]
+    assert len(rows) == 20
+    fit = fit_scaling_law(rows.ratio, rows.collaboration_frequency, bootstrap=200, seed=1)
+    assert min(fit["a"], fit["alpha"], fit["b"]) >= 0.05
+    assert fit["a_low"] <= fit["a"] <= fit["a_high"]
+    assert fit["b_low"] <= fit["b"] <= fit["b_high"]
+    assert 0 <= fit["r2"] <= 1
+    assert fit == fit_scaling_law(rows.ratio, rows.collaboration_frequency, bootstrap=200, seed=1)
+
+
+def test_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    ratios = np.array([2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 100, 144], dtype=float)
+    truth = (0.3, 0.7, 0.25)
+    cf = scaling_law(ratios, *truth) + rng.normal(0, 0.002, len(ratios))
+    fit = fit_scaling_law(ratios, cf, bootstrap=300)
+    np.testing.assert_allclose([fit["a"], fit["alpha"], fit["b"]], truth, rtol=0.1)
+    assert fit["r2"] > 0.99
+    for name, value in zip(("a", "alpha", "b"), truth, strict=True):
+        assert fit[f"{name}_low"] <= value <= fit[f"{name}_high"], name
+
+
+def test_sizes_and_paper_table():
+    assert parse_size("1.8B") == 1.8e9 and parse_size("410m") == 410e6 and parse_size("72B") == 72e9
+    with pytest.raises(ValueError, match="expected a model size like '1.8B'.*got 'big'"):
+        parse_size("big")
+    paper = paper_frequencies()
+    assert set(paper.method) == {"oracle", "contrastive", "proxy"}
+    assert (paper.ratio > 1).all()
+
+
+@pytest.mark.parametrize(
+    "ratios, frequencies, message",
+    [
+        ([2, 4, 8], [0.1, 0.2], "equally long"),
+        ([2, 2, 4, 4], [0.1, 0.1, 0.2, 0.2], "at least 3 distinct ratios"),
+        ([2, -4, 8], [0.1, 0.2, 0.3], "ratios must be positive"),
+        ([2, 4, 8], [0.1, float("nan"), 0.3], "frequencies must be finite"),
+    ],
+)
+def test_bad_input(ratios, frequencies, message):
+    with pytest.raises(ValueError, match=message):
+        fit_scaling_law(ratios, frequencies)
