@@ -22,6 +22,7 @@ from fsgen.routers import ROUTERS, make_router
 from fsgen.sandbox import SandboxResult, run_many, run_python
 from fsgen.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
 from fsgen.scoring import last_number, parse_number
+from fsgen.shards import ShardStore, select_shard
 from fsgen.synthetic import Problem, generate_problems
 from fsgen.tasks import (
     TASKS,
@@ -50,6 +51,8 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "ShardStore",
+    "select_shard",
     "fit_scaling_law",
     "paper_frequencies",
     "parse_size",
