@@ -39,6 +39,7 @@ from fsgen.tasks import (
     resolve_data_dir,
     score,
 )
+from fsgen.token_logging import log_tokens, merge_logs, plan_units
 from fsgen.tokenizer import train_tokenizer
 from fsgen.trace import read_trace, write_trace
 from fsgen.train import (
@@ -51,6 +52,9 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "log_tokens",
+    "merge_logs",
+    "plan_units",
     "ShardStore",
     "select_shard",
     "fit_scaling_law",

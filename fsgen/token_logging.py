@@ -1,0 +1,186 @@
+"""Token logging for a ladder: every method on every pair of rungs, as resumable shards.
+
+The work is cut into units (task x method x pair x chunk of prompts). Each unit writes its token
+trace and its generations (text, score) as two shards; the generations shard is written last, so
+a unit counts as done only when both exist. A rerun skips finished units, `shard="i/n"` lets n
+machines split the units, and `merge_logs` reads everything back in a fixed order.
+
+- `alone`: every rung generates by itself (greedy), for accuracy of System 1 and System 2 alone.
+- `oracle`: one generation per large rung, scored by every smaller rung (ladder-wide logging).
+- `contrastive`, `speculative`: every pair (large rung > small rung).
+- `proxy`: every pair whose small rung has a tuned variant.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from fsgen.decoding import collaborate, collaborate_ladder
+from fsgen.ladder import Profile, load_rung
+from fsgen.shards import ShardStore, select_shard
+from fsgen.tasks import build_prompts, get_task, load_examples, score
+
+METHODS = ("alone", "oracle", "contrastive", "speculative", "proxy")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of logging work."""
+
+    task: str
+    method: str
+    large: str  # the rung that generates (for `alone`, the rung itself)
+    small: str  # "" for `alone` and for `oracle`, which covers every smaller rung
+    chunk: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}+{self.method}+{self.large}+{self.small or '-'}+c{self.chunk:04d}"
+
+
+def plan_units(
+    profile: Profile, tasks: Sequence[str], methods: Sequence[str], n_chunks: int
+) -> list[Unit]:
+    """Every unit of a logging run, grouped by large rung so models can be loaded once."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown logging methods {unknown}; valid: {list(METHODS)}")
+    units = []
+    for task in tasks:
+        for j, large in enumerate(profile.rungs):
+            pairs = {
+                "alone": [""],
+                "oracle": [""] if j else [],
+                "contrastive": [s.name for s in profile.rungs[:j]],
+                "speculative": [s.name for s in profile.rungs[:j]],
+                "proxy": [s.name for s in profile.rungs[:j] if s.tuned],
+            }
+            for method in methods:
+                for small in pairs[method]:
+                    units += [Unit(task, method, large.name, small, c) for c in range(n_chunks)]
+    return units
+
+
+class ModelCache:
+    """Loads rungs on demand and keeps only those the current unit needs."""
+
+    def __init__(self, profile: Profile):
+        self.profile, self.models, self.tokenizer = profile, {}, None
+
+    def get(self, name: str, tuned: bool = False):
+        key = (name, tuned)
+        if key not in self.models:
+            model, tokenizer = load_rung(self.profile.rung(name), self.profile, tuned=tuned)
+            self.models[key], self.tokenizer = model, self.tokenizer or tokenizer
+        return self.models[key]
+
+    def keep(self, needed: set[tuple[str, bool]]) -> None:
+        for key in list(self.models):
+            if key not in needed:
+                del self.models[key]
+
+
+def _needed(unit: Unit, profile: Profile) -> set[tuple[str, bool]]:
+    if unit.method == "alone":
+        return {(unit.large, False)}
+    if unit.method == "oracle":
+        smaller = profile.rungs[: [r.name for r in profile.rungs].index(unit.large)]
+        return {(unit.large, False)} | {(r.name, False) for r in smaller}
+    needed = {(unit.large, False), (unit.small, False)}
+    return needed | ({(unit.small, True)} if unit.method == "proxy" else set())
+
+
+def run_unit(unit, cache: ModelCache, prompts, examples, offset: int, *, max_new_tokens: int,
+             batch_size: int, trace_top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Decode one unit; returns (trace, generations) with the unit's columns added."""
+    task = get_task(unit.task)
+    kwargs = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
+              "trace_top_k": trace_top_k, "stop": list(task.stop)}  # fmt: skip
+    large = cache.get(unit.large)
+    tokenizer = cache.tokenizer
+    if unit.method == "alone":
+        results = {"": collaborate(large, large, tokenizer, prompts, method="large", **kwargs)}
+    elif unit.method == "oracle":
+        smalls = {name: cache.get(name) for name, tuned in sorted(_needed(unit, cache.profile))
+                  if name != unit.large}  # fmt: skip
+        results = collaborate_ladder(large, smalls, tokenizer, prompts, **kwargs)
+    else:
+        small = cache.get(unit.small)
+        tuned = cache.get(unit.small, tuned=True) if unit.method == "proxy" else None
+        results = {unit.small: collaborate(small, large, tokenizer, prompts, method=unit.method,
+                                           small_tuned=tuned, **kwargs)}  # fmt: skip
+    traces, generations = [], []
+    for small_name, out in sorted(results.items()):
+        labels = {
+            "task": unit.task,
+            "method": unit.method,
+            "large": unit.large,
+            "small": small_name,
+        }
+        trace = out.trace.assign(**labels)
+        trace["prompt_id"] = trace["prompt_id"] + offset
+        traces.append(trace)
+        generations.append(pd.DataFrame({
+            **labels,
+            "prompt_id": range(offset, offset + len(prompts)),
+            "example_id": [e.id for e in examples],
+            "text": out.texts,
+            "tokens": [len(t) for t in out.tokens],
+            "correct": score(unit.task, out.texts, examples),
+        }))  # fmt: skip
+    return pd.concat(traces, ignore_index=True), pd.concat(generations, ignore_index=True)
+
+
+def log_tokens(
+    profile: Profile,
+    out_dir: str | os.PathLike,
+    *,
+    tasks: Sequence[str] = ("synthetic",),
+    methods: Sequence[str] = METHODS,
+    n_prompts: int = 8,
+    chunk_size: int = 64,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    max_new_tokens: int = 64,
+    batch_size: int = 64,
+    trace_top_k: int = 10,
+    shard: str = "0/1",
+    progress: bool = True,
+) -> dict[str, int]:
+    """Run (or resume) every unit of this machine's shard; returns counts of units run and skipped."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out_dir = Path(out_dir)
+    traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
+    selected = {
+        t: load_examples(t, data_dir=data_dir, n_prompts=n_prompts, seed=seed) for t in tasks
+    }
+    n_chunks = max(1, -(-n_prompts // chunk_size))
+    units = select_shard(plan_units(profile, tasks, methods, n_chunks), shard)
+    todo = [u for u in units if not gens.done(u.key)]
+    cache = ModelCache(profile)
+    for unit in tqdm(todo, desc="token logging", disable=not progress):
+        cache.keep(_needed(unit, profile))
+        examples = selected[unit.task][unit.chunk * chunk_size : (unit.chunk + 1) * chunk_size]
+        if not examples:
+            continue
+        cache.get(unit.large)  # loads the tokenizer with the first model
+        prompts = build_prompts(unit.task, examples, data_dir=data_dir)
+        trace, generations = run_unit(unit, cache, prompts, examples, unit.chunk * chunk_size,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      trace_top_k=trace_top_k)  # fmt: skip
+        traces.write(unit.key, trace)
+        gens.write(unit.key, generations)  # last: marks the unit done
+    return {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+
+
+def merge_logs(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All traces and generations of a logging run, in a fixed order whatever the run order."""
+    out_dir = Path(out_dir)
+    return ShardStore(out_dir / "traces").merge(), ShardStore(out_dir / "generations").merge()

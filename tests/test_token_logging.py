@@ -1,0 +1,84 @@
+"""Token logging on a tiny trained ladder: coverage of units, resume after a crash, sharding."""
+
+import shutil
+
+import pytest
+
+from fsgen.ladder import load_profile
+from fsgen.token_logging import log_tokens, merge_logs, plan_units
+from fsgen.train import LadderConfig, build_ladder
+
+TINY = LadderConfig(vocab_size=300, train_problems=200, test_problems=4, block_size=64,
+                    batch_size=4, steps=3, warmup_steps=1, tune_problems=20, tune_steps=2,
+                    max_new_tokens=8)  # fmt: skip
+RUN = {"tasks": ["synthetic"], "n_prompts": 5, "chunk_size": 3, "max_new_tokens": 6,
+       "batch_size": 4, "progress": False}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_ladder(tmp_path_factory):
+    from tests.conftest import REPO
+
+    root = tmp_path_factory.mktemp("root")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FSGEN_ROOT", str(root))
+        profile = load_profile("tiny")
+        build_ladder(profile, TINY, progress=False)
+        yield profile, root
+
+
+def test_units_cover_every_pair():
+    profile = load_profile("tiny")  # t0, t1 (tuned) and t2
+    units = plan_units(profile, ["synthetic"], ["alone", "oracle", "contrastive", "proxy"], 1)
+    keys = {(u.method, u.large, u.small) for u in units}
+    assert ("oracle", "t0", "") not in keys and ("oracle", "t2", "") in keys
+    assert {
+        ("contrastive", "t2", "t0"),
+        ("contrastive", "t2", "t1"),
+        ("contrastive", "t1", "t0"),
+    } <= keys
+    assert ("proxy", "t2", "t0") in keys and ("proxy", "t1", "t0") in keys
+    assert len([k for k in keys if k[0] == "alone"]) == 3
+    with pytest.raises(ValueError, match=r"unknown logging methods \['beam'\]"):
+        plan_units(profile, ["synthetic"], ["beam"], 1)
+
+
+def test_resume_after_a_crash_gives_identical_outputs(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    first = log_tokens(profile, tmp_path / "full", **RUN)
+    traces, generations = merge_logs(tmp_path / "full")
+    assert first["skipped"] == 0 and first["run"] == first["units"]
+    assert set(generations["method"]) == {"alone", "oracle", "contrastive", "speculative", "proxy"}
+    assert sorted(generations[generations.method == "alone"]["prompt_id"].unique()) == list(
+        range(5)
+    )
+    assert len(traces) == (generations["tokens"]).sum()
+    # a crash: the last unit's generations shard never got written, another unit never ran
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "full", crashed)
+    keys = sorted(p.stem for p in (crashed / "generations").glob("*.parquet"))
+    (crashed / "generations" / f"{keys[-1]}.parquet").unlink()
+    (crashed / "generations" / f"{keys[0]}.parquet").unlink()
+    (crashed / "traces" / f"{keys[0]}.parquet").unlink()
+    resumed = log_tokens(profile, crashed, **RUN)
+    assert resumed["run"] == 2 and resumed["skipped"] == first["units"] - 2
+    again_traces, again_generations = merge_logs(crashed)
+    assert again_traces.equals(traces) and again_generations.equals(generations)
+    for folder in ("traces", "generations"):
+        for path in (tmp_path / "full" / folder).iterdir():
+            assert (crashed / folder / path.name).read_bytes() == path.read_bytes()
+
+
+def test_shards_split_the_work(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    run = RUN | {"tasks": ["synthetic"]}
+    whole = log_tokens(profile, tmp_path / "one", methods=["alone", "oracle"], **run)
+    parts = [log_tokens(profile, tmp_path / "two", methods=["alone", "oracle"], shard=f"{i}/2", **run)
+             for i in range(2)]  # fmt: skip
+    assert sum(p["units"] for p in parts) == whole["units"]
+    one, two = merge_logs(tmp_path / "one"), merge_logs(tmp_path / "two")
+    assert one[0].equals(two[0]) and one[1].equals(two[1])
