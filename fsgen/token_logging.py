@@ -13,7 +13,9 @@ machines split the units, and `merge_logs` reads everything back in a fixed orde
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fsgen.decoding import collaborate, collaborate_ladder
+from fsgen.io import atomic_write_bytes
 from fsgen.ladder import Profile, load_rung
 from fsgen.shards import ShardStore, select_shard
 from fsgen.tasks import build_prompts, get_task, load_examples, score
@@ -157,6 +160,11 @@ def log_tokens(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dir = Path(out_dir)
+    settings = {"profile": profile.name, "rungs": [r.model for r in profile.rungs],
+                "tasks": list(tasks), "methods": list(methods), "n_prompts": n_prompts,
+                "chunk_size": chunk_size, "seed": seed, "data_dir": str(data_dir),
+                "max_new_tokens": max_new_tokens, "trace_top_k": trace_top_k}  # fmt: skip
+    _start_or_resume(out_dir, settings)
     traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
     selected = {
         t: load_examples(t, data_dir=data_dir, n_prompts=n_prompts, seed=seed) for t in tasks
@@ -178,6 +186,17 @@ def log_tokens(
         traces.write(unit.key, trace)
         gens.write(unit.key, generations)  # last: marks the unit done
     return {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+
+
+def _start_or_resume(out_dir: Path, settings: dict) -> None:
+    """Resume a run with the same settings; wipe the folder when the settings changed, so no
+    shard of another configuration survives (batch size and sharding do not change results)."""
+    manifest = out_dir / "settings.json"
+    text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+    if out_dir.exists() and (not manifest.exists() or manifest.read_text() != text):
+        shutil.rmtree(out_dir)
+    if not manifest.exists():
+        atomic_write_bytes(manifest, text.encode())
 
 
 def merge_logs(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -82,3 +82,14 @@ def test_shards_split_the_work(tiny_ladder, tmp_path, monkeypatch):
     assert sum(p["units"] for p in parts) == whole["units"]
     one, two = merge_logs(tmp_path / "one"), merge_logs(tmp_path / "two")
     assert one[0].equals(two[0]) and one[1].equals(two[1])
+
+
+def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    run = RUN | {"methods": ["alone"]}
+    first = log_tokens(profile, tmp_path / "x", **run)
+    assert log_tokens(profile, tmp_path / "x", **run)["skipped"] == first["units"]  # resume
+    changed = log_tokens(profile, tmp_path / "x", **(run | {"max_new_tokens": 4}))
+    assert changed["skipped"] == 0
+    assert merge_logs(tmp_path / "x")[1]["tokens"].max() <= 4
