@@ -39,7 +39,7 @@ from fsgen.tasks import (
     resolve_data_dir,
     score,
 )
-from fsgen.token_logging import log_tokens, merge_logs, plan_units
+from fsgen.token_logging import default_tasks, log_tokens, merge_logs, plan_units, summarize_logs
 from fsgen.tokenizer import train_tokenizer
 from fsgen.trace import read_trace, write_trace
 from fsgen.train import (
@@ -52,6 +52,8 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "default_tasks",
+    "summarize_logs",
     "log_tokens",
     "merge_logs",
     "plan_units",

@@ -13,6 +13,7 @@ machines split the units, and `merge_logs` reads everything back in a fixed orde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from fsgen.decoding import collaborate, collaborate_ladder
 from fsgen.io import atomic_write_bytes
 from fsgen.ladder import Profile, load_rung
 from fsgen.shards import ShardStore, select_shard
-from fsgen.tasks import build_prompts, get_task, load_examples, score
+from fsgen.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 
 METHODS = ("alone", "oracle", "contrastive", "speculative", "proxy")
 
@@ -163,7 +164,8 @@ def log_tokens(
     settings = {"profile": profile.name, "rungs": [r.model for r in profile.rungs],
                 "tasks": list(tasks), "methods": list(methods), "n_prompts": n_prompts,
                 "chunk_size": chunk_size, "seed": seed, "data_dir": str(data_dir),
-                "max_new_tokens": max_new_tokens, "trace_top_k": trace_top_k}  # fmt: skip
+                "max_new_tokens": max_new_tokens, "trace_top_k": trace_top_k,
+                "code": code_fingerprint()}  # fmt: skip
     _start_or_resume(out_dir, settings)
     traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
     selected = {
@@ -186,6 +188,44 @@ def log_tokens(
         traces.write(unit.key, trace)
         gens.write(unit.key, generations)  # last: marks the unit done
     return {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+
+
+def code_fingerprint() -> str:
+    """A hash of fsgen's source: logs made by other code are never resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def default_tasks(profile: Profile, data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The profile's tasks; on an embedded profile the benchmark tasks join when a data
+    directory is given (argument or FSGEN_DATA_DIR)."""
+    tasks = list(profile.tasks)
+    if profile.kind == "embedded" and resolve_data_dir(data_dir or None) is not None:
+        tasks += [t for t in ("gsm8k", "mmlu_stem", "mbpp", "mt_bench") if t not in tasks]
+    return tasks
+
+
+def summarize_logs(traces: pd.DataFrame, generations: pd.DataFrame) -> pd.DataFrame:
+    """Per task, method and pair: tokens, large calls, mismatches, collaboration frequency
+    (and against the base small model for proxy), and accuracy of the generations."""
+    keys = ["task", "method", "large", "small"]
+    if traces.empty:
+        return pd.DataFrame(columns=keys)
+    calls = traces.assign(vs_base=traces["mismatch_vs_base"].astype("boolean").fillna(False))
+    table = calls.groupby(keys).agg(
+        tokens=("token_id", "size"),
+        large_calls=("large_called", "sum"),
+        mismatches=("mismatch", "sum"),
+        mismatches_vs_base=("vs_base", "sum"),
+    )
+    table["collaboration_frequency"] = table["mismatches"] / table["tokens"]
+    table["collaboration_frequency_vs_base"] = table["mismatches_vs_base"] / table["tokens"]
+    correct = generations.assign(correct=pd.to_numeric(generations["correct"], errors="coerce"))
+    table["accuracy"] = correct.groupby(keys)["correct"].mean()
+    table["prompts"] = generations.groupby(keys).size()
+    return table.reset_index()
 
 
 def _start_or_resume(out_dir: Path, settings: dict) -> None:

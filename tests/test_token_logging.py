@@ -93,3 +93,21 @@ def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
     changed = log_tokens(profile, tmp_path / "x", **(run | {"max_new_tokens": 4}))
     assert changed["skipped"] == 0
     assert merge_logs(tmp_path / "x")[1]["tokens"].max() <= 4
+
+
+def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
+    from fsgen.token_logging import summarize_logs
+
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    log_tokens(profile, tmp_path / "s", **(RUN | {"methods": ["oracle", "proxy"]}))
+    table = summarize_logs(*merge_logs(tmp_path / "s"))
+    oracle = table[table.method == "oracle"]
+    assert set(zip(oracle.large, oracle.small, strict=True)) == {
+        ("t1", "t0"),
+        ("t2", "t0"),
+        ("t2", "t1"),
+    }
+    assert ((table.collaboration_frequency >= 0) & (table.collaboration_frequency <= 1)).all()
+    assert (table.prompts == 5).all() and table.accuracy.between(0, 1).all()
+    assert (table[table.method == "oracle"].collaboration_frequency_vs_base == 0).all()
