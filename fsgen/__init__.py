@@ -39,7 +39,14 @@ from fsgen.tasks import (
     resolve_data_dir,
     score,
 )
-from fsgen.token_logging import default_tasks, log_tokens, merge_logs, plan_units, summarize_logs
+from fsgen.token_logging import (
+    default_tasks,
+    log_tokens,
+    merge_logs,
+    plan_units,
+    summarize_logs,
+    write_logging_outputs,
+)
 from fsgen.tokenizer import train_tokenizer
 from fsgen.trace import read_trace, write_trace
 from fsgen.train import (
@@ -52,6 +59,7 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "write_logging_outputs",
     "default_tasks",
     "summarize_logs",
     "log_tokens",

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fsgen.decoding import collaborate, collaborate_ladder
-from fsgen.io import atomic_write_bytes
+from fsgen.io import atomic_write_bytes, write_metrics
 from fsgen.ladder import Profile, load_rung
 from fsgen.shards import ShardStore, select_shard
 from fsgen.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
@@ -243,3 +243,21 @@ def merge_logs(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All traces and generations of a logging run, in a fixed order whatever the run order."""
     out_dir = Path(out_dir)
     return ShardStore(out_dir / "traces").merge(), ShardStore(out_dir / "generations").merge()
+
+
+def write_logging_outputs(out_dir, metrics_file, results_dir) -> pd.DataFrame:
+    """Merge the shards, write the summary table (CSV) and flat metrics; returns the table."""
+    traces, generations = merge_logs(out_dir)
+    table = summarize_logs(traces, generations)
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / "summary.csv", index=False, float_format="%.6g")
+    metrics: dict[str, object] = {"tokens": len(traces), "generations": len(generations)}
+    for row in table.to_dict("records"):
+        pair = f"{row['large']}-{row['small']}" if row["small"] else row["large"]
+        stem = f"{row['task']}.{row['method']}.{pair}"
+        metrics[f"{stem}.accuracy"] = row["accuracy"]
+        if row["method"] != "alone":
+            metrics[f"{stem}.collaboration_frequency"] = row["collaboration_frequency"]
+    write_metrics(metrics_file, metrics)
+    return table
