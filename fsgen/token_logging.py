@@ -8,7 +8,7 @@ machines split the units, and `merge_logs` reads everything back in a fixed orde
 - `alone`: every rung generates by itself (greedy), for accuracy of System 1 and System 2 alone.
 - `oracle`: one generation per large rung, scored by every smaller rung (ladder-wide logging).
 - `contrastive`, `speculative`: every pair (large rung > small rung).
-- `proxy`: every pair whose small rung has a tuned variant.
+- `proxy`: every pair whose small rung has a tuned variant, on prompts in the chat format.
 """
 
 from __future__ import annotations
@@ -181,7 +181,11 @@ def log_tokens(
         if not examples:
             continue
         cache.get(unit.large)  # loads the tokenizer with the first model
-        prompts = build_prompts(unit.task, examples, data_dir=data_dir)
+        # proxy tuning steers the base large model toward the tuned small one: its prompts are
+        # in the tuned models' chat format
+        chat = unit.method == "proxy"
+        prompts = build_prompts(unit.task, examples, data_dir=data_dir, chat=chat,
+                                tokenizer=cache.tokenizer if chat else None)  # fmt: skip
         trace, generations = run_unit(unit, cache, prompts, examples, unit.chunk * chunk_size,
                                       max_new_tokens=max_new_tokens, batch_size=batch_size,
                                       trace_top_k=trace_top_k)  # fmt: skip
