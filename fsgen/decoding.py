@@ -299,12 +299,11 @@ def decode_one_token(
             if b_argmax is None
             else int(chosen[row]) != int(b_argmax[row]),
         }
-        small, large = (
-            stat_record("small", s_stats, row),
-            stat_record("large", l_stats if called else None, row),
-        )
-        if models.system1_is_large:
+        if models.system1_is_large:  # the large model alone: its stats go in the large columns
             small, large = stat_record("small", None, row), stat_record("large", s_stats, row)
+        else:
+            small = stat_record("small", s_stats, row)
+            large = stat_record("large", l_stats if called else None, row)
         output.emit(row, int(chosen[row]), record | small | large)
     batch.append(chosen.unsqueeze(-1))
     return large_ran
@@ -546,6 +545,39 @@ def _check_lengths(tokenizer, prompts, models, max_new_tokens, extra: int) -> No
             )
 
 
+def _check_call(tokenizer, prompts, models, max_new_tokens, batch_size, extra: int = 0) -> int:
+    """Validate a decoding call's shared arguments; returns the vocabulary to compare over."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    vocab = _vocab(tokenizer, models)
+    if prompts:
+        _check_lengths(tokenizer, prompts, models, max_new_tokens, extra)
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
+    if tokenizer.padding_side != "left":
+        raise ValueError(
+            f"batched decoding needs left padding, got padding_side={tokenizer.padding_side!r}"
+        )
+    return vocab
+
+
+def _batches(tokenizer, prompts: list[str], batch_size: int):
+    """(prompt ids, left-padded `Batch`) for each run of `batch_size` prompts."""
+    for start in range(0, len(prompts), batch_size):
+        ids = list(range(start, min(start + batch_size, len(prompts))))
+        yield ids, Batch.from_prompts(tokenizer, [prompts[i] for i in ids], torch.device("cpu"))
+
+
+def _assemble(outputs: list[Output]) -> tuple[list[str], list[list[int]], pd.DataFrame]:
+    """Texts, tokens and the concatenated trace of the batches' outputs, in prompt order."""
+    texts = [t for o in outputs for t in o.texts()]
+    tokens = [t for o in outputs for t in o.tokens]
+    trace = pd.concat([o.trace() for o in outputs], ignore_index=True) if outputs else empty_trace()
+    return texts, tokens, trace
+
+
 def collaborate(
     small,
     large,
@@ -579,10 +611,6 @@ def collaborate(
     router_name, rule = make_router(router, threshold)
     if spec.uses_tuned and small_tuned is None:
         raise ValueError(f"method {method!r} needs small_tuned (the tuned small model), got None")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if method == "speculative" and num_draft < 1:
         raise ValueError(f"num_draft must be >= 1, got {num_draft}")
     if do_sample and temperature <= 0:
@@ -591,54 +619,32 @@ def collaborate(
     beta = spec.beta if beta is None else beta
     prompts = list(prompts)
     started = time.perf_counter()
-    if not prompts:
-        return Collaboration(
-            [], [], empty_trace(), _summary([], empty_trace(), method, router_name, 0, 0, 0.0)
-        )
     in_use = {"small": [small], "large": [large], "proxy": [small, large, small_tuned]}.get(
         method, [small, large]
     )
-    vocab = _vocab(tokenizer, in_use)
-    _check_lengths(
-        tokenizer, prompts, in_use, max_new_tokens, num_draft + 1 if method == "speculative" else 0
-    )
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
-    if tokenizer.padding_side != "left":
-        raise ValueError(
-            f"batched decoding needs left padding, got padding_side={tokenizer.padding_side!r}"
-        )
-
-    texts, tokens, traces, large_forwards, large_calls = [], [], [], 0, 0
-    for start in range(0, len(prompts), batch_size):
-        ids = list(range(start, min(start + batch_size, len(prompts))))
+    extra = num_draft + 1 if method == "speculative" else 0
+    vocab = _check_call(tokenizer, prompts, in_use, max_new_tokens, batch_size, extra)
+    outputs, large_forwards, verification_rounds = [], 0, 0
+    for ids, batch in _batches(tokenizer, prompts, batch_size):
         output = Output(tokenizer, ids, max_new_tokens, stop, trace_top_k)
         sampler = Sampler(do_sample, temperature, seed, ids)
-        batch = Batch.from_prompts(tokenizer, [prompts[i] for i in ids], torch.device("cpu"))
         if method == "speculative":
             stats = speculative_decode(
                 Stream(small, vocab), Stream(large, vocab), batch, sampler, output, num_draft
             )
         elif method == "oracle" and router_name == "always" and not do_sample:
             stats = oracle_fast(small, large, tokenizer, batch, output, vocab)
-        else:
+        else:  # `small` and `large` run no large stream, so their router is never consulted
             models = _models(method, small, large, small_tuned, vocab)
-            chosen_rule = {"small": make_router("never")[1], "large": make_router("never")[1]}.get(
-                method, rule
-            )
-            stats = token_level_decode(
-                models, batch, spec, chosen_rule, sampler, output, alpha, beta
-            )
-        texts += output.texts()
-        tokens += output.tokens
-        batch_trace = output.trace()
-        traces.append(batch_trace)
+            stats = token_level_decode(models, batch, spec, rule, sampler, output, alpha, beta)
+        outputs.append(output)
         large_forwards += stats["large_forwards"]
-        if "large_calls" in stats:
-            large_calls += stats["large_calls"]
-        else:
-            large_calls += int(batch_trace["large_called"].sum())
-    trace = pd.concat(traces, ignore_index=True) if traces else empty_trace()
+        verification_rounds += stats.get("large_calls", 0)
+    texts, tokens, trace = _assemble(outputs)
+    if method == "speculative":  # a call is a verification round, not a token
+        large_calls = verification_rounds
+    else:
+        large_calls = int(trace["large_called"].sum()) if len(trace) else 0
     seconds = time.perf_counter() - started
     summary = _summary(tokens, trace, method, router_name, large_calls, large_forwards, seconds)
     return Collaboration(texts, tokens, trace, summary)
@@ -660,19 +666,11 @@ def collaborate_ladder(
     Returns, per small model, the same result as `collaborate(small, large, ..., method="oracle",
     router="always")`, at the cost of one generation instead of one per pair.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompts = list(prompts)
-    vocab = _vocab(tokenizer, [large, *smalls.values()])
-    if prompts:
-        _check_lengths(tokenizer, prompts, [large, *smalls.values()], max_new_tokens, 0)
+    vocab = _check_call(tokenizer, prompts, [large, *smalls.values()], max_new_tokens, batch_size)
     parts: dict[str, list] = {name: [] for name in smalls}
     seconds = dict.fromkeys(smalls, 0.0)
-    for start in range(0, len(prompts), batch_size):
-        ids = list(range(start, min(start + batch_size, len(prompts))))
-        batch = Batch.from_prompts(tokenizer, [prompts[i] for i in ids], torch.device("cpu"))
+    for ids, batch in _batches(tokenizer, prompts, batch_size):
         began = time.perf_counter()
         large_logits, generated = generate_large(large, tokenizer, batch, max_new_tokens, vocab)
         shared = (time.perf_counter() - began) / max(1, len(smalls))
@@ -684,11 +682,7 @@ def collaborate_ladder(
             seconds[name] += shared + time.perf_counter() - began
     results = {}
     for name, outputs in parts.items():
-        texts = [t for o in outputs for t in o.texts()]
-        tokens = [t for o in outputs for t in o.tokens]
-        trace = (
-            pd.concat([o.trace() for o in outputs], ignore_index=True) if outputs else empty_trace()
-        )
+        texts, tokens, trace = _assemble(outputs)
         calls = int(trace["large_called"].sum()) if len(trace) else 0
         forwards = sum(max((len(t) for t in o.tokens), default=0) for o in outputs)
         summary = _summary(tokens, trace, "oracle", "always", calls, forwards, seconds[name])
