@@ -339,6 +339,7 @@ def plot_paper_fits(paper: pd.DataFrame, paper_fits: pd.DataFrame,
 def write_scaling_outputs(
     table: pd.DataFrame, *, metrics_file: str | os.PathLike, results_dir: str | os.PathLike,
     bootstrap: int = 1000, seed: int = 0, paper_dataset: str = "gsm8k",
+    paper_file: str | os.PathLike = PAPER_FREQUENCIES,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Stage 03: fit every task x method of the CF `table` and every method x dataset of the
     paper's points; write both fit tables (CSV), the flat metrics and the figures."""
@@ -349,7 +350,7 @@ def write_scaling_outputs(
     results_dir = Path(resolve(results_dir))
     results_dir.mkdir(parents=True, exist_ok=True)
     fits = fit_table(table, bootstrap=bootstrap, seed=seed)
-    paper = paper_frequencies()
+    paper = paper_frequencies(paper_file)
     paper_fits = fit_table(
         paper.rename(columns={"dataset": "task"}), bootstrap=bootstrap, seed=seed
     )

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.optimize import curve_fit
 
@@ -71,3 +72,33 @@ def test_sizes_and_paper_table():
 def test_bad_input(ratios, frequencies, message):
     with pytest.raises(ValueError, match=message):
         fit_scaling_law(ratios, frequencies)
+
+
+def test_aic_prefers_the_form_the_data_came_from():
+    from fsgen.scaling import aic, compare_forms
+
+    observed, predicted = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])
+    assert aic(observed, predicted, 2) == pytest.approx(3 * np.log(1 / 3) + 4)
+    rng = np.random.default_rng(0)
+    n_large = np.array([4, 8, 8, 16, 16, 16, 32, 32, 32, 32], dtype=float)
+    n_small = np.array([1, 1, 2, 1, 2, 4, 1, 2, 4, 8], dtype=float)
+    by_sizes = 0.5 + 0.02 * np.log(n_large) - 0.1 * np.log(n_small)
+    forms = compare_forms(n_large, n_small, by_sizes + rng.normal(0, 1e-3, len(n_large)))
+    assert forms["log_sizes.aic"] < min(forms["power_law.aic"], forms["log_linear.aic"])
+    assert forms["log_sizes.r2"] > 0.99
+
+
+def test_leave_one_out_and_fit_table():
+    from fsgen.scaling import fit_table, leave_one_out_error
+
+    ratios = np.array([2, 3, 4, 6, 8, 12, 16, 32], dtype=float)
+    cf = scaling_law(ratios, 0.3, 0.7, 0.25)
+    exact = leave_one_out_error(ratios, cf)
+    assert exact["loo_points"] == 8 and exact["loo_rmse"] < 1e-4
+    assert leave_one_out_error(ratios[:3], cf[:3])["loo_points"] == 0  # 2 left: cannot fit 3
+    table = pd.DataFrame({"task": "t", "method": ["m"] * 8 + ["few"] * 2, "ratio": list(ratios)
+                          + [2.0, 4.0], "collaboration_frequency": list(cf) + [0.1, 0.2]})  # fmt: skip
+    table["n_small"], table["n_large"] = 1.0, table["ratio"]
+    fits = fit_table(table, bootstrap=20).set_index("method")
+    assert fits.loc["m", "r2"] > 0.999 and fits.loc["m", "best_form"] == "power_law"
+    assert np.isnan(fits.loc["few", "a"]) and fits.loc["few", "n"] == 2
