@@ -1,6 +1,7 @@
 # The two commands of the README. Each builds its own environment from nothing (a virtualenv in
 # .venv, re-used while pyproject.toml is unchanged), then runs the pipeline or the tests.
-#   make repro   # install, then `dvc repro`: the embedded profile, offline, on a CPU
+#   make repro   # install, then `dvc repro` (the embedded profile, offline, on a CPU) and the
+#                # README's results block from its outputs
 #   make test    # install, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: env repro test bench lint format clean
+.PHONY: env repro report test bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fsgen needs Python >= 3.10"'
@@ -27,6 +28,10 @@ env: $(VENV)/.installed
 
 repro: env
 	$(BIN)/dvc repro
+	$(BIN)/python -m fsgen.report
+
+report: env
+	$(BIN)/python -m fsgen.report
 
 test: env
 	$(BIN)/python -m pytest

@@ -1,0 +1,45 @@
+"""The README's results block is the pipeline's outputs, and the quick start runs in a minute."""
+
+import pytest
+
+from fsgen.report import END, START, render_results, update_readme
+from tests.conftest import REPO
+
+
+def test_readme_results_match_the_committed_outputs():
+    readme = (REPO / "README.md").read_text()
+    assert START in readme and END in readme
+    block = START + readme.split(START, 1)[1].split(END, 1)[0] + END
+    assert block == render_results(REPO), "README is stale: run `python -m fsgen.report`"
+
+
+def test_every_number_comes_from_the_outputs(tmp_path):
+    (tmp_path / "results/train_ladder").mkdir(parents=True)
+    (tmp_path / "results/train_ladder/ladder.csv").write_text(
+        "model,variant,params,heldout_loss,accuracy\nx0,base,123,0.5,0.25\n"
+    )
+    block = render_results(tmp_path)
+    assert "| x0 | 123 | 0.500 | 0.250 |" in block
+    assert "Collaboration frequency" not in block  # no stage 02 outputs, no section
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\nend\n")
+    assert update_readme(readme, tmp_path) and "| x0 | 123 |" in readme.read_text()
+    assert not update_readme(readme, tmp_path)
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("\nend\n")
+    readme.write_text("no block")
+    with pytest.raises(ValueError, match="has no results block"):
+        update_readme(readme, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)  # the issue's budget for the quick start: under a minute on a CPU
+def test_quickstart_runs_offline(tmp_path, monkeypatch):
+    import nbformat
+
+    from tests.test_notebooks import run_notebook
+
+    monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))  # no trained ladder there: random models
+    out = run_notebook("00_quickstart.ipynb", tmp_path)
+    outputs = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {})) for o in outputs)
+    assert "two tiny random GPT-NeoX models" in text and "collaboration_frequency" in text
