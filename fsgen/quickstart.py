@@ -18,7 +18,7 @@ import pandas as pd
 from fsgen.paths import resolve
 
 EMBEDDED = "data/models/embedded"
-HUB_PAIR = ("EleutherAI/pythia-70m", "EleutherAI/pythia-410m")
+HUB_PAIR = ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m")  # fp32: ~1 GB, fits Binder
 CHOICES = ("auto", "embedded", "hub", "random")
 
 
