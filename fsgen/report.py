@@ -29,7 +29,7 @@ def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -113,11 +113,32 @@ def uncertainty_section(root: Path) -> str:
     )
 
 
+def estimates_section(root: Path) -> str:
+    from fsgen.estimates import estimate_table
+    from fsgen.ladder import load_profile, read_params
+
+    params = read_params(root / "params.yaml")
+    logging = params["token_logging"]
+    hub = [load_profile(name, root / "params.yaml") for name, spec in params["profiles"].items()
+           if spec.get("kind") == "hub"]  # fmt: skip
+    table = estimate_table(hub, n_prompts=logging["n_prompts"], max_new_tokens=logging["max_new_tokens"],
+                           batch_size=logging["batch_size"], methods=logging["methods"].split(","))  # fmt: skip
+    return (
+        "### GPU profiles: estimates from model sizes (not measurements)\n\n"
+        f"Token logging with this `params.yaml` ({logging['n_prompts']} prompts per task, "
+        f"{logging['max_new_tokens']} new tokens, batch {logging['batch_size']}, methods "
+        f"{logging['methods']}), bf16, memory-bound decoding at half an H100's bandwidth; "
+        "assumptions in `fsgen/estimates.py`. Model download and loading time not included.\n\n"
+        + _table(table)
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("results/train_ladder/ladder.csv", ladder_section),
     ("results/frequency/frequency.csv", frequency_section),
     ("results/scaling_law/fits.csv", scaling_section),
     ("results/uncertainty/auroc.csv", uncertainty_section),
+    ("params.yaml", estimates_section),
 ]
 
 

@@ -43,3 +43,19 @@ def test_quickstart_runs_offline(tmp_path, monkeypatch):
     outputs = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
     text = "".join(str(o.get("text", "")) + str(o.get("data", {})) for o in outputs)
     assert "two tiny random GPT-NeoX models" in text and "collaboration_frequency" in text
+
+
+def test_gpu_estimates_from_nominal_sizes():
+    from fsgen.estimates import estimate_profile, nominal_size
+    from fsgen.ladder import Profile, Rung
+
+    assert nominal_size("qwen1.5-1.8b") == 1.8e9 and nominal_size("pythia-70m") == 70e6
+    with pytest.raises(ValueError, match="got 'gpt2'"):
+        nominal_size("gpt2")
+    rungs = tuple(Rung(name=n, model=f"org/{n}") for n in ("m-1b", "m-3b"))
+    profile = Profile(name="h", kind="hub", rungs=rungs, dtype="bfloat16", tasks=("gsm8k",))
+    out = estimate_profile(profile, n_prompts=128, max_new_tokens=225_000, batch_size=64,
+                           methods=["alone"], bandwidth=1e12, efficiency=1.0)  # fmt: skip
+    assert out["largest weights (GB)"] == 6.0 and out["peak memory (GB)"] == 9.6  # (3+1)*2*1.2
+    # alone: 2 batches x 225k steps per rung, reading 2 GB and 6 GB at 1 TB/s: one hour
+    assert out["token logging (GPU-hours)"] == 1.0
