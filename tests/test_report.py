@@ -59,3 +59,15 @@ def test_gpu_estimates_from_nominal_sizes():
     assert out["largest weights (GB)"] == 6.0 and out["peak memory (GB)"] == 9.6  # (3+1)*2*1.2
     # alone: 2 batches x 225k steps per rung, reading 2 GB and 6 GB at 1 TB/s: one hour
     assert out["token logging (GPU-hours)"] == 1.0
+
+
+def test_every_notebook_is_listed_with_a_colab_badge():
+    readme = (REPO / "README.md").read_text()
+    colab = "https://colab.research.google.com/github/fsgen/fsgen/blob/main/notebooks/"
+    for notebook in sorted((REPO / "notebooks").glob("*.ipynb")):
+        assert f"(notebooks/{notebook.name})" in readme, notebook.name
+        assert f"{colab}{notebook.name})" in readme, f"no Colab badge for {notebook.name}"
+    assert "https://mybinder.org/v2/gh/fsgen/fsgen/" in readme
+    assert (REPO / "binder" / "requirements.txt").exists() and (
+        REPO / "binder" / "postBuild"
+    ).exists()
