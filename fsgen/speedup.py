@@ -198,6 +198,11 @@ def speedup_study(
         small, _ = _load(cache, profile, small_name)
         trace = oracle_trace(traces, task, large_name, small_name)
         trace = trace[trace["prompt_id"] < n_prompts]
+        if trace["prompt_id"].nunique() < n_prompts:
+            raise ValueError(
+                f"the oracle traces of {large_name}-{small_name} cover "
+                f"{trace['prompt_id'].nunique()} prompts, fewer than n_prompts={n_prompts}"
+            )
         replay = draft_acceptance(trace, draft_lengths, batch_size)
         replay.insert(0, "pair", f"{large_name}-{small_name}")
         acceptance.append(replay)
@@ -285,10 +290,11 @@ def _engine_time(medians, name: str, forward: float, steps: int, row_steps: int,
     spread over the batch's rows, is the bookkeeping per running row."""
     t1, u1 = medians.loc[f"probe_short_{name}", ["seconds", "units"]]
     t2, u2 = medians.loc[f"probe_long_{name}", ["seconds", "units"]]
-    if u2 <= u1:
-        raise ValueError(f"probe runs of {name} took {u1} and {u2} steps; need more for a slope")
-    slope = (t2 - t1) / (u2 - u1)
-    setup = t1 - slope * u1
+    if u2 > u1:
+        slope = (t2 - t1) / (u2 - u1)
+        setup = t1 - slope * u1
+    else:  # the probes stopped as early as each other: no setup term
+        slope, setup = t2 / max(u2, 1), 0.0
     per_row = max(slope - forward, 0.0) / rows
     return float(setup + forward * steps + per_row * row_steps)
 
