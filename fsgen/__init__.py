@@ -19,10 +19,39 @@ from fsgen.methods import METHODS, Method, get_method
 from fsgen.paths import repo_root, resolve
 from fsgen.plots import plot_ladder, plot_training_curves, save_figure
 from fsgen.routers import ROUTERS, make_router
+from fsgen.routing import (
+    Calibration,
+    LearnedRouter,
+    SweepResult,
+    area_under_curve,
+    calibrate_router,
+    call_rate_to_reach,
+    fit_learned_router,
+    mismatch_auc,
+    oracle_trace,
+    parse_pairs,
+    plot_router_sweep,
+    random_router,
+    router_metrics,
+    split_prompts,
+    summarize_sweep,
+    sweep_routers,
+    write_router_outputs,
+)
 from fsgen.sandbox import SandboxResult, run_many, run_python
 from fsgen.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
 from fsgen.scoring import last_number, parse_number
 from fsgen.shards import ShardStore, select_shard
+from fsgen.speedup import (
+    SpeedupResult,
+    draft_acceptance,
+    plot_speedups,
+    predict_speedup,
+    recommend_draft_length,
+    replay_rounds,
+    speedup_study,
+    speedup_table,
+)
 from fsgen.synthetic import Problem, generate_problems
 from fsgen.tasks import (
     TASKS,
@@ -59,6 +88,31 @@ from fsgen.train import (
 )
 
 __all__ = [
+    "Calibration",
+    "LearnedRouter",
+    "SpeedupResult",
+    "SweepResult",
+    "area_under_curve",
+    "calibrate_router",
+    "call_rate_to_reach",
+    "draft_acceptance",
+    "fit_learned_router",
+    "mismatch_auc",
+    "oracle_trace",
+    "parse_pairs",
+    "plot_router_sweep",
+    "plot_speedups",
+    "predict_speedup",
+    "random_router",
+    "recommend_draft_length",
+    "replay_rounds",
+    "router_metrics",
+    "speedup_study",
+    "speedup_table",
+    "split_prompts",
+    "summarize_sweep",
+    "sweep_routers",
+    "write_router_outputs",
     "write_logging_outputs",
     "default_tasks",
     "summarize_logs",

@@ -1,0 +1,252 @@
+"""Routers that pay off: calibration, the learned and random routers, curve summaries, the
+speculative acceptance replay and speed-up formula, and notebook 06 on a tiny ladder."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fsgen.routing import (
+    KINDS,
+    area_under_curve,
+    calibrate_router,
+    call_rate_to_reach,
+    fit_learned_router,
+    parse_pairs,
+    random_router,
+    split_prompts,
+    uncertainty,
+)
+from fsgen.speedup import draft_acceptance, predict_speedup, replay_rounds
+
+
+def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Oracle-like rows: random small-model distributions over 20 tokens; a mismatch is likelier
+    where System 1 is unsure."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, 20)) * rng.uniform(0.5, 6.0, size=(n, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # (n, 20)
+    top = -np.sort(-probs, axis=1)
+    entropy = -(probs * np.log(probs)).sum(1)
+    mismatch = rng.uniform(size=n) < (1 - top[:, 0]) * 0.8
+    return pd.DataFrame({
+        "prompt_id": np.arange(n) // 50,
+        "step": np.arange(n) % 50,
+        "mismatch": mismatch,
+        "small_top1_prob": top[:, 0],
+        "small_margin": top[:, 0] - top[:, 1],
+        "small_entropy": entropy,
+        "small_topk_probs": list(top[:, :10]),
+    })  # fmt: skip
+
+
+def routed(trace: pd.DataFrame, kind: str, threshold: float, learned=None) -> np.ndarray:
+    """Apply each router's own rule (not the calibration's score) to trace rows."""
+    if kind == "threshold":
+        return trace["small_top1_prob"].to_numpy() < threshold
+    if kind == "margin":
+        return trace["small_margin"].to_numpy() < threshold
+    if kind == "entropy":
+        return trace["small_entropy"].to_numpy() > threshold
+    return learned.score_trace(trace) > threshold
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return synthetic_trace()
+
+
+@pytest.fixture(scope="module")
+def learned(trace):
+    return fit_learned_router(trace[trace.prompt_id < 20])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("target", [0.0, 0.1, 0.37, 1.0])
+def test_calibration_hits_the_target_call_rate(trace, learned, kind, target):
+    cal = calibrate_router(trace, kind, target_call_rate=target, learned=learned)
+    consulted = routed(trace, kind, cal.threshold, learned)
+    assert consulted.mean() == pytest.approx(cal.predicted_call_rate)
+    assert abs(cal.predicted_call_rate - target) <= 1 / len(trace)
+    missed = (trace["mismatch"].to_numpy() & ~consulted).sum()
+    assert cal.predicted_agreement == pytest.approx(1 - missed / len(trace))
+
+
+@pytest.mark.parametrize("kind", ["threshold", "entropy", "learned"])
+def test_accuracy_floor_takes_the_cheapest_threshold(trace, learned, kind):
+    floor = 0.97
+    cal = calibrate_router(trace, kind, min_accuracy=floor, learned=learned)
+    assert cal.predicted_agreement >= floor
+    # brute force over every distinct cut of the score: none cheaper reaches the floor
+    u = uncertainty(trace, kind, learned)
+    mismatch = trace["mismatch"].to_numpy()
+    for cut in np.unique(u):
+        consulted = u >= cut
+        agreement = 1 - (mismatch & ~consulted).sum() / len(u)
+        if agreement >= floor:
+            assert consulted.mean() >= cal.predicted_call_rate - 1e-12
+    assert calibrate_router(trace, kind, min_accuracy=1.0, learned=learned).predicted_agreement == 1
+
+
+def test_calibration_rejects_bad_inputs(trace, learned):
+    with pytest.raises(ValueError, match="exactly one of target_call_rate and min_accuracy"):
+        calibrate_router(trace, "threshold")
+    with pytest.raises(ValueError, match=r"target_call_rate=0.1, min_accuracy=0.9"):
+        calibrate_router(trace, "threshold", 0.1, 0.9)
+    with pytest.raises(ValueError, match=r"target_call_rate must be in \[0, 1\], got 1.5"):
+        calibrate_router(trace, "threshold", 1.5)
+    with pytest.raises(ValueError, match=r"min_accuracy must be in \[0, 1\], got -0.1"):
+        calibrate_router(trace, "margin", min_accuracy=-0.1)
+    with pytest.raises(ValueError, match="unknown router kind 'beam'"):
+        calibrate_router(trace, "beam", 0.1)
+    with pytest.raises(ValueError, match="needs learned="):
+        calibrate_router(trace, "learned", 0.1)
+    with pytest.raises(ValueError, match="trace lacks columns"):
+        calibrate_router(trace.drop(columns=["mismatch"]), "threshold", 0.1)
+    with pytest.raises(ValueError, match="no rows"):
+        calibrate_router(trace.iloc[:0], "threshold", 0.1)
+    with pytest.raises(ValueError, match="'e3e1'"):
+        parse_pairs("e3-e2,e3e1")
+
+
+def test_split_prompts_is_deterministic_and_disjoint():
+    fit, held = split_prompts(range(10), 0.5, seed=3)
+    assert (fit, held) == split_prompts(range(9, -1, -1), 0.5, seed=3)
+    assert not set(fit) & set(held) and sorted(fit + held) == list(range(10))
+    with pytest.raises(ValueError, match=r"fit_fraction must be in \(0, 1\), got 1"):
+        split_prompts(range(10), 1)
+
+
+def test_learned_router_is_deterministic_and_beats_chance(trace, learned):
+    again = fit_learned_router(trace[trace.prompt_id < 20])
+    assert np.array_equal(again.coef, learned.coef) and again.intercept == learned.intercept
+    from sklearn.metrics import roc_auc_score
+
+    held = trace[trace.prompt_id >= 20]
+    assert roc_auc_score(held["mismatch"], learned.score_trace(held)) > 0.6
+
+
+def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
+    from fsgen.decoding import collaborate
+    from tests.test_decoding import PROMPTS, _model, _perturbed
+
+    torch.set_num_threads(1)
+    large = _model(tiny_tokenizer, 32, 2, seed=1)
+    small = _perturbed(large, 0.35, seed=2)
+    oracle = collaborate(small, large, tiny_tokenizer, PROMPTS, max_new_tokens=12, batch_size=3)
+    assert oracle.trace["mismatch"].any() and not oracle.trace["mismatch"].all()
+    router_model = fit_learned_router(oracle.trace)
+    threshold = float(np.median(router_model.score_trace(oracle.trace)))
+    router = router_model.router(threshold)
+    probs = torch.softmax(torch.randn(7, len(tiny_tokenizer), dtype=torch.float64) * 3, -1)
+    batch = router(probs)  # (7,)
+    assert batch.dtype == torch.bool and batch.shape == (7,)
+    assert batch.tolist() == [bool(router(probs[i : i + 1])[0]) for i in range(7)]
+    assert torch.equal(router_model.score(probs), router_model.score(probs))
+    runs = [collaborate(small, large, tiny_tokenizer, PROMPTS, router=router, max_new_tokens=12,
+                        batch_size=3) for _ in range(2)]  # fmt: skip
+    assert runs[0].texts == runs[1].texts
+    assert 0 < runs[0].summary["call_rate"] < 1
+    # each routed row was chosen by the rule: recompute the score from the small model's own
+    # distribution at that position (teacher-forced over the emitted tokens)
+    row = runs[0].trace.iloc[0]
+    ids = tiny_tokenizer(PROMPTS[0], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        first = torch.softmax(small(ids).logits[:, -1, : len(tiny_tokenizer)].double(), -1)
+    assert bool(router(first)[0]) == bool(row["large_called"])
+
+
+def test_random_router_call_rate_and_seed():
+    probs = torch.full((20000, 5), 0.2)
+    hits = random_router(0.3, seed=1)(probs)
+    assert hits.float().mean().item() == pytest.approx(0.3, abs=0.015)
+    assert torch.equal(hits, random_router(0.3, seed=1)(probs))
+    assert not torch.equal(hits, random_router(0.3, seed=2)(probs))
+    assert not random_router(0.0)(probs).any() and random_router(1.0)(probs).all()
+    with pytest.raises(ValueError, match=r"call_rate must be in \[0, 1\], got 1.2"):
+        random_router(1.2)
+
+
+def test_replay_rounds_on_known_runs():
+    flags = [False, False, True, False, False, False, True]
+    assert replay_rounds(flags, 2) == [2, 2, 0]  # 3 + 3 + 1 tokens
+    assert replay_rounds(flags, 3) == [2, 3]  # 3 + 4 tokens
+    assert replay_rounds(flags, 1) == [1, 0, 1, 1]  # 2 + 1 + 2 + 2 tokens
+    assert replay_rounds([], 4) == []
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        replay_rounds(flags, 0)
+    trace = pd.DataFrame({
+        "prompt_id": [0] * 7 + [1] * 3,
+        "step": list(range(7)) + [2, 0, 1],  # out of order: replay sorts by step
+        "mismatch": flags + [True, True, True],
+    })  # fmt: skip
+    table = draft_acceptance(trace, [2, 3]).set_index("k")
+    assert table.loc[2, "rounds"] == 3 + 3 and table.loc[3, "rounds"] == 2 + 3
+    assert table.loc[2, "tokens_per_round"] == pytest.approx(10 / 6)
+    assert table.loc[2, "batch_steps"] == 7 and table.loc[2, "batch_rounds"] == 3
+    assert table.loc[3, "batch_rounds"] == 3  # the second prompt is the slowest
+    assert table.loc[2, "accepted_per_round"] == pytest.approx(4 / 6)
+    split = draft_acceptance(trace, [2], batch_size=1).set_index("k")
+    assert split.loc[2, "batch_steps"] == 10 and split.loc[2, "batch_rounds"] == 6
+
+
+def test_predicted_speedup_formula():
+    assert predict_speedup(3.0, 2, 0.1, 1.0, 1.2) == pytest.approx(3.0 / 1.4)
+    assert predict_speedup(2.0, 1, 0.5, 2.0, 2.0) == pytest.approx(2.0 * 2.0 / 2.5)
+    with pytest.raises(ValueError, match="costs must be positive"):
+        predict_speedup(2.0, 1, 0.0, 1.0, 1.0)
+
+
+def test_area_and_call_rate_to_reach_on_known_curves():
+    assert area_under_curve([0, 0.5, 1], [0, 0.5, 1]) == pytest.approx(0.5)
+    assert area_under_curve([1, 0], [1, 1]) == pytest.approx(1.0)
+    assert call_rate_to_reach([0, 0.5, 1], [0, 0.5, 1], 0.95) == pytest.approx(0.95)
+    x, y = [1, 0, 0.2], [0.3, 0.1, 0.3]  # unsorted on purpose
+    assert call_rate_to_reach(x, y, 0.285) == pytest.approx(0.2 * 0.185 / 0.2)
+    assert call_rate_to_reach(x, y, 0.05) == 0
+    assert math.isnan(call_rate_to_reach(x, y, 0.31))
+    with pytest.raises(ValueError, match=r"call rates must lie in \[0, 1\]"):
+        area_under_curve([0, 1.5], [0, 1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
+    from fsgen.ladder import load_profile
+    from fsgen.token_logging import log_tokens
+    from fsgen.train import build_ladder
+    from tests.conftest import REPO
+    from tests.test_notebooks import run_notebook
+    from tests.test_token_logging import TINY
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
+    profile = load_profile("tiny")
+    build_ladder(profile, TINY, progress=False)
+    log_tokens(profile, tmp_path / "scratch/logs", methods=["alone", "oracle"], n_prompts=4,
+               chunk_size=4, max_new_tokens=16, batch_size=8, progress=False)  # fmt: skip
+    run_notebook("06_routers.ipynb", tmp_path)
+    metrics = json.loads((tmp_path / "scratch/metrics/routers.json").read_text())
+    for router in ("threshold", "margin", "entropy", "learned", "random"):
+        assert f"synthetic.t2-t1.{router}.auc" in metrics
+        assert f"synthetic.t2-t1.{router}.call_rate_for_95" in metrics
+        assert f"synthetic.t2-t1.{router}.at0.1.call_rate" in metrics
+    assert "synthetic.t2-t1.learned.holdout_mismatch_auc" in metrics
+    assert "speculative.t2-t1.k2.tokens_per_round" in metrics
+    assert not any("seconds" in k or "speedup" in k for k in metrics)
+    timing = json.loads((tmp_path / "scratch/metrics/routers_timing.json").read_text())
+    assert "speculative.t2-t1.k1.measured_speedup" in timing
+    assert timing["speculative.t2-t1.recommended_k"] in (1, 2)
+    results = tmp_path / "scratch/results/routers"
+    for name in ("runs.csv", "summary.csv", "acceptance.csv", "speedup.csv",
+                 "accuracy_vs_call_rate.png", "accuracy_vs_wall_time.svg", "speedup.png"):  # fmt: skip
+        assert (results / name).stat().st_size > 0, name
+    runs = pd.read_csv(results / "runs.csv")
+    assert set(runs.router) == {"small", "large", *KINDS, "random"}
