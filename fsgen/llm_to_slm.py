@@ -76,6 +76,12 @@ def _layer_count(config) -> int:
     raise ValueError(f"cannot tell how many layers a {type(config).__name__} has")
 
 
+def _is_encoder(model) -> bool:
+    """Whether a large model is used through an encoder: an encoder-decoder model, or an encoder
+    alone (such as `T5EncoderModel`, which cannot generate)."""
+    return bool(getattr(model.config, "is_encoder_decoder", False)) or not model.can_generate()
+
+
 def _same_vocabulary(a, b) -> bool:
     return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
 
@@ -106,7 +112,7 @@ class LLMToSLM(torch.nn.Module):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        self.encoder_decoder = bool(getattr(large.config, "is_encoder_decoder", False))
+        self.encoder_decoder = _is_encoder(large)
         layers = _layer_count(large.config)
         if not -(layers + 1) <= layer <= layers:
             raise ValueError(
@@ -170,9 +176,8 @@ class LLMToSLM(torch.nn.Module):
         ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
         want_layers = self.layer != -1
         if self.encoder_decoder:
-            out = self.large.get_encoder()(
-                input_ids=ids, attention_mask=mask, output_hidden_states=want_layers
-            )
+            encoder = self.large.get_encoder() if self.large.can_generate() else self.large
+            out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=want_layers)
         else:
             out = self.large.base_model(
                 input_ids=ids,
@@ -281,7 +286,8 @@ def load_large(source: str | os.PathLike, *, dtype: str = "float32", device: str
     local = resolve(source)
     target = str(local) if local.exists() else str(source)
     config = AutoConfig.from_pretrained(target)
-    if not getattr(config, "is_encoder_decoder", False):
+    causal = any(a.endswith("ForCausalLM") for a in getattr(config, "architectures", None) or [])
+    if causal or not (config.is_encoder_decoder or "t5" in config.model_type):
         return load_model(source, dtype=dtype, device=device)
     model = AutoModelForTextEncoding.from_pretrained(target, dtype=DTYPES[dtype])
     if device in ("cuda", "auto") and torch.cuda.is_available():
@@ -343,10 +349,15 @@ class ConditionedSmall(torch.nn.Module):
                 f"{self.prompt.shape[0]} prompts"
             )
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
-        embeds = self.model.small.get_input_embeddings()(input_ids.to(self.device))  # (B, k, D)
-        overlap = min(self.prompt.shape[1] - start, width)  # prompt columns among these
-        if overlap > 0:
-            embeds = torch.cat([self.prompt[:, start : start + overlap], embeds[:, overlap:]], 1)
+        overlap = max(0, min(self.prompt.shape[1] - start, width))  # prompt columns among these
+        tail = input_ids[:, overlap:].to(self.device)  # response ids: the small vocabulary
+        embeds = torch.cat(
+            [
+                self.prompt[:, start : start + overlap],
+                self.model.small.get_input_embeddings()(tail),
+            ],
+            1,
+        )  # (B, k, D)
         return self.model.small(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
