@@ -49,8 +49,9 @@ from fsgen.decoding import (
     Stream,
     _assemble,
     _summary,
-    collaborate,
     collaborate_ladder,
+    condition_on_prompts,
+    prefill,
     token_level_decode,
 )
 from fsgen.io import write_metrics
@@ -350,6 +351,15 @@ class ConditionedSmall(torch.nn.Module):
             )
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
         overlap = max(0, min(self.prompt.shape[1] - start, width))  # prompt columns among these
+        if overlap == 0:  # past the prompt (every decoding step): the small model as it is
+            return self.model.small(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                **kwargs,
+            )
         tail = input_ids[:, overlap:].to(self.device)  # response ids: the small vocabulary
         embeds = torch.cat(
             [
@@ -378,14 +388,48 @@ def generate(
     temperature: float = 1.0,
     seed: int = 0,
     stop: Sequence[str] | None = None,
-    trace_top_k: int = 10,
+    trace: bool = False,
 ) -> Collaboration:
     """LLM-to-SLM generation: per batch of prompts, the large model encodes once, then the small
     model decodes with its KV cache (batched, left padded), greedy or sampled.
 
-    Stopping is `fsgen.collaborate`'s (EOS, `stop` strings, `max_new_tokens`), and so is the
-    decoding loop; the summary adds `encode_seconds`, the large model's share of the time.
+    Stopping is `fsgen.collaborate`'s (EOS, `stop` strings, `max_new_tokens`). With `trace` the
+    engine's token-level loop also records the token trace; without (the default), a lean loop on
+    the same pieces (`Batch`, `Stream`, `Sampler`, `Output`) picks the same tokens. The summary
+    adds `encode_seconds`, the large model's share of the time.
     """
+    _check_context(model, list(prompts), max_new_tokens)
+    wrapper = ConditionedSmall(model)
+    result = _generate(wrapper, model.large_tokenizer, model.small_tokenizer, prompts,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                       temperature=temperature, seed=seed, stop=stop, trace=trace)  # fmt: skip
+    result.summary["method"] = "llm_to_slm"
+    result.summary["encode_seconds"] = wrapper.encode_seconds
+    return result
+
+
+def generate_alone(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    stop: Sequence[str] | None = None,
+    trace: bool = False,
+) -> Collaboration:
+    """A plain causal LM generating alone through the same loop as `generate` (so timings
+    compare like with like); the tokens equal `fsgen.collaborate(..., method="small")`'s."""
+    return _generate(model, tokenizer, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, do_sample=do_sample, temperature=temperature,
+                     seed=seed, stop=stop, trace=trace)  # fmt: skip
+
+
+def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens, batch_size,
+              do_sample, temperature, seed, stop, trace) -> Collaboration:  # fmt: skip
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:
@@ -393,29 +437,59 @@ def generate(
     if do_sample and temperature <= 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     prompts = list(prompts)
-    vocab = len(model.small_tokenizer)
-    if model.small.config.vocab_size < vocab:
+    vocab = len(output_tokenizer)
+    if lm.config.vocab_size < vocab:
         raise ValueError(
-            f"the small model's vocabulary ({model.small.config.vocab_size}) is smaller than its "
-            f"tokenizer's ({vocab})"
+            f"the model's vocabulary ({lm.config.vocab_size}) is smaller than its tokenizer's "
+            f"({vocab})"
         )
     started = time.perf_counter()
-    wrapper, spec, (_, never) = ConditionedSmall(model), get_method("small"), make_router("never")
+    spec, (_, never) = get_method("small"), make_router("never")
     outputs = []
     for begin in range(0, len(prompts), batch_size):
         ids = list(range(begin, min(begin + batch_size, len(prompts))))
-        batch = Batch.from_prompts(model.large_tokenizer, [prompts[i] for i in ids], "cpu")
-        wrapper.condition_on_prompts(batch)
-        output = Output(model.small_tokenizer, ids, max_new_tokens, stop, trace_top_k)
+        batch = Batch.from_prompts(prompt_tokenizer, [prompts[i] for i in ids], "cpu")
+        condition_on_prompts([lm], batch)
+        output = Output(output_tokenizer, ids, max_new_tokens, stop, 10)
         sampler = Sampler(do_sample, temperature, seed, ids)
-        models = Models(Stream(wrapper, vocab), None, None)
-        token_level_decode(models, batch, spec, never, sampler, output, 0.0, 0.0)
+        if trace:
+            models = Models(Stream(lm, vocab), None, None)
+            token_level_decode(models, batch, spec, never, sampler, output, 0.0, 0.0)
+        else:
+            decode_lean(Stream(lm, vocab), batch, sampler, output)
         outputs.append(output)
-    texts, tokens, trace = _assemble(outputs)
+    texts, tokens, trace_frame = _assemble(outputs)
     seconds = time.perf_counter() - started
-    summary = _summary(tokens, trace, "llm_to_slm", "never", 0, len(outputs), seconds)
-    summary["encode_seconds"] = wrapper.encode_seconds
-    return Collaboration(texts, tokens, trace, summary)
+    summary = _summary(tokens, trace_frame, "alone", "never", 0, 0, seconds)
+    return Collaboration(texts, tokens, trace_frame, summary)
+
+
+def decode_lean(stream: Stream, batch: Batch, sampler: Sampler, output: Output) -> None:
+    """Decode every row until it stops, one token per step, recording no trace."""
+    logits = prefill(stream, batch)  # (B, V)
+    while True:
+        chosen = sampler.choose(logits)  # (B,)
+        for row, token in enumerate(chosen.tolist()):
+            output.accept(row, [token])
+        if all(output.done):
+            return
+        batch.append(chosen.unsqueeze(-1))
+        logits = stream.advance(batch)[:, -1]
+
+
+def _check_context(model: LLMToSLM, prompts: Sequence[str], max_new_tokens: int) -> None:
+    """The longest prompt (large tokenization) plus the new tokens must fit the small model."""
+    if not prompts:
+        return
+    longest = max(
+        map(len, model.large_tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
+    )
+    context = getattr(model.small.config, "max_position_embeddings", None)
+    if context is not None and longest + max_new_tokens > context:
+        raise ValueError(
+            f"prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the small "
+            f"model's context of {context} tokens"
+        )
 
 
 # ----------------------------------------------------------------------------- training
@@ -697,14 +771,20 @@ def train_systems(
 SYSTEMS = ("large", "small", "fine-tuned small", "LLM-to-SLM")
 
 
+def _compared(systems: Systems) -> tuple[str, ...]:
+    """The systems that can generate: an encoder-only large model (T5's encoder) cannot alone."""
+    if systems.llm_to_slm.encoder_decoder:
+        return SYSTEMS[1:]
+    return SYSTEMS
+
+
 def _run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
-    """Generate with one of the compared systems (greedy; the same engine for all four)."""
+    """Generate with one of the compared systems (greedy; the same loop for all four)."""
     if name == "LLM-to-SLM":
         return generate(systems.llm_to_slm, prompts, **kwargs)
     model = {"large": systems.large, "small": systems.small,
              "fine-tuned small": systems.fine_tuned}[name]  # fmt: skip
-    method = "large" if name == "large" else "small"
-    return collaborate(model, model, systems.tokenizer, prompts, method=method, **kwargs)
+    return generate_alone(model, systems.tokenizer, prompts, **kwargs)
 
 
 def evaluate_systems(
@@ -723,13 +803,13 @@ def evaluate_systems(
     stop = list(get_task(task).stop)
     run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
     rows = []
-    for name in SYSTEMS:
+    for name in _compared(systems):
         result = _run_system(systems, name, prompts, **run)
         rows.append({"system": name, "accuracy": accuracy(score(task, result.texts, examples)),
                      "tokens_per_prompt": result.summary["tokens"] / len(prompts)})  # fmt: skip
     table = pd.DataFrame(rows)
     table["collaboration_frequency"] = float("nan")
-    if systems.llm_to_slm.shared_vocab:
+    if systems.llm_to_slm.shared_vocab and "large" in _compared(systems):
         smalls = {"small": systems.small, "fine-tuned small": systems.fine_tuned,
                   "LLM-to-SLM": ConditionedSmall(systems.llm_to_slm)}  # fmt: skip
         oracle = collaborate_ladder(systems.large, smalls, systems.tokenizer, prompts, **run)
@@ -763,7 +843,7 @@ def time_systems(
     rows = []
     for repeat in range(repeats):
         for batch_size in batch_sizes:
-            for name in SYSTEMS:
+            for name in _compared(systems):
                 run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
                 started = time.perf_counter()
                 result = _run_system(systems, name, prompts, **run)
@@ -817,7 +897,8 @@ def write_llm_to_slm_outputs(
         if row.system != "large":
             metrics[f"{key[row.system]}.collaboration_frequency"] = row.collaboration_frequency
     acc = quality.set_index("system")["accuracy"]
-    gap = acc["large"] - acc["fine-tuned small"]
+    gap = acc["large"] - acc["fine-tuned small"] if "large" in acc else 0.0
+    # the share of the fine-tuned small model's gap to the large model that LLM-to-SLM closes
     metrics["gap_closed"] = (acc["LLM-to-SLM"] - acc["fine-tuned small"]) / gap if gap else None
     if not systems.curves.empty:
         last = systems.curves.groupby("model")["loss"].last()

@@ -21,6 +21,7 @@ from fsgen.llm_to_slm import (
     encode_pairs,
     fine_tune_small,
     generate,
+    generate_alone,
     load_large,
     response_labels,
     small_response_loss,
@@ -219,17 +220,20 @@ def test_save_and_load_give_identical_outputs(model, tiny_tokenizer, tmp_path):
 @pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
 def test_batched_cached_generation_matches_naive_reference(model, do_sample):
     stop = ["\nQuestion:"]
-    fast = generate(model, PROMPTS, max_new_tokens=10, batch_size=3, do_sample=do_sample,
-                    seed=4, stop=stop)  # fmt: skip
+    run = {"max_new_tokens": 10, "batch_size": 3, "do_sample": do_sample, "seed": 4, "stop": stop}
+    fast = generate(model, PROMPTS, **run)
+    traced = generate(model, PROMPTS, trace=True, **run)  # the engine's token-level loop
     for i, prompt in enumerate(PROMPTS):
         ref = naive_generate(model, prompt, prompt_id=i, max_new_tokens=10, do_sample=do_sample,
                              seed=4, stop=stop)  # fmt: skip
         assert fast.tokens[i] == ref, f"prompt {i}"
-    assert fast.summary["encode_seconds"] > 0
-    # the large encoding matters: the plain small model decodes differently
-    plain = collaborate(model.small, model.small, model.small_tokenizer, PROMPTS, method="small",
-                        max_new_tokens=10, batch_size=3, stop=stop)  # fmt: skip
-    assert plain.tokens != fast.tokens
+        assert traced.tokens[i] == ref, f"prompt {i}"
+    assert len(traced.trace) == sum(map(len, traced.tokens)) > 0
+    assert fast.texts == traced.texts and fast.summary["encode_seconds"] > 0
+    # the plain small model through the same loop equals collaborate's; conditioning changes it
+    small = (model.small, model.small_tokenizer)
+    plain = collaborate(*small[:1], model.small, small[1], PROMPTS, method="small", **run)
+    assert generate_alone(*small, PROMPTS, **run).tokens == plain.tokens != fast.tokens
 
 
 def test_replace_fusion_ignores_the_small_prompt_embedding(pair, tiny_tokenizer):
