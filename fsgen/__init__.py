@@ -15,6 +15,15 @@ from fsgen.ladder import (
     load_rung,
     read_params,
 )
+from fsgen.llm_to_slm import (
+    ConditionedSmall,
+    LLMToSLM,
+    fine_tune_small,
+    load_large,
+    train_llm_to_slm,
+    training_pairs,
+)
+from fsgen.llm_to_slm import generate as generate_llm_to_slm
 from fsgen.methods import METHODS, Method, get_method
 from fsgen.paths import repo_root, resolve
 from fsgen.plots import plot_ladder, plot_training_curves, save_figure
@@ -113,6 +122,13 @@ __all__ = [
     "summarize_sweep",
     "sweep_routers",
     "write_router_outputs",
+    "ConditionedSmall",
+    "LLMToSLM",
+    "fine_tune_small",
+    "generate_llm_to_slm",
+    "load_large",
+    "train_llm_to_slm",
+    "training_pairs",
     "write_logging_outputs",
     "default_tasks",
     "summarize_logs",

@@ -110,6 +110,14 @@ class Stream:
             self.seen = width
 
 
+def condition_on_prompts(models, batch: Batch) -> None:
+    """Hand a new prompt batch to the models that are conditioned on their prompts (such as
+    `fsgen.llm_to_slm.ConditionedSmall`); plain causal LMs need nothing."""
+    for model in {id(m): m for m in models if m is not None}.values():
+        if hasattr(model, "condition_on_prompts"):
+            model.condition_on_prompts(batch)
+
+
 def prefill(stream: Stream, batch: Batch) -> torch.Tensor:
     """Run the prompt through a model; next-token logits of each row (B, V)."""
     return stream.advance(batch)[:, -1]
@@ -628,6 +636,7 @@ def collaborate(
     for ids, batch in _batches(tokenizer, prompts, batch_size):
         output = Output(tokenizer, ids, max_new_tokens, stop, trace_top_k)
         sampler = Sampler(do_sample, temperature, seed, ids)
+        condition_on_prompts(in_use, batch)
         if method == "speculative":
             stats = speculative_decode(
                 Stream(small, vocab), Stream(large, vocab), batch, sampler, output, num_draft
@@ -677,6 +686,7 @@ def collaborate_ladder(
         for name, small in smalls.items():
             began = time.perf_counter()
             output = Output(tokenizer, ids, max_new_tokens, stop, trace_top_k)
+            condition_on_prompts([small], batch)
             score_with_small(small, batch, generated, large_logits, output, vocab)
             parts[name].append(output)
             seconds[name] += shared + time.perf_counter() - began

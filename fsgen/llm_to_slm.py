@@ -1,0 +1,942 @@
+"""LLM-to-SLM (Bergner et al. 2024): a frozen large model encodes the prompt once, a small model
+writes the response.
+
+The large model reads the whole prompt in one parallel forward pass. Its hidden states (the
+encoder output of an encoder-decoder model such as T5, or a chosen hidden layer of a decoder-only
+model, the last by default) go through a projector (Linear, ReLU, Linear) into the small model's
+embedding space, where they are added to the small model's own prompt embeddings (`fusion="add"`,
+the paper's choice) or take their place (`fusion="replace"`). The fine-tuned small model then
+generates the whole response with its KV cache; the large model never runs again.
+
+Tokenizers. When the two models share a tokenizer, the small model embeds the prompt ids with its
+own input embedding. When they differ, the prompt is tokenized by the LARGE model's tokenizer on
+both sides, so that large states and small prompt positions line up one to one; the small model
+then embeds those (large-vocabulary) prompt ids with a new, trainable table `prompt_embedding`
+(large vocabulary x small width, initialised to zeros, so training starts from the projected
+large states alone), while response ids are the small tokenizer's and use the small model's own
+embedding. Generated text is decoded with the small tokenizer.
+
+Decoding reuses the engine of `fsgen.decoding`: `ConditionedSmall` wraps the small model as an
+HF-style causal LM whose prompt columns carry the projected large encoding. The engine tells it
+each batch's prompt columns through `condition_on_prompts(batch)` (once per prompt batch, which
+is when the large model runs), and every later call locates its columns by the length of the KV
+cache it is given (0 without one). So the same wrapper serves a plain generation and System 1 of
+`fsgen.collaborate` (oracle, both paths, and speculative decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from fsgen.decoding import (
+    Batch,
+    Collaboration,
+    Models,
+    Output,
+    Sampler,
+    Stream,
+    _assemble,
+    _summary,
+    collaborate_ladder,
+    condition_on_prompts,
+    prefill,
+    token_level_decode,
+)
+from fsgen.io import write_metrics
+from fsgen.ladder import DTYPES, Profile, count_parameters, load_model, read_params
+from fsgen.methods import get_method
+from fsgen.paths import resolve
+from fsgen.routers import make_router
+from fsgen.tasks import accuracy, build_prompts, get_task, load_examples, score
+
+FUSIONS = ("add", "replace")
+CONFIG_FILE = "llm_to_slm.json"
+WEIGHTS_FILE = "projector.safetensors"
+SMALL_DIR = "small"
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def _layer_count(config) -> int:
+    for key in ("num_hidden_layers", "num_layers", "n_layer"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    raise ValueError(f"cannot tell how many layers a {type(config).__name__} has")
+
+
+def _is_encoder(model) -> bool:
+    """Whether a large model is used through an encoder: an encoder-decoder model, or an encoder
+    alone (such as `T5EncoderModel`, which cannot generate)."""
+    return bool(getattr(model.config, "is_encoder_decoder", False)) or not model.can_generate()
+
+
+def _same_vocabulary(a, b) -> bool:
+    return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
+
+
+class LLMToSLM(torch.nn.Module):
+    """A frozen large encoder, a projector and a small causal LM, fused on prompt positions.
+
+    `large` is a causal LM (its hidden layer `layer` is used; -1, the default, is the final,
+    normalised one) or an encoder-decoder model (its encoder: `layer` indexes the encoder's
+    hidden states). `large_source` is how to load the large model again (a path or hub id): it is
+    what `save_pretrained` records instead of the weights. See the module docstring for how
+    prompts are tokenized when `large_tokenizer` and `small_tokenizer` differ.
+    """
+
+    def __init__(
+        self,
+        large,
+        small,
+        large_tokenizer,
+        small_tokenizer,
+        *,
+        large_source: str = "",
+        layer: int = -1,
+        fusion: str = "add",
+        projector_hidden: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.encoder_decoder = _is_encoder(large)
+        layers = _layer_count(large.config)
+        if not -(layers + 1) <= layer <= layers:
+            raise ValueError(
+                f"layer must index the large model's {layers + 1} hidden states "
+                f"(-{layers + 1}..{layers}), got {layer}"
+            )
+        large_width = large.get_input_embeddings().embedding_dim
+        small_width = small.get_input_embeddings().embedding_dim
+        hidden = projector_hidden or max(large_width, small_width)
+        if hidden < 1:
+            raise ValueError(f"projector_hidden must be >= 1, got {projector_hidden}")
+        if small_tokenizer.padding_side != "left" or large_tokenizer.padding_side != "left":
+            raise ValueError(
+                "LLM-to-SLM batches need left padding, got padding_side="
+                f"{large_tokenizer.padding_side!r} (large) and {small_tokenizer.padding_side!r} "
+                "(small)"
+            )
+        self.large, self.small = large, small
+        self.large_tokenizer, self.small_tokenizer = large_tokenizer, small_tokenizer
+        self.large_source, self.layer, self.fusion = str(large_source), layer, fusion
+        self.shared_vocab = _same_vocabulary(large_tokenizer, small_tokenizer)
+        torch.manual_seed(seed)
+        dtype = small.get_input_embeddings().weight.dtype
+        self.projector = torch.nn.Sequential(
+            torch.nn.Linear(large_width, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, small_width),
+        ).to(dtype=dtype, device=small.device)
+        torch.nn.init.zeros_(self.projector[2].weight)  # training starts from the small model
+        torch.nn.init.zeros_(self.projector[2].bias)
+        self.prompt_embedding = None
+        if not self.shared_vocab:
+            self.prompt_embedding = torch.nn.Embedding(len(large_tokenizer), small_width).to(
+                dtype=dtype, device=small.device
+            )
+            torch.nn.init.zeros_(self.prompt_embedding.weight)
+        self.freeze_large()
+
+    def freeze_large(self) -> None:
+        """The large model is never trained: no gradients, always in eval mode."""
+        self.large.requires_grad_(False)
+        self.large.eval()
+
+    def train(self, mode: bool = True) -> LLMToSLM:
+        super().train(mode)
+        self.large.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.small.device
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Projector, small model and (different tokenizers) the prompt embedding table."""
+        return [p for name, p in self.named_parameters() if not name.startswith("large.")]
+
+    @torch.no_grad()
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The large model's states of left-padded prompts (B, P) -> (B, P, large width)."""
+        device = self.large.device
+        ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+        want_layers = self.layer != -1
+        if self.encoder_decoder:
+            encoder = self.large.get_encoder() if self.large.can_generate() else self.large
+            out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=want_layers)
+        else:
+            out = self.large.base_model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                output_hidden_states=want_layers,
+            )
+        states = out.hidden_states[self.layer] if want_layers else out.last_hidden_state
+        return states.to(self.small.device)  # (B, P, large width)
+
+    def prompt_token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """The small side's own embedding of prompt ids (B, P) -> (B, P, small width)."""
+        ids = ids.to(self.small.device)
+        if self.prompt_embedding is not None:
+            return self.prompt_embedding(ids)
+        return self.small.get_input_embeddings()(ids)
+
+    def prompt_embeddings(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The small model's fused prompt embeddings (B, P, small width): its own embedding plus
+        (add) or replaced by (replace) the projected large encoding."""
+        pos = (mask.cumsum(-1) - 1).clamp(min=0) if pos is None else pos
+        projected = self.projector(self.encode(ids, mask, pos).to(self.projector[0].weight.dtype))
+        if self.fusion == "replace":
+            return projected  # (B, P, D)
+        return self.prompt_token_embeddings(ids) + projected  # (B, P, D)
+
+    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
+        """Mean next-token loss over the response tokens only (prompt and padding masked)."""
+        prompt = self.prompt_embeddings(prompt_ids, prompt_mask)  # (B, P, D)
+        response_ids = response_ids.to(self.device)
+        response = self.small.get_input_embeddings()(response_ids)  # (B, R, D)
+        return response_loss(
+            self.small, torch.cat([prompt, response], 1), prompt_mask, response_ids, response_mask
+        )
+
+    # ------------------------------------------------------------------------- persistence
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the config (JSON), the projector (and prompt embedding) weights, and the small
+        model with its tokenizer. The large model is referenced by `large_source`, not copied."""
+        from safetensors.torch import save_file
+
+        if not self.large_source:
+            raise ValueError("large_source is empty: say where the large model is loaded from")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "large": self.large_source,
+            "layer": self.layer,
+            "fusion": self.fusion,
+            "projector_hidden": self.projector[0].out_features,
+            "shared_vocab": self.shared_vocab,
+            "encoder_decoder": self.encoder_decoder,
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        weights = {f"projector.{k}": v.contiguous() for k, v in self.projector.state_dict().items()}
+        if self.prompt_embedding is not None:
+            weights["prompt_embedding.weight"] = self.prompt_embedding.weight.detach().contiguous()
+        save_file(weights, str(folder / WEIGHTS_FILE))
+        self.small.save_pretrained(folder / SMALL_DIR)
+        self.small_tokenizer.save_pretrained(folder / SMALL_DIR)
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        *,
+        large=None,
+        large_tokenizer=None,
+        dtype: str = "float32",
+        device: str = "cpu",
+    ) -> LLMToSLM:
+        """Load what `save_pretrained` wrote; the large model is loaded from the recorded source
+        unless `large` (with `large_tokenizer`) is given."""
+        from safetensors.torch import load_file
+
+        folder = resolve(folder)
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no LLM-to-SLM checkpoint at {folder} (no {CONFIG_FILE})")
+        config = json.loads(config_path.read_text())
+        if large is None:
+            large, large_tokenizer = load_large(config["large"], dtype=dtype, device=device)
+        small, small_tokenizer = load_model(folder / SMALL_DIR, dtype=dtype, device=device)
+        model = cls(large, small, large_tokenizer, small_tokenizer, large_source=config["large"],
+                    layer=config["layer"], fusion=config["fusion"],
+                    projector_hidden=config["projector_hidden"])  # fmt: skip
+        weights = load_file(str(folder / WEIGHTS_FILE))
+        model.projector.load_state_dict(
+            {k.removeprefix("projector."): v for k, v in weights.items() if k.startswith("proj")}
+        )
+        if model.prompt_embedding is not None:
+            model.prompt_embedding.weight.data.copy_(weights["prompt_embedding.weight"])
+        model.eval()
+        return model
+
+
+def load_large(source: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
+    """Load a large model for LLM-to-SLM with its tokenizer (left padded): the encoder of an
+    encoder-decoder model (T5 and the like), else a causal LM."""
+    from transformers import AutoConfig, AutoModelForTextEncoding, AutoTokenizer
+
+    local = resolve(source)
+    target = str(local) if local.exists() else str(source)
+    config = AutoConfig.from_pretrained(target)
+    causal = any(a.endswith("ForCausalLM") for a in getattr(config, "architectures", None) or [])
+    if causal or not (config.is_encoder_decoder or "t5" in config.model_type):
+        return load_model(source, dtype=dtype, device=device)
+    model = AutoModelForTextEncoding.from_pretrained(target, dtype=DTYPES[dtype])
+    if device in ("cuda", "auto") and torch.cuda.is_available():
+        model = model.to("cuda")
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------- System 1 wrapper
+
+
+class ConditionedSmall(torch.nn.Module):
+    """The small model of an `LLMToSLM`, looking like an HF causal LM whose prompt columns carry
+    the projected large encoding.
+
+    `condition_on_prompts(batch)` (called by `fsgen.collaborate` once per prompt batch) runs the
+    large model on the batch's prompt columns. A later call covering columns [c, c + k) (c is the
+    length of the KV cache passed, 0 without one) fuses the encoding into those of its columns
+    that are prompt columns. In `fsgen.collaborate`, the models must share one tokenizer.
+    """
+
+    def __init__(self, model: LLMToSLM):
+        super().__init__()
+        self.model = model
+        self.config = model.small.config
+        self.prompt: torch.Tensor | None = None  # (B, P, D) fused prompt embeddings
+        self.encode_seconds = 0.0
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.no_grad()
+    def condition_on_prompts(self, batch: Batch) -> None:
+        """Encode the prompt columns of `batch` (the large model's one forward pass)."""
+        started = time.perf_counter()
+        self.prompt = self.model.prompt_embeddings(batch.seq, batch.mask, batch.pos)
+        self.encode_seconds += time.perf_counter() - started
+
+    @torch.no_grad()
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+        **kwargs,
+    ):
+        if self.prompt is None:
+            raise ValueError("ConditionedSmall was called before condition_on_prompts(batch)")
+        rows, width = input_ids.shape
+        if rows != self.prompt.shape[0]:
+            raise ValueError(
+                f"input_ids has {rows} rows, but the model was conditioned on a batch of "
+                f"{self.prompt.shape[0]} prompts"
+            )
+        start = past_key_values.get_seq_length() if past_key_values is not None else 0
+        overlap = max(0, min(self.prompt.shape[1] - start, width))  # prompt columns among these
+        if overlap == 0:  # past the prompt (every decoding step): the small model as it is
+            return self.model.small(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                **kwargs,
+            )
+        tail = input_ids[:, overlap:].to(self.device)  # response ids: the small vocabulary
+        embeds = torch.cat(
+            [
+                self.prompt[:, start : start + overlap],
+                self.model.small.get_input_embeddings()(tail),
+            ],
+            1,
+        )  # (B, k, D)
+        return self.model.small(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+
+def generate(
+    model: LLMToSLM,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    stop: Sequence[str] | None = None,
+    trace: bool = False,
+) -> Collaboration:
+    """LLM-to-SLM generation: per batch of prompts, the large model encodes once, then the small
+    model decodes with its KV cache (batched, left padded), greedy or sampled.
+
+    Stopping is `fsgen.collaborate`'s (EOS, `stop` strings, `max_new_tokens`). With `trace` the
+    engine's token-level loop also records the token trace; without (the default), a lean loop on
+    the same pieces (`Batch`, `Stream`, `Sampler`, `Output`) picks the same tokens. The summary
+    adds `encode_seconds`, the large model's share of the time.
+    """
+    _check_context(model, list(prompts), max_new_tokens)
+    wrapper = ConditionedSmall(model)
+    result = _generate(wrapper, model.large_tokenizer, model.small_tokenizer, prompts,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                       temperature=temperature, seed=seed, stop=stop, trace=trace)  # fmt: skip
+    result.summary["method"] = "llm_to_slm"
+    result.summary["encode_seconds"] = wrapper.encode_seconds
+    return result
+
+
+def generate_alone(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    stop: Sequence[str] | None = None,
+    trace: bool = False,
+) -> Collaboration:
+    """A plain causal LM generating alone through the same loop as `generate` (so timings
+    compare like with like); the tokens equal `fsgen.collaborate(..., method="small")`'s."""
+    return _generate(model, tokenizer, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, do_sample=do_sample, temperature=temperature,
+                     seed=seed, stop=stop, trace=trace)  # fmt: skip
+
+
+def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens, batch_size,
+              do_sample, temperature, seed, stop, trace) -> Collaboration:  # fmt: skip
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    prompts = list(prompts)
+    vocab = len(output_tokenizer)
+    if lm.config.vocab_size < vocab:
+        raise ValueError(
+            f"the model's vocabulary ({lm.config.vocab_size}) is smaller than its tokenizer's "
+            f"({vocab})"
+        )
+    started = time.perf_counter()
+    spec, (_, never) = get_method("small"), make_router("never")
+    outputs = []
+    for begin in range(0, len(prompts), batch_size):
+        ids = list(range(begin, min(begin + batch_size, len(prompts))))
+        batch = Batch.from_prompts(prompt_tokenizer, [prompts[i] for i in ids], "cpu")
+        condition_on_prompts([lm], batch)
+        output = Output(output_tokenizer, ids, max_new_tokens, stop, 10)
+        sampler = Sampler(do_sample, temperature, seed, ids)
+        if trace:
+            models = Models(Stream(lm, vocab), None, None)
+            token_level_decode(models, batch, spec, never, sampler, output, 0.0, 0.0)
+        else:
+            decode_lean(Stream(lm, vocab), batch, sampler, output)
+        outputs.append(output)
+    texts, tokens, trace_frame = _assemble(outputs)
+    seconds = time.perf_counter() - started
+    summary = _summary(tokens, trace_frame, "alone", "never", 0, 0, seconds)
+    return Collaboration(texts, tokens, trace_frame, summary)
+
+
+def decode_lean(stream: Stream, batch: Batch, sampler: Sampler, output: Output) -> None:
+    """Decode every row until it stops, one token per step, recording no trace."""
+    logits = prefill(stream, batch)  # (B, V)
+    while True:
+        chosen = sampler.choose(logits)  # (B,)
+        for row, token in enumerate(chosen.tolist()):
+            output.accept(row, [token])
+        if all(output.done):
+            return
+        batch.append(chosen.unsqueeze(-1))
+        logits = stream.advance(batch)[:, -1]
+
+
+def _check_context(model: LLMToSLM, prompts: Sequence[str], max_new_tokens: int) -> None:
+    """The longest prompt (large tokenization) plus the new tokens must fit the small model."""
+    if not prompts:
+        return
+    longest = max(
+        map(len, model.large_tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
+    )
+    context = getattr(model.small.config, "max_position_embeddings", None)
+    if context is not None and longest + max_new_tokens > context:
+        raise ValueError(
+            f"prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the small "
+            f"model's context of {context} tokens"
+        )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def response_labels(
+    prompt_width: int, response_ids: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """Targets over prompt + response columns (B, P + R): response ids, -100 elsewhere."""
+    prompt = torch.full((len(response_ids), prompt_width), -100, dtype=torch.long)
+    response = response_ids.masked_fill(response_mask.to(response_ids.device) == 0, -100)
+    return torch.cat([prompt.to(response.device), response], 1)
+
+
+def response_loss(small, embeds, prompt_mask, response_ids, response_mask) -> torch.Tensor:
+    """Mean next-token loss of `small` over the response tokens of `embeds` (B, P + R, D)."""
+    device = embeds.device
+    mask = torch.cat([prompt_mask.to(device), response_mask.to(device)], 1)  # (B, P + R)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = small(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
+    labels = response_labels(prompt_mask.shape[1], response_ids, response_mask).to(device)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=-100
+    )  # logits at column t predict column t + 1
+
+
+def small_response_loss(small, prompt_ids, prompt_mask, response_ids, response_mask):
+    """`response_loss` of a plain small model (its own embedding everywhere)."""
+    ids = torch.cat([prompt_ids, response_ids], 1).to(small.device)  # (B, P + R)
+    embeds = small.get_input_embeddings()(ids)
+    return response_loss(small, embeds, prompt_mask, response_ids.to(small.device), response_mask)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: the prompt and the response that follows it."""
+
+    prompt: str
+    response: str
+
+
+def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
+    """`n` (prompt, response) pairs of `task`'s training split, prompts as
+    `fsgen.tasks.build_prompts` makes them, responses the reference solutions.
+
+    Synthetic problems come from `fsgen.synthetic.generate_problems(split="train")`; the prompt is
+    "Question: ...\\nAnswer:" and the response " <worked solution>", as in the ladder's corpus.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    task_spec = get_task(task)
+    if "train" not in task_spec.splits:
+        raise ValueError(f"task {task!r} has no train split (splits: {task_spec.splits})")
+    if task_spec.name == "synthetic":
+        from fsgen.synthetic import generate_problems
+        from fsgen.tasks import _synthetic_example
+
+        problems = generate_problems(n, split="train", seed=seed)
+        examples = [_synthetic_example(i, p) for i, p in enumerate(problems)]
+    else:
+        examples = load_examples(task_spec, n_prompts=n, seed=seed, split="train")
+    prompts = build_prompts(task_spec, examples)
+    return [Pair(p, f" {e.solution.strip()}") for p, e in zip(prompts, examples, strict=True)]
+
+
+@dataclass
+class Encoded:
+    """Training pairs as token ids: prompts (large tokenizer), responses (small, EOS closed)."""
+
+    prompts: list[list[int]]
+    responses: list[list[int]]
+    prompt_pad: int
+    response_pad: int
+
+    def collate(self, rows: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """Left-padded prompts and right-padded responses: ids and masks (B, P), (B, R)."""
+        p_ids, p_mask = _pad([self.prompts[r] for r in rows], self.prompt_pad, left=True)
+        r_ids, r_mask = _pad([self.responses[r] for r in rows], self.response_pad, left=False)
+        return p_ids, p_mask, r_ids, r_mask
+
+
+def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span], mask[i, span] = torch.tensor(row, dtype=torch.long), 1
+    return ids, mask
+
+
+def encode_pairs(pairs: Sequence[Pair], prompt_tokenizer, response_tokenizer) -> Encoded:
+    """Tokenize prompts and responses separately; every response ends in EOS."""
+    if not pairs:
+        raise ValueError("no training pairs given")
+    prompts = prompt_tokenizer([p.prompt for p in pairs], add_special_tokens=False)["input_ids"]
+    responses = response_tokenizer([p.response for p in pairs], add_special_tokens=False)
+    eos = response_tokenizer.eos_token_id
+    return Encoded(
+        prompts,
+        [ids + [eos] for ids in responses["input_ids"]],
+        prompt_tokenizer.pad_token_id,
+        response_tokenizer.pad_token_id,
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training budget, shared by LLM-to-SLM and the fine-tuned small baseline."""
+
+    steps: int = 200
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+def _step_order(n: int, config: TrainConfig) -> list[list[int]]:
+    """Seeded epochs of permutations, cut into one batch of row indices per step."""
+    rng, order = random.Random(config.seed), []
+    while len(order) < config.steps * config.batch_size:
+        epoch = list(range(n))
+        rng.shuffle(epoch)
+        order.extend(epoch)
+    return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(config.steps)]
+
+
+def _optimize(
+    module: torch.nn.Module,
+    parameters: list[torch.nn.Parameter],
+    step_loss: Callable[[list[int]], torch.Tensor],
+    n_examples: int,
+    config: TrainConfig,
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    """AdamW, linear warm-up then cosine decay to a tenth; returns the loss of every step."""
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    warmup, total = config.warmup_steps, config.steps
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    module.train()
+    losses = []
+    bar = tqdm(_step_order(n_examples, config), desc=desc, disable=not progress, mininterval=2.0)
+    for rows in bar:
+        loss = step_loss(rows)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    module.eval()
+    return losses
+
+
+def train_llm_to_slm(
+    model: LLMToSLM, pairs: Sequence[Pair], config: TrainConfig, *, progress: bool = True
+) -> list[float]:
+    """Train the projector and the small model (the large model stays frozen) on the response
+    tokens of `pairs`; returns the loss of every step."""
+    data = encode_pairs(pairs, model.large_tokenizer, model.small_tokenizer)
+    model.freeze_large()
+
+    def step_loss(rows: list[int]) -> torch.Tensor:
+        return model(*data.collate(rows))
+
+    return _optimize(model, model.trainable_parameters(), step_loss, len(pairs), config,
+                     "llm-to-slm", progress)  # fmt: skip
+
+
+def fine_tune_small(
+    small, tokenizer, pairs: Sequence[Pair], config: TrainConfig, *, progress: bool = True
+) -> list[float]:
+    """The baseline with the same budget: the small model alone fine-tuned on the response tokens
+    of `pairs` (same data, steps and learning rate); returns the loss of every step."""
+    data = encode_pairs(pairs, tokenizer, tokenizer)
+
+    def step_loss(rows: list[int]) -> torch.Tensor:
+        return small_response_loss(small, *data.collate(rows))
+
+    return _optimize(small, list(small.parameters()), step_loss, len(pairs), config,
+                     "fine-tune small", progress)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class Systems:
+    """What stage 05 compares: the large and small models, the fine-tuned small model and
+    LLM-to-SLM, with the training curves of the last two."""
+
+    large: torch.nn.Module
+    small: torch.nn.Module
+    fine_tuned: torch.nn.Module
+    llm_to_slm: LLMToSLM
+    tokenizer: object  # the small model's
+    names: dict[str, str] = field(default_factory=dict)  # which models made up the pair
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def stage_pair(profile: Profile, params_file: str = "params.yaml", large: str = "",
+               small: str = "") -> dict[str, str]:  # fmt: skip
+    """The (large, small) pair of `profile` from the `llm_to_slm.pairs` section of params.yaml,
+    unless `large`/`small` name others. A name is a rung of the profile or a path / hub id."""
+    pairs = (read_params(params_file).get("llm_to_slm") or {}).get("pairs") or {}
+    chosen = dict(pairs.get(profile.name) or {})
+    chosen = {"large": large or chosen.get("large", ""), "small": small or chosen.get("small", "")}
+    for role, name in chosen.items():
+        if not name:
+            raise ValueError(
+                f"no {role} model for profile {profile.name!r}: add llm_to_slm.pairs."
+                f"{profile.name}.{role} to {params_file}, or pass {role}="
+            )
+    rungs = {r.name: r.model for r in profile.rungs}
+    return {
+        "large": chosen["large"],
+        "small": chosen["small"],
+        "large_source": rungs.get(chosen["large"], chosen["large"]),
+        "small_source": rungs.get(chosen["small"], chosen["small"]),
+    }
+
+
+def train_systems(
+    profile: Profile,
+    pair: dict[str, str],
+    *,
+    out_dir: str | os.PathLike,
+    task: str = "synthetic",
+    train_pairs: int = 2000,
+    config: TrainConfig = TrainConfig(),
+    layer: int = -1,
+    fusion: str = "add",
+    projector_hidden: int | None = None,
+    progress: bool = True,
+) -> Systems:
+    """Load the pair, train LLM-to-SLM and the fine-tuned small baseline on the same budget, and
+    save both checkpoints under `out_dir` (`llm_to_slm/`, `fine_tuned_small/`)."""
+    load = {"dtype": profile.dtype, "device": profile.device}
+    large, large_tok = load_large(pair["large_source"], **load)
+    small, small_tok = load_model(pair["small_source"], **load)
+    pairs = training_pairs(task, train_pairs, seed=config.seed)
+    conditioned_small, _ = load_model(pair["small_source"], **load)
+    model = LLMToSLM(large, conditioned_small, large_tok, small_tok, large_source=pair["large_source"],
+                     layer=layer, fusion=fusion, projector_hidden=projector_hidden, seed=config.seed)  # fmt: skip
+    curve = train_llm_to_slm(model, pairs, config, progress=progress)
+    fine_tuned, _ = load_model(pair["small_source"], **load)
+    baseline = fine_tune_small(fine_tuned, small_tok, pairs, config, progress=progress)
+    out_dir = resolve(out_dir)
+    model.save_pretrained(out_dir / "llm_to_slm")
+    fine_tuned.save_pretrained(out_dir / "fine_tuned_small")
+    small_tok.save_pretrained(out_dir / "fine_tuned_small")
+    curves = pd.DataFrame(
+        [{"model": "LLM-to-SLM", "step": s, "loss": v} for s, v in enumerate(curve)]
+        + [{"model": "fine-tuned small", "step": s, "loss": v} for s, v in enumerate(baseline)]
+    )
+    names = {"large": pair["large"], "small": pair["small"]}
+    return Systems(large, small, fine_tuned, model, small_tok, names, curves)
+
+
+SYSTEMS = ("large", "small", "fine-tuned small", "LLM-to-SLM")
+
+
+def _compared(systems: Systems) -> tuple[str, ...]:
+    """The systems that can generate: an encoder-only large model (T5's encoder) cannot alone."""
+    if systems.llm_to_slm.encoder_decoder:
+        return SYSTEMS[1:]
+    return SYSTEMS
+
+
+def _run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
+    """Generate with one of the compared systems (greedy; the same loop for all four)."""
+    if name == "LLM-to-SLM":
+        return generate(systems.llm_to_slm, prompts, **kwargs)
+    model = {"large": systems.large, "small": systems.small,
+             "fine-tuned small": systems.fine_tuned}[name]  # fmt: skip
+    return generate_alone(model, systems.tokenizer, prompts, **kwargs)
+
+
+def evaluate_systems(
+    systems: Systems,
+    *,
+    task: str = "synthetic",
+    n_prompts: int = 100,
+    seed: int = 0,
+    max_new_tokens: int = 160,
+    batch_size: int = 50,
+) -> pd.DataFrame:
+    """Accuracy of the four systems on `task`'s test split (greedy), and the collaboration
+    frequency (oracle against the large model) of each small system: one row per system."""
+    examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
+    prompts = build_prompts(task, examples)
+    stop = list(get_task(task).stop)
+    run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
+    rows = []
+    for name in _compared(systems):
+        result = _run_system(systems, name, prompts, **run)
+        rows.append({"system": name, "accuracy": accuracy(score(task, result.texts, examples)),
+                     "tokens_per_prompt": result.summary["tokens"] / len(prompts)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["collaboration_frequency"] = float("nan")
+    if systems.llm_to_slm.shared_vocab and "large" in _compared(systems):
+        smalls = {"small": systems.small, "fine-tuned small": systems.fine_tuned,
+                  "LLM-to-SLM": ConditionedSmall(systems.llm_to_slm)}  # fmt: skip
+        oracle = collaborate_ladder(systems.large, smalls, systems.tokenizer, prompts, **run)
+        for name, result in oracle.items():
+            table.loc[table.system == name, "collaboration_frequency"] = result.summary[
+                "collaboration_frequency"
+            ]
+    table["prompts"] = len(prompts)
+    return table
+
+
+def time_systems(
+    systems: Systems,
+    *,
+    task: str = "synthetic",
+    n_prompts: int = 8,
+    seed: int = 0,
+    max_new_tokens: int = 160,
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 3,
+) -> pd.DataFrame:
+    """Wall time of each system on the same test prompts at each batch size, `repeats` times
+    (systems interleaved within a repeat); one row per system, batch size and repeat.
+
+    LLM-to-SLM's time includes the large model's encoding (`encode_seconds` says how much)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
+    prompts = build_prompts(task, examples)
+    stop = list(get_task(task).stop)
+    rows = []
+    for repeat in range(repeats):
+        for batch_size in batch_sizes:
+            for name in _compared(systems):
+                run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
+                started = time.perf_counter()
+                result = _run_system(systems, name, prompts, **run)
+                seconds = time.perf_counter() - started
+                rows.append({"system": name, "batch_size": batch_size, "repeat": repeat,
+                             "seconds": seconds, "tokens": result.summary["tokens"],
+                             "encode_seconds": result.summary.get("encode_seconds", 0.0)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def summarize_timing(timing: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds per system and batch size, and the speed-up over the large model alone
+    (large-alone time / the system's time, on the same prompts)."""
+    table = (
+        timing.groupby(["batch_size", "system"], sort=False)
+        .agg(
+            seconds=("seconds", statistics.median),
+            tokens=("tokens", "median"),
+            encode_seconds=("encode_seconds", statistics.median),
+        )  # fmt: skip
+        .reset_index()
+    )
+    large = table[table.system == "large"].set_index("batch_size")["seconds"]
+    table["speedup_vs_large"] = table["batch_size"].map(large) / table["seconds"]
+    table["ms_per_token"] = 1000 * table["seconds"] / table["tokens"].clip(lower=1)
+    return table
+
+
+def write_llm_to_slm_outputs(
+    quality: pd.DataFrame,
+    timing: pd.DataFrame,
+    systems: Systems,
+    metrics_file: str | os.PathLike,
+    timing_file: str | os.PathLike,
+    results_dir: str | os.PathLike,
+) -> pd.DataFrame:
+    """Write the deterministic metrics (accuracies, collaboration frequencies, parameter
+    counts), the timings (median seconds, speed-ups) apart, and the results CSVs. Returns the
+    results table: quality joined with the median timings."""
+    speed = summarize_timing(timing)
+    key = {"large": "large", "small": "small", "fine-tuned small": "fine_tuned_small",
+           "LLM-to-SLM": "llm_to_slm"}  # fmt: skip
+    params = {"large": count_parameters(systems.large)["total"],
+              "small": count_parameters(systems.small)["total"],
+              "fine-tuned small": count_parameters(systems.fine_tuned)["total"],
+              "LLM-to-SLM": sum(p.numel() for p in systems.llm_to_slm.parameters())}  # fmt: skip
+    metrics: dict[str, object] = {"prompts": int(quality["prompts"].iloc[0])}
+    for row in quality.itertuples():
+        metrics[f"{key[row.system]}.accuracy"] = row.accuracy
+        metrics[f"{key[row.system]}.params"] = params[row.system]
+        if row.system != "large":
+            metrics[f"{key[row.system]}.collaboration_frequency"] = row.collaboration_frequency
+    acc = quality.set_index("system")["accuracy"]
+    gap = acc["large"] - acc["fine-tuned small"] if "large" in acc else 0.0
+    # the share of the fine-tuned small model's gap to the large model that LLM-to-SLM closes
+    metrics["gap_closed"] = (acc["LLM-to-SLM"] - acc["fine-tuned small"]) / gap if gap else None
+    if not systems.curves.empty:
+        last = systems.curves.groupby("model")["loss"].last()
+        metrics["llm_to_slm.final_train_loss"] = float(last["LLM-to-SLM"])
+        metrics["fine_tuned_small.final_train_loss"] = float(last["fine-tuned small"])
+    write_metrics(metrics_file, metrics)
+    timings = {}
+    for row in speed.itertuples():
+        prefix = f"{key[row.system]}.batch{row.batch_size}"
+        timings[f"{prefix}.seconds"] = row.seconds
+        timings[f"{prefix}.ms_per_token"] = row.ms_per_token
+        timings[f"{prefix}.speedup_vs_large"] = row.speedup_vs_large
+        if row.system == "LLM-to-SLM":
+            timings[f"{prefix}.encode_seconds"] = row.encode_seconds
+    write_metrics(timing_file, timings)
+    results_dir = resolve(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    quality.to_csv(results_dir / "quality.csv", index=False, float_format="%.6g")
+    systems.curves.to_csv(results_dir / "loss_curves.csv", index=False, float_format="%.6g")
+    table = speed.merge(quality, on="system")
+    table.to_csv(results_dir / "results.csv", index=False, float_format="%.6g")
+    return table
+
+
+def plot_llm_to_slm(table: pd.DataFrame, stem: str | os.PathLike | None = None):
+    """Accuracy against median wall time, one marker per system and batch size."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from fsgen.plots import save_figure
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    data = table.assign(batch=table["batch_size"].map(lambda b: f"batch {b}"))
+    sns.scatterplot(data=data, x="seconds", y="accuracy", hue="system", style="batch", s=90, ax=ax)
+    ax.set_xscale("log")
+    ax.set(xlabel="median wall time (s, log scale)", ylabel="accuracy (test split)",
+           title="LLM-to-SLM: quality against time")  # fmt: skip
+    if stem is not None:
+        save_figure(fig, stem)
+    return fig
