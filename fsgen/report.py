@@ -113,6 +113,62 @@ def uncertainty_section(root: Path) -> str:
     )
 
 
+def llm_to_slm_section(root: Path) -> str:
+    table = pd.read_csv(root / "results/llm_to_slm/results.csv")
+    metrics = _read_json(root / "metrics/llm_to_slm.json")
+    rows = []
+    for system, group in table.groupby("system", sort=False):
+        row = {"system": system, "accuracy": group["accuracy"].iloc[0],
+               "CF vs large (oracle)": group["collaboration_frequency"].iloc[0]}  # fmt: skip
+        for item in group.itertuples():
+            row[f"batch {item.batch_size}: s"] = item.seconds
+            row[f"batch {item.batch_size}: speed-up"] = f"{item.speedup_vs_large:.2f}x"
+        rows.append(row)
+    closed = metrics.get("gap_closed")
+    note = "" if closed is None else (
+        f" LLM-to-SLM closes {100 * closed:.0f}% of the fine-tuned small model's accuracy gap "
+        "to the large model."
+    )  # fmt: skip
+    return (
+        "### LLM-to-SLM (stage 05)\n\n"
+        "The largest rung encodes the prompt once, a projector feeds it to the smallest rung, "
+        f"which generates. Accuracy on {metrics.get('prompts', '?')} test prompts; median wall "
+        "time of repeated runs (the large model's encoding included), speed-up over the large "
+        "model alone."
+        + note
+        + "\n\n"
+        + _table(pd.DataFrame(rows))
+        + "\n\n![Accuracy against time](results/llm_to_slm/accuracy_vs_time.png)"
+    )
+
+
+def routers_section(root: Path) -> str:
+    summary = pd.read_csv(root / "results/routers/summary.csv")
+    summary["pair"] = summary["large"] + "-" + summary["small"]
+    calls = summary.pivot_table(index=["task", "pair"], columns="router",
+                                values="call_rate_for_95", sort=False)  # fmt: skip
+    calls.columns = [f"{c}: call rate" for c in calls.columns]
+    text = (
+        "### Routers (stage 06)\n\n"
+        "Share of tokens sent to the large model needed to reach 95% of its accuracy, per "
+        "router (decoded for real on fresh prompts; thresholds calibrated on the traces).\n\n"
+        + _table(calls.reset_index())
+    )
+    speedup_file = root / "results/routers/speedup.csv"
+    if speedup_file.exists():
+        speed = pd.read_csv(speedup_file)
+        shown = speed[["pair", "k", "tokens_per_round", "predicted_speedup_engine",
+                       "measured_speedup", "engine_error"]].rename(columns={
+            "k": "draft length", "tokens_per_round": "tokens/round",
+            "predicted_speedup_engine": "predicted speed-up", "measured_speedup": "measured",
+            "engine_error": "relative error"})  # fmt: skip
+        text += (
+            "\n\nSpeculative decoding over the large model alone, predicted from the oracle "
+            "traces and measured (timings: this machine, one run).\n\n" + _table(shown)
+        )
+    return text + "\n\n![Accuracy against call rate](results/routers/accuracy_vs_call_rate.png)"
+
+
 def estimates_section(root: Path) -> str:
     from fsgen.estimates import estimate_table
     from fsgen.ladder import load_profile, read_params
@@ -138,6 +194,8 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("results/frequency/frequency.csv", frequency_section),
     ("results/scaling_law/fits.csv", scaling_section),
     ("results/uncertainty/auroc.csv", uncertainty_section),
+    ("results/llm_to_slm/results.csv", llm_to_slm_section),
+    ("results/routers/summary.csv", routers_section),
     ("params.yaml", estimates_section),
 ]
 
