@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, T5Config, T5EncoderModel
+from transformers import T5Config, T5EncoderModel
 
 from fsgen.decoding import Batch, collaborate
 from fsgen.llm_to_slm import (
@@ -32,6 +32,7 @@ from fsgen.llm_to_slm import (
 from fsgen.synthetic import generate_problems, plain_document
 from fsgen.tokenizer import train_tokenizer
 from tests.reference import naive_collaborate
+from tests.test_decoding import _model
 
 PROMPTS = [
     "Question: Ann has 3 coins. How many coins does Ann have now?\nAnswer:",
@@ -46,20 +47,7 @@ BUDGET = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=1)
 
 
 def _neox(tokenizer, hidden, layers, seed):
-    config = GPTNeoXConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=256,
-        initializer_range=0.5,
-        rotary_pct=1.0,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(config).double().eval()
+    return _model(tokenizer, hidden, layers, seed)
 
 
 def _randomize_projector(model: LLMToSLM, seed: int = 5) -> LLMToSLM:
