@@ -74,6 +74,15 @@ def test_every_parameter_dvc_passes_is_declared():
         assert executed in stage["outs"], f"stage {name} must declare {executed} as an output"
 
 
+def test_dvc_accepts_the_pipeline():
+    import subprocess
+    import sys
+
+    dvc = Path(sys.executable).with_name("dvc")
+    done = subprocess.run([str(dvc), "dag"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr or done.stdout
+
+
 def test_executed_notebooks_have_their_own_paths():
     executed = [[w for w in shlex.split(s["cmd"]) if w.endswith(".ipynb")][1]
                 for s in _dvc_stages().values()]  # fmt: skip
