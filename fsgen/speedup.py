@@ -15,19 +15,42 @@ Rows of a batch move in lockstep (a round, or a step, serves every row), so the 
 many rounds as its slowest row, and the large model alone as many steps as its longest row;
 `draft_acceptance` reports both, per row and per batch.
 
-The formula counts model forwards only. The engine also spends time per round and per step on
-bookkeeping (choosing, verifying, stop checks, trace rows); `speedup_study` measures that
-directly: two short runs of each method give the time of a step or round with every row
-running (the slope); less the forwards, spread over the rows, that is the bookkeeping per
-running row. The engine cost model is then setup + forwards per lockstep round + bookkeeping per
-row-round, with the rounds (and rows still running in each) replayed from the traces.
+The formula counts model forwards only, at the prompt's cache width. `speedup_study` also
+predicts with an engine cost model, every term measured on the engine itself and none fitted to
+the full runs (they stay the held-out check); what a run does is replayed from the traces
+(`replay_work`): its lockstep rounds, the rows still running in each, and every forward with the
+columns it feeds and the cache width it attends over.
+
+    seconds = setup + sum over forwards of c(model, columns, width)
+                    + a * rounds + b * running row-rounds
+
+- Forwards grow with the cache width (the cache is copied as it grows, and every fed column
+  attends over all of it): a forward of the large model costs about 1.6 times as much at the
+  end of a 160-token run as after the prompt. Speculative caches also grow faster
+  than the large model's alone: a round adds k + 1 columns, and drafts rejected by some rows
+  stay as masked columns (only what every row rejected is cropped). So c is measured at two
+  cache widths (the prompt's, and max_new_tokens more; holes in the mask cost nothing extra)
+  and taken as linear in the width (`forward_costs`, `forward_lines`).
+- Bookkeeping (choosing, verifying, statistics, stop checks, trace rows) is partly paid per
+  round for every row of the batch, running or not (verification and the statistics cover all
+  rows), and partly per running row. Three probe runs per method tell them apart
+  (`engine_costs`): a short and a long one with every row running, and a long one with half the
+  rows finished from the start.
+- Python's full garbage collections (a quarter-second pause each here, the cost of walking the
+  whole process heap) come every so many surviving objects, wherever the allocation history of
+  the whole process puts them; in a fixed interleaved order they hit the same runs in every
+  repeat, so medians keep them. They are not the engine's cost: the probes' times are taken
+  less their full collections (`_timed` measures them), and the table reports each full run's
+  collection seconds next to its measured time, which stays the plain wall time.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,39 +132,122 @@ def predict_speedup(
     return tokens_per_round * large_cost / (k * small_cost + verify_cost)
 
 
+# ----------------------------------------------------------------------------- the engine's work
+
+
+def replay_work(
+    mismatch: Sequence[Sequence[bool]],
+    k: int | None,
+    width: int,
+    tokens: int | None = None,
+    finished: Sequence[bool] | None = None,
+) -> dict:
+    """What the engine does on one lockstep batch, replayed from its rows' oracle mismatch flags:
+    the large model alone (`k` None) or greedy speculative decoding with draft length `k`, rows
+    cut at `tokens` (max_new_tokens; None: the traces' lengths), rows `finished` from the start
+    running no rounds, over a left-padded prompt `width` columns wide.
+
+    Returns rounds (lockstep steps or rounds), row_rounds (running rows summed over rounds) and
+    forwards: {(model, columns fed): (count, summed cache width after the forward)}. Every row
+    is fed in every forward, running or not; rejected drafts stay in the cache as masked
+    columns unless every row rejected them (then they are cropped), so a speculative cache
+    grows by k + 1 - (drafts cropped) columns a round. The prefills count as ordinary forwards
+    (their extra cost is in the setup of `_engine_time`)."""
+    finished = list(finished) if finished is not None else [False] * len(mismatch)
+    rows = [
+        [bool(m) for m in flags[:tokens]] if not done else []
+        for flags, done in zip(mismatch, finished, strict=True)
+    ]
+    forwards: dict[tuple[str, int], list[int]] = {}
+
+    def forward(model: str, columns: int, cache_width: int) -> None:
+        entry = forwards.setdefault((model, columns), [0, 0])
+        entry[0] += 1
+        entry[1] += cache_width
+
+    if k is None:  # one step per token of the longest row; each step feeds one column
+        steps = max((len(r) for r in rows), default=0)
+        for t in range(steps):
+            forward("large", 1, width + t)
+        row_rounds = sum(len(r) for r in rows)
+        return {"rounds": steps, "row_rounds": row_rounds,
+                "forwards": {key: tuple(v) for key, v in forwards.items()}}  # fmt: skip
+    replays = [replay_rounds(r, k) for r in rows]
+    rounds = max((len(r) for r in replays), default=0)
+    fed_small = 1  # columns the small model lacks at a round's first draft
+    for r in range(rounds):
+        forward("small", fed_small, width)
+        for j in range(1, k):
+            forward("small", 1, width + j)
+        forward("large", k + 1, width + k)
+        # a finished row counts as rejecting every draft; what every row rejected is cropped
+        common = min(k - rep[r] if r < len(rep) else k for rep in replays)
+        fed_small = 2 if common == 0 else 1  # the last draft (if kept), then the large token
+        width += k - common + 1
+    row_rounds = sum(len(r) for r in replays)
+    return {"rounds": rounds, "row_rounds": row_rounds,
+            "forwards": {key: tuple(v) for key, v in forwards.items()}}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- measuring costs
 
 
 @torch.no_grad()
-def forward_costs(small, large, tokenizer, prompts, draft_lengths, inner: int = 5) -> dict:
-    """Median seconds of one small forward over one new column, one large forward over one
-    column and one large forward over k+1 columns, after a prefill of `prompts` (one batch)."""
+def forward_costs(
+    small, large, tokenizer, prompts, draft_lengths, extra: int = 160, inner: int = 5
+) -> dict:
+    """Median seconds of the forwards the engine runs, after a prefill of `prompts` (one batch):
+    the small model over 1 and 2 new columns, the large model over 1 and k+1 new columns, each
+    at two cache widths (the prompt's, and `extra` filler columns more). Keys are
+    (model, columns fed, cache width after the forward)."""
     from fsgen.decoding import Batch, Stream, prefill
 
     vocab = len(tokenizer)
-    timings: dict[str, list[float]] = {}
-    for name, model, widths in (("small", small, [1]),
-                                ("large", large, [1] + [k + 1 for k in draft_lengths])):  # fmt: skip
-        batch = Batch.from_prompts(tokenizer, prompts, torch.device("cpu"))
-        stream = Stream(model, vocab)
-        prefill(stream, batch)
-        width = batch.width
-        filler = batch.seq[:, -1:]  # (B, 1) any real token will do
-        for _ in range(inner):
-            for w in widths:
-                batch.append(filler.repeat(1, w))  # (B, w)
-                began = time.perf_counter()
+    timings: dict[tuple[str, int, int], list[float]] = {}
+    for name, model, columns in (("small", small, [1, 2]),
+                                 ("large", large, [1] + [k + 1 for k in draft_lengths])):  # fmt: skip
+        for grow in (0, extra):
+            batch = Batch.from_prompts(tokenizer, prompts, torch.device("cpu"))
+            stream = Stream(model, vocab)
+            prefill(stream, batch)
+            filler = batch.seq[:, -1:]  # (B, 1) any real token will do
+            if grow:
+                batch.append(filler.repeat(1, grow))  # (B, grow)
                 stream.advance(batch)
-                timings.setdefault(f"{name}_{w}", []).append(time.perf_counter() - began)
-                batch.crop(width)
-                stream.crop(width)
+            width = batch.width
+            for _ in range(inner):
+                for w in columns:
+                    batch.append(filler.repeat(1, w))  # (B, w)
+                    began = time.perf_counter()
+                    stream.advance(batch)
+                    seconds = time.perf_counter() - began
+                    timings.setdefault((name, w, width + w), []).append(seconds)
+                    batch.crop(width)
+                    stream.crop(width)
     return {key: statistics.median(values) for key, values in timings.items()}
 
 
-def _timed(call) -> tuple[float, object]:
-    began = time.perf_counter()
-    out = call()
-    return time.perf_counter() - began, out
+def _timed(call) -> tuple[float, float, object]:
+    """Wall seconds of `call()`, the seconds of them Python's cyclic garbage collector spent in
+    full (generation 2) collections, and the call's result."""
+    began, collecting = [0.0], [0.0]
+
+    def watch(phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            collecting[0] += time.perf_counter() - began[0]
+
+    gc.callbacks.append(watch)
+    try:
+        start = time.perf_counter()
+        out = call()
+        seconds = time.perf_counter() - start
+    finally:
+        gc.callbacks.remove(watch)
+    return seconds, collecting[0], out
 
 
 def _steps(out, batch_size: int) -> int:
@@ -152,11 +258,36 @@ def _steps(out, batch_size: int) -> int:
 
 @dataclass
 class SpeedupResult:
-    """Acceptance replayed from traces, raw timings, and predicted against measured speed-ups."""
+    """Acceptance replayed from traces, the engine's work replayed for every timed run, raw
+    timings, and predicted against measured speed-ups."""
 
     acceptance: pd.DataFrame
     timings: pd.DataFrame
     table: pd.DataFrame
+    work: pd.DataFrame | None = None
+
+
+@contextmanager
+def _odd_rows_finished():
+    """While active, every decoding call starts with the odd rows of each batch finished: they
+    are fed, drafted for and verified like rows that stopped, but emit nothing."""
+    from fsgen import decoding
+
+    class OddRowsFinished(decoding.Output):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.done = [row % 2 == 1 for row in range(len(self.prompt_ids))]
+
+    original, decoding.Output = decoding.Output, OddRowsFinished
+    try:
+        yield
+    finally:
+        decoding.Output = original
+
+
+# the timed runs of each method: two probes with every row running, one with half of the rows
+# finished from the start (`_odd_rows_finished`), and the full run
+RUNS = ("probe_short", "probe_long", "probe_finished", "full")
 
 
 def speedup_study(
@@ -177,9 +308,9 @@ def speedup_study(
     """For each pair: replay the oracle traces of the first `n_prompts` logged prompts (the
     logging run's `seed` selection) for each draft length, measure costs, run speculative
     decoding and the large model alone on those prompts, and compare predicted with measured
-    speed-ups. Every timing is repeated `repeats` times, interleaved (forward costs, short probe
-    runs, full runs of every method in turn), and the medians are used."""
-    from fsgen.decoding import collaborate
+    speed-ups. Every timing is repeated `repeats` times, interleaved (forward costs, three short
+    probe runs, full runs of every method in turn), and the medians are used."""
+    from fsgen.decoding import Batch, collaborate
     from fsgen.routing import _load
     from fsgen.tasks import build_prompts, get_task, load_examples
 
@@ -191,24 +322,36 @@ def speedup_study(
     examples = load_examples(task, data_dir=data_dir, n_prompts=n_prompts, seed=seed)
     prompts = build_prompts(task, examples, data_dir=data_dir)
     stop = list(get_task(task).stop)
+    starts = range(0, len(prompts), batch_size)
+    lengths = {"probe_short": short, "probe_long": long, "probe_finished": long,
+               "full": max_new_tokens}  # fmt: skip
     cache: dict = {}
-    acceptance, timings, table = [], [], []
+    acceptance, timings, table, work = [], [], [], []
     for large_name, small_name in parse_pairs(pairs):
+        pair = f"{large_name}-{small_name}"
         large, tokenizer = _load(cache, profile, large_name)
         small, _ = _load(cache, profile, small_name)
         trace = oracle_trace(traces, task, large_name, small_name)
         trace = trace[trace["prompt_id"] < n_prompts]
         if trace["prompt_id"].nunique() < n_prompts:
             raise ValueError(
-                f"the oracle traces of {large_name}-{small_name} cover "
-                f"{trace['prompt_id'].nunique()} prompts, fewer than n_prompts={n_prompts}"
+                f"the oracle traces of {pair} cover {trace['prompt_id'].nunique()} prompts, "
+                f"fewer than n_prompts={n_prompts}"
             )
         replay = draft_acceptance(trace, draft_lengths, batch_size)
-        replay.insert(0, "pair", f"{large_name}-{small_name}")
+        replay.insert(0, "pair", pair)
         acceptance.append(replay)
         methods = {"large": {"method": "large"}} | {
             f"k{k}": {"method": "speculative", "num_draft": k} for k in draft_lengths
         }
+        flags = {int(p): g["mismatch"].to_numpy(bool) for p, g in trace.groupby("prompt_id")}
+        batches = [list(range(s, min(s + batch_size, len(prompts)))) for s in starts]
+        widths = [Batch.from_prompts(tokenizer, [prompts[i] for i in b], "cpu").width
+                  for b in batches]  # fmt: skip
+        for name, how in methods.items():
+            for label in RUNS:
+                work += _work_rows(pair, name, label, how.get("num_draft"), lengths[label],
+                                   [[flags[i] for i in b] for b in batches], widths)  # fmt: skip
 
         def run(how: dict, tokens: int, small=small, large=large, tokenizer=tokenizer):
             pair = (large, large) if how["method"] == "large" else (small, large)
@@ -217,48 +360,105 @@ def speedup_study(
 
         reference = None
         for rep in range(repeats):
-            base = {"pair": f"{large_name}-{small_name}", "repeat": rep}
-            costs = forward_costs(small, large, tokenizer, prompts[:batch_size], draft_lengths)
-            timings += [base | {"what": f"forward_{key}", "seconds": s, "units": 1}
-                        for key, s in costs.items()]  # fmt: skip
+            base = {"pair": pair, "repeat": rep}
+            costs = forward_costs(small, large, tokenizer, prompts[:batch_size], draft_lengths,
+                                  extra=max_new_tokens)  # fmt: skip
+            timings += [base | {"what": "forward", "model": model, "columns": columns,
+                                "width": width, "seconds": s, "units": 1}
+                        for (model, columns, width), s in costs.items()]  # fmt: skip
             for name, how in methods.items():
-                for tokens, label in ((short, "probe_short"), (long, "probe_long"),
-                                      (max_new_tokens, "full")):  # fmt: skip
-                    seconds, out = _timed(lambda how=how, tokens=tokens: run(how, tokens))
+                for label in RUNS:
+                    finished = _odd_rows_finished() if label == "probe_finished" else nullcontext()
+                    with finished:
+                        seconds, collecting, out = _timed(lambda h=how, t=lengths[label]: run(h, t))
                     units = (_steps(out, batch_size) if how["method"] == "large"
                              else out.summary["large_forwards"])  # fmt: skip
                     timings.append(base | {"what": f"{label}_{name}", "seconds": seconds,
-                                           "units": units})  # fmt: skip
+                                           "units": units, "gc_seconds": collecting})  # fmt: skip
                     if label == "full" and rep == 0:
                         reference = out.texts if name == "large" else reference
                         same = out.texts == reference
-                        table.append({"pair": base["pair"], "method": name, "same_as_large": same})
+                        table.append({"pair": pair, "method": name, "same_as_large": same})
     timing_frame = pd.DataFrame(timings)
+    work_frame = pd.DataFrame(work)
     acceptance_frame = pd.concat(acceptance, ignore_index=True)
     checks = pd.DataFrame(table)
     return SpeedupResult(
-        acceptance_frame, timing_frame, speedup_table(acceptance_frame, timing_frame, checks)
+        acceptance_frame,
+        timing_frame,
+        speedup_table(acceptance_frame, timing_frame, work_frame, checks),
+        work_frame,
     )
 
 
+def _work_rows(pair, method, run, k, tokens, batches, widths) -> list[dict]:
+    """`replay_work` of one timed run summed over its batches: one row per forward kind."""
+    rounds = row_rounds = 0
+    forwards: dict[tuple[str, int], list[int]] = {}
+    for rows, width in zip(batches, widths, strict=True):
+        finished = [run == "probe_finished" and i % 2 == 1 for i in range(len(rows))]
+        done = replay_work(rows, k, width, tokens, finished)
+        rounds, row_rounds = rounds + done["rounds"], row_rounds + done["row_rounds"]
+        for key, (count, width_sum) in done["forwards"].items():
+            entry = forwards.setdefault(key, [0, 0])
+            entry[0], entry[1] = entry[0] + count, entry[1] + width_sum
+    return [{"pair": pair, "method": method, "run": run, "rounds": rounds,
+             "row_rounds": row_rounds, "model": model, "columns": columns, "count": count,
+             "width_sum": width_sum} for (model, columns), (count, width_sum) in forwards.items()]  # fmt: skip
+
+
+def forward_lines(timings: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, model and columns fed: the median forward seconds at the two measured cache
+    widths, and the line through them (intercept + slope * cache width)."""
+    rows = timings[timings["what"] == "forward"]
+    medians = rows.groupby(["pair", "model", "columns", "width"])["seconds"].median()
+    lines = []
+    for (pair, model, columns), part in medians.groupby(level=[0, 1, 2]):
+        width = part.index.get_level_values("width").to_numpy(float)
+        seconds = part.to_numpy(float)
+        narrow, wide = int(np.argmin(width)), int(np.argmax(width))
+        slope = ((seconds[wide] - seconds[narrow]) / (width[wide] - width[narrow])
+                 if width[wide] > width[narrow] else 0.0)  # fmt: skip
+        lines.append({"pair": pair, "model": model, "columns": int(columns),
+                      "narrow": seconds[narrow], "slope": slope,
+                      "intercept": seconds[narrow] - slope * width[narrow]})  # fmt: skip
+    return pd.DataFrame(lines).set_index(["pair", "model", "columns"])
+
+
+def forward_seconds(work: pd.DataFrame, lines: pd.DataFrame) -> float:
+    """Seconds of the forwards of `work` rows (one run) on the cost `lines` of their pair."""
+    total = 0.0
+    for row in work.to_dict("records"):
+        line = lines.loc[(row["pair"], row["model"], int(row["columns"]))]
+        total += row["count"] * line["intercept"] + row["width_sum"] * line["slope"]
+    return float(total)
+
+
 def speedup_table(
-    acceptance: pd.DataFrame, timings: pd.DataFrame, checks: pd.DataFrame | None = None
+    acceptance: pd.DataFrame,
+    timings: pd.DataFrame,
+    work: pd.DataFrame,
+    checks: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Predicted (forward costs only, and engine costs) against measured speed-ups per pair and
-    draft length, from `draft_acceptance` rows and the medians of the raw timings."""
-    medians = timings.groupby(["pair", "what"])[["seconds", "units"]].median()
+    draft length, from `draft_acceptance` rows, the replayed `work` of every timed run and the
+    medians of the raw timings."""
+    collecting = timings["gc_seconds"].fillna(0.0) if "gc_seconds" in timings else 0.0
+    timings = timings.assign(gc_seconds=collecting, net_seconds=timings["seconds"] - collecting)
+    columns = ["seconds", "net_seconds", "gc_seconds", "units"]
+    medians = timings.groupby(["pair", "what"])[columns].median()
+    lines = forward_lines(timings)
     rows = []
     for row in acceptance.to_dict("records"):
         pair, k = row["pair"], int(row["k"])
         m = medians.loc[pair]
-        c_small, c_large = m.loc["forward_small_1", "seconds"], m.loc["forward_large_1", "seconds"]
-        c_verify = m.loc[f"forward_large_{k + 1}", "seconds"]
+        c_small = lines.loc[(pair, "small", 1), "narrow"]
+        c_large = lines.loc[(pair, "large", 1), "narrow"]
+        c_verify = lines.loc[(pair, "large", k + 1), "narrow"]
         forward = predict_speedup(row["batch_tokens_per_round"], k, c_small, c_large, c_verify)
-        rows_per_batch = row["rows"] / row["batches"]
-        large_time = _engine_time(m, "large", c_large, row["batch_steps"], row["tokens"],
-                                  rows_per_batch)  # fmt: skip
-        spec_time = _engine_time(m, f"k{k}", k * c_small + c_verify, row["batch_rounds"],
-                                 row["rounds"], rows_per_batch)  # fmt: skip
+        on_pair = work[work["pair"] == pair]
+        large_time = _engine_time(m, on_pair[on_pair["method"] == "large"], lines, "large")
+        spec_time = _engine_time(m, on_pair[on_pair["method"] == f"k{k}"], lines, f"k{k}")
         measured = m.loc["full_large", "seconds"] / m.loc[f"full_k{k}", "seconds"]
         entry = {
             "pair": pair,
@@ -270,6 +470,12 @@ def speedup_table(
             "predicted_speedup_forwards": forward,
             "predicted_speedup_engine": large_time / spec_time,
             "measured_speedup": measured,
+            "predicted_seconds_large": large_time,
+            "measured_seconds_large": m.loc["full_large", "seconds"],
+            "predicted_seconds": spec_time,
+            "measured_seconds": m.loc[f"full_k{k}", "seconds"],
+            "measured_gc_seconds_large": m.loc["full_large", "gc_seconds"],
+            "measured_gc_seconds": m.loc[f"full_k{k}", "gc_seconds"],
             "measured_rounds": m.loc[f"full_k{k}", "units"],
             "predicted_rounds": row["batch_rounds"],
         }
@@ -282,21 +488,31 @@ def speedup_table(
     return pd.DataFrame(rows)
 
 
-def _engine_time(medians, name: str, forward: float, steps: int, row_steps: int,
-                 rows: float) -> float:  # fmt: skip
-    """Predicted seconds of a run: setup, plus per lockstep step (or round) its forwards, plus
-    per running row and step the engine's bookkeeping. The two probe runs (every row running)
-    give the setup (intercept) and the time of a step (slope); the slope less the forwards,
-    spread over the batch's rows, is the bookkeeping per running row."""
-    t1, u1 = medians.loc[f"probe_short_{name}", ["seconds", "units"]]
-    t2, u2 = medians.loc[f"probe_long_{name}", ["seconds", "units"]]
-    if u2 > u1:
-        slope = (t2 - t1) / (u2 - u1)
-        setup = t1 - slope * u1
-    else:  # the probes stopped as early as each other: no setup term
-        slope, setup = t2 / max(u2, 1), 0.0
-    per_row = max(slope - forward, 0.0) / rows
-    return float(setup + forward * steps + per_row * row_steps)
+def engine_costs(medians, work: pd.DataFrame, lines: pd.DataFrame, name: str) -> dict:
+    """The engine's costs besides the forwards for method `name`, from its three probes: the
+    setup of a run, the cost of a round (or step) whatever runs, and the cost per running row
+    and round. Each probe's time, less its full garbage collections and its replayed forwards,
+    is setup + a * rounds + b * running row-rounds; the probes with every row running and with
+    half of them finished tell a from b (non-negative least squares)."""
+    from scipy.optimize import nnls
+
+    design, target = [], []
+    for run in ("probe_short", "probe_long", "probe_finished"):
+        part = work[work["run"] == run]
+        design.append([1.0, part["rounds"].iloc[0], part["row_rounds"].iloc[0]])
+        target.append(medians.loc[f"{run}_{name}", "net_seconds"] - forward_seconds(part, lines))
+    (setup, per_round, per_row), _ = nnls(np.array(design), np.array(target))
+    return {"setup": setup, "per_round": per_round, "per_row": per_row}
+
+
+def _engine_time(medians, work: pd.DataFrame, lines: pd.DataFrame, name: str) -> float:
+    """Predicted seconds of the full run of method `name`: its replayed forwards on the
+    measured cost lines, plus the `engine_costs` of its rounds and running row-rounds."""
+    costs = engine_costs(medians, work, lines, name)
+    full = work[work["run"] == "full"]
+    return float(forward_seconds(full, lines) + costs["setup"]
+                 + costs["per_round"] * full["rounds"].iloc[0]
+                 + costs["per_row"] * full["row_rounds"].iloc[0])  # fmt: skip
 
 
 def recommend_draft_length(table: pd.DataFrame, column: str = "measured_speedup") -> dict:

@@ -1,8 +1,11 @@
 """Routers that pay off: calibration, the learned and random routers, curve summaries, the
-speculative acceptance replay and speed-up formula, and notebook 06 on a tiny ladder."""
+speculative acceptance replay, the speed-up formula and engine cost model, and notebook 06 on a
+tiny ladder."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import shutil
@@ -23,7 +26,16 @@ from fsgen.routing import (
     split_prompts,
     uncertainty,
 )
-from fsgen.speedup import draft_acceptance, predict_speedup, replay_rounds
+from fsgen.speedup import (
+    _odd_rows_finished,
+    _timed,
+    _work_rows,
+    draft_acceptance,
+    predict_speedup,
+    replay_rounds,
+    replay_work,
+    speedup_table,
+)
 
 
 def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -201,6 +213,133 @@ def test_predicted_speedup_formula():
     assert predict_speedup(2.0, 1, 0.5, 2.0, 2.0) == pytest.approx(2.0 * 2.0 / 2.5)
     with pytest.raises(ValueError, match="costs must be positive"):
         predict_speedup(2.0, 1, 0.0, 1.0, 1.0)
+
+
+def test_replay_work_on_known_runs():
+    rows = [[False, False, True, False, False, False, True], [True, True, True]]
+    # k=2, prompt width 5. Row 0 accepts 2, 2, 0; row 1 rejects every draft. Rounds 1 and 2: some
+    # row accepted both drafts, nothing is cropped and the cache grows by 3; round 3: every row
+    # rejected both drafts, they are cropped and it grows by 1. The small model feeds 2 columns at
+    # a round's first draft after a round that kept its last draft (1 in the first round: the
+    # prefill, counted as an ordinary forward).
+    work = replay_work(rows, 2, 5)
+    assert work["rounds"] == 3 and work["row_rounds"] == 6
+    assert work["forwards"] == {
+        ("small", 1): (4, 5 + 6 + 9 + 12),  # first draft of round 1, second drafts of every round
+        ("small", 2): (2, 8 + 11),
+        ("large", 3): (3, 7 + 10 + 13),  # verification after the k drafts
+    }
+    alone = replay_work(rows, None, 5)  # one step a token of the longest row, every row fed
+    assert alone == {"rounds": 7, "row_rounds": 10, "forwards": {("large", 1): (7, 5 * 7 + 21)}}
+    cut = replay_work(rows, 2, 5, tokens=2)  # max_new_tokens=2: row 0 ends in its first round
+    assert cut["rounds"] == 2 and cut["row_rounds"] == 3
+    assert cut["forwards"][("large", 3)] == (2, 7 + 10)  # round 2 crops row 1's two drafts
+    done = replay_work(rows, 2, 5, finished=[False, True])  # a finished row rejects everything
+    assert done["rounds"] == 3 and done["row_rounds"] == 3
+    assert done["forwards"] == work["forwards"]
+    assert replay_work(rows, 2, 5, finished=[True, True])["rounds"] == 0
+
+
+def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
+    """The replayed forwards (columns fed, cache widths) and rounds are the engine's own, for
+    the large model alone and speculative decoding, with and without rows finished at start."""
+    from fsgen import decoding
+    from fsgen.decoding import Batch, collaborate
+    from tests.test_decoding import PROMPTS, _model, _perturbed
+
+    torch.set_num_threads(1)
+    large = _model(tiny_tokenizer, 32, 2, seed=1)
+    small = _perturbed(large, 0.35, seed=2)
+    oracle = collaborate(small, large, tiny_tokenizer, PROMPTS, max_new_tokens=12, batch_size=8)
+    flags = [g["mismatch"].to_numpy(bool) for _, g in oracle.trace.groupby("prompt_id")]
+    assert any(f.any() for f in flags) and not all(f.all() for f in flags)
+    width = Batch.from_prompts(tiny_tokenizer, PROMPTS, "cpu").width
+    seen, advance = [], decoding.Stream.advance
+
+    def recording(stream, batch):
+        first = stream.seen == 0
+        logits = advance(stream, batch)
+        seen.append(("large" if stream.model is large else "small", first, logits.shape[1],
+                     batch.width))  # fmt: skip
+        return logits
+
+    monkeypatch.setattr(decoding.Stream, "advance", recording)
+    for k, finished in ((None, False), (1, False), (2, False), (3, True), (None, True)):
+        seen.clear()
+        how = {"method": "large"} if k is None else {"method": "speculative", "num_draft": k}
+        with _odd_rows_finished() if finished else contextlib.nullcontext():
+            out = collaborate(small, large, tiny_tokenizer, PROMPTS, max_new_tokens=10,
+                              batch_size=8, **how)  # fmt: skip
+        if finished:
+            assert all(not tokens for tokens in out.tokens[1::2]) and any(out.tokens[0::2])
+        run = "probe_finished" if finished else "full"
+        rows = _work_rows("p", "m", run, k, 10, [flags], [width])
+        replayed = {(r["model"], r["columns"]): (r["count"], r["width_sum"]) for r in rows}
+        engine: dict = {}
+        for model, first, columns, cache_width in seen:  # a prefill counts as 1 or k+1 columns
+            columns = (1 if model == "small" or k is None else k + 1) if first else columns
+            count, total = engine.get((model, columns), (0, 0))
+            engine[(model, columns)] = (count + 1, total + cache_width)
+        assert replayed == engine, (k, finished)
+        rounds = out.summary["large_forwards"] if k else max(map(len, out.tokens))
+        assert rows[0]["rounds"] == rounds
+        assert rows[0]["row_rounds"] == (out.summary["large_calls"] if k else out.summary["tokens"])
+
+
+def test_engine_cost_model_recovers_known_costs():
+    """Timings made from known costs (forwards linear in the cache width, setup, per round, per
+    running row, and a garbage-collection pause in one probe) give back the full runs' times."""
+    rows = [[False, False, True, False, False, False, True] * 3, [True, False] * 9]
+    batches, widths = [rows, rows[::-1]], [6, 9]
+    lines = {("large", 1): (0.004, 2e-5), ("large", 2): (0.005, 3e-5),
+             ("large", 3): (0.006, 4e-5), ("small", 1): (0.001, 1e-5),
+             ("small", 2): (0.0012, 1e-5)}  # fmt: skip
+    engine = {"large": (0.05, 0.002, 0.0003), "k1": (0.06, 0.003, 0.0008),
+              "k2": (0.07, 0.004, 0.0009)}  # fmt: skip
+    lengths = {"probe_short": 4, "probe_long": 12, "probe_finished": 12, "full": 40}
+    work, timings, truth = [], [], {}
+    for name, k in (("large", None), ("k1", 1), ("k2", 2)):
+        for run, tokens in lengths.items():
+            part = _work_rows("p", name, run, k, tokens, batches, widths)
+            work += part
+            forwards = sum(r["count"] * lines[(r["model"], r["columns"])][0]
+                           + r["width_sum"] * lines[(r["model"], r["columns"])][1] for r in part)  # fmt: skip
+            setup, per_round, per_row = engine[name]
+            seconds = (setup + forwards + per_round * part[0]["rounds"]
+                       + per_row * part[0]["row_rounds"])  # fmt: skip
+            pause = 0.25 if (name, run) == ("k2", "probe_long") else 0.0
+            truth[(name, run)] = seconds
+            timings.append({"pair": "p", "repeat": 0, "what": f"{run}_{name}",
+                            "seconds": seconds + pause, "gc_seconds": pause,
+                            "units": part[0]["rounds"]})  # fmt: skip
+    for (model, columns), (intercept, slope) in lines.items():
+        for width in (20, 180):
+            timings.append({"pair": "p", "repeat": 0, "what": "forward", "model": model,
+                            "columns": columns, "width": width, "units": 1,
+                            "seconds": intercept + slope * width})  # fmt: skip
+    flags = pd.DataFrame({"prompt_id": [0] * 21 + [1] * 18,
+                          "step": list(range(21)) + list(range(18)),
+                          "mismatch": rows[0] + rows[1]})  # fmt: skip
+    acceptance = draft_acceptance(flags, [1, 2]).assign(pair="p")
+    table = speedup_table(acceptance, pd.DataFrame(timings), pd.DataFrame(work)).set_index("k")
+    for k in (1, 2):
+        assert table.loc[k, "predicted_seconds"] == pytest.approx(truth[(f"k{k}", "full")])
+        assert table.loc[k, "predicted_seconds_large"] == pytest.approx(truth[("large", "full")])
+        assert table.loc[k, "measured_speedup"] == pytest.approx(
+            truth[("large", "full")] / truth[(f"k{k}", "full")]
+        )
+        assert table.loc[k, "engine_error"] == pytest.approx(0, abs=1e-9)
+    c_large = lines[("large", 1)][0] + 20 * lines[("large", 1)][1]  # at the narrower width
+    assert table.loc[2, "verify_over_large_cost"] == pytest.approx(
+        (lines[("large", 3)][0] + 20 * lines[("large", 3)][1]) / c_large
+    )
+
+
+def test_timed_counts_full_garbage_collections():
+    seconds, collecting, out = _timed(lambda: gc.collect(2) >= 0)
+    assert out is True and 0 < collecting <= seconds
+    seconds, collecting, out = _timed(lambda: sum(range(1000)))
+    assert out == 499500 and collecting == 0.0 and seconds > 0
 
 
 def test_area_and_call_rate_to_reach_on_known_curves():
