@@ -62,9 +62,13 @@ class Batch:
 
     def append(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Append columns (B, k) of tokens, real unless `mask` says otherwise."""
-        mask = torch.ones_like(ids) if mask is None else mask.to(ids.dtype)
-        start = self.next_positions().unsqueeze(-1)  # (B, 1)
-        pos = start + (mask.cumsum(-1) - mask).clamp(min=0)  # (B, k)
+        start = self.mask.sum(-1, keepdim=True)  # (B, 1): each row's next position
+        if mask is None:  # all real: consecutive positions
+            mask, k = torch.ones_like(ids), ids.shape[1]
+            pos = start if k == 1 else start + torch.arange(k, device=ids.device)  # (B, k)
+        else:
+            mask = mask.to(ids.dtype)
+            pos = start + (mask.cumsum(-1) - mask).clamp(min=0)  # (B, k)
         self.seq = torch.cat([self.seq, ids], dim=1)
         self.mask = torch.cat([self.mask, mask], dim=1)
         self.pos = torch.cat([self.pos, pos], dim=1)
@@ -83,14 +87,16 @@ class Stream:
 
     def __init__(self, model, vocab: int):
         self.model, self.vocab = model, vocab
+        self.device = model.device  # looked up once: an HF model's `device` walks its parameters
         self.cache = DynamicCache()
         self.seen = 0
 
-    @torch.no_grad()
+    @torch.inference_mode()  # cheaper per op than no_grad: no version counters, no view tracking
     def advance(self, batch: Batch) -> torch.Tensor:
-        """Feed the columns not yet seen; logits of every fed column (B, k, vocab)."""
+        """Feed the columns not yet seen; logits of every fed column (B, k, vocab), inference
+        tensors (read them, or copy them before changing them in place)."""
         start, end = self.seen, batch.width
-        device = self.model.device
+        device = self.device
         mask = batch.mask[:, :end]
         mask = None if bool(mask.all()) else mask.to(device)  # no holes: the causal fast path
         out = self.model(
@@ -190,9 +196,16 @@ class Output:
             self.done[row] = (
                 len(self.tokens[row]) >= self.max_new_tokens
                 or token == self.eos
-                or bool(self.stop and any(s in self._text(row) for s in self.stop))
+                or self._stopped(row)
             )
         return taken
+
+    def _stopped(self, row: int) -> bool:
+        """Whether a row's text contains a stop string (decoded once, not once per string)."""
+        if not self.stop:
+            return False
+        text = self._text(row)
+        return any(s in text for s in self.stop)
 
     def add_rows(self, frame: pd.DataFrame) -> None:
         """Trace rows built in bulk (they must carry prompt_id and step)."""
@@ -209,6 +222,10 @@ class Output:
             cuts = [text.index(s) for s in self.stop if s in text]
             texts.append(text[: min(cuts)] if cuts else text)
         return texts
+
+    def traced(self) -> bool:
+        """Whether any trace row was recorded."""
+        return bool(self.rows) or any(len(f) for f in self.frames)
 
     def trace(self) -> pd.DataFrame:
         parts = [pd.DataFrame(self.rows)] if self.rows else []
@@ -582,8 +599,9 @@ def _assemble(outputs: list[Output]) -> tuple[list[str], list[list[int]], pd.Dat
     """Texts, tokens and the concatenated trace of the batches' outputs, in prompt order."""
     texts = [t for o in outputs for t in o.texts()]
     tokens = [t for o in outputs for t in o.tokens]
-    trace = pd.concat([o.trace() for o in outputs], ignore_index=True) if outputs else empty_trace()
-    return texts, tokens, trace
+    if not any(o.traced() for o in outputs):  # untraced calls: skip concatenating empty traces
+        return texts, tokens, empty_trace()
+    return texts, tokens, pd.concat([o.trace() for o in outputs], ignore_index=True)
 
 
 def collaborate(

@@ -351,16 +351,17 @@ class ConditionedSmall(torch.nn.Module):
             )
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
         overlap = max(0, min(self.prompt.shape[1] - start, width))  # prompt columns among these
+        device = self.prompt.device  # the small model's, without asking it every step
         if overlap == 0:  # past the prompt (every decoding step): the small model as it is
             return self.model.small(
-                input_ids=input_ids.to(self.device),
+                input_ids=input_ids.to(device),
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 past_key_values=past_key_values,
                 use_cache=use_cache,
                 **kwargs,
             )
-        tail = input_ids[:, overlap:].to(self.device)  # response ids: the small vocabulary
+        tail = input_ids[:, overlap:].to(device)  # response ids: the small vocabulary
         embeds = torch.cat(
             [
                 self.prompt[:, start : start + overlap],

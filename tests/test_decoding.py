@@ -295,3 +295,32 @@ def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
     assert any(t[-1] == eos and len(t) < 12 for t in out.tokens)
     assert all(eos not in t[:-1] for t in out.tokens)
     assert len({len(t) for t in out.tokens}) > 1
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_batch_append_positions(k):
+    """Appended columns continue each row's positions; masked-out columns take no position."""
+    from fsgen.decoding import Batch
+
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding on row 0
+    batch = Batch(torch.ones_like(mask), mask, (mask.cumsum(-1) - 1).clamp(min=0))
+    batch.append(torch.full((2, k), 7))
+    assert batch.pos[:, 3:].tolist() == [list(range(2, 2 + k)), list(range(3, 3 + k))]
+    holes = torch.tensor([[1, 0, 1], [0, 1, 1]])
+    batch.append(torch.full((2, 3), 8), holes)
+    start = [2 + k, 3 + k]
+    assert batch.pos[:, -3:].tolist() == [[s, s + 1, s + 1] if r == 0 else [s, s, s + 1]
+                                          for r, s in enumerate(start)]  # fmt: skip
+    assert batch.mask[:, -3:].tolist() == holes.tolist()
+
+
+def test_untraced_calls_return_an_empty_trace_with_every_column(tiny_tokenizer):
+    from fsgen.decoding import Output, _assemble
+    from fsgen.trace import empty_trace
+
+    outputs = [Output(tiny_tokenizer, [i], 4, None, 10) for i in range(3)]
+    for output in outputs:
+        output.accept(0, [5, 6])
+    texts, tokens, trace = _assemble(outputs)
+    assert tokens == [[5, 6]] * 3 and len(texts) == 3
+    assert trace.equals(empty_trace()) and list(trace.dtypes) == list(empty_trace().dtypes)
