@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from fsgen import fast_neox
 from fsgen.decoding import (
     Batch,
     Collaboration,
@@ -343,32 +344,23 @@ class ConditionedSmall(torch.nn.Module):
     ):
         if self.prompt is None:
             raise ValueError("ConditionedSmall was called before condition_on_prompts(batch)")
-        rows, width = input_ids.shape
+        rows = input_ids.shape[0]
         if rows != self.prompt.shape[0]:
             raise ValueError(
                 f"input_ids has {rows} rows, but the model was conditioned on a batch of "
                 f"{self.prompt.shape[0]} prompts"
             )
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
-        overlap = max(0, min(self.prompt.shape[1] - start, width))  # prompt columns among these
-        device = self.prompt.device  # the small model's, without asking it every step
-        if overlap == 0:  # past the prompt (every decoding step): the small model as it is
+        embeds = self.embed_columns(input_ids, start)
+        if embeds is None:  # past the prompt (every decoding step): the small model as it is
             return self.model.small(
-                input_ids=input_ids.to(device),
+                input_ids=input_ids.to(self.prompt.device),
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 past_key_values=past_key_values,
                 use_cache=use_cache,
                 **kwargs,
             )
-        tail = input_ids[:, overlap:].to(device)  # response ids: the small vocabulary
-        embeds = torch.cat(
-            [
-                self.prompt[:, start : start + overlap],
-                self.model.small.get_input_embeddings()(tail),
-            ],
-            1,
-        )  # (B, k, D)
         return self.model.small(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -377,6 +369,30 @@ class ConditionedSmall(torch.nn.Module):
             use_cache=use_cache,
             **kwargs,
         )
+
+    @property
+    def causal_lm(self):
+        """The small causal LM (what `fsgen.fast_neox.LeanStream` runs)."""
+        return self.model.small
+
+    def embed_columns(self, input_ids: torch.Tensor, start: int) -> torch.Tensor | None:
+        """Input embeddings (B, k, D) of columns [start, start + k) whose ids are `input_ids`:
+        the fused prompt embeddings on prompt columns, the small model's own embedding after;
+        None when no column is a prompt column (the small model embeds the ids itself)."""
+        if self.prompt is None:
+            raise ValueError("ConditionedSmall was called before condition_on_prompts(batch)")
+        width = input_ids.shape[1]
+        overlap = max(0, min(self.prompt.shape[1] - start, width))  # prompt columns among these
+        if overlap == 0:
+            return None
+        tail = input_ids[:, overlap:].to(self.prompt.device)  # response ids: the small vocabulary
+        return torch.cat(
+            [
+                self.prompt[:, start : start + overlap],
+                self.model.small.get_input_embeddings()(tail),
+            ],
+            1,
+        )  # (B, k, D)
 
 
 def generate(
@@ -390,6 +406,7 @@ def generate(
     seed: int = 0,
     stop: Sequence[str] | None = None,
     trace: bool = False,
+    fast: bool = True,
 ) -> Collaboration:
     """LLM-to-SLM generation: per batch of prompts, the large model encodes once, then the small
     model decodes with its KV cache (batched, left padded), greedy or sampled.
@@ -403,7 +420,8 @@ def generate(
     wrapper = ConditionedSmall(model)
     result = _generate(wrapper, model.large_tokenizer, model.small_tokenizer, prompts,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-                       temperature=temperature, seed=seed, stop=stop, trace=trace)  # fmt: skip
+                       temperature=temperature, seed=seed, stop=stop, trace=trace,
+                       fast=fast)  # fmt: skip
     result.summary["method"] = "llm_to_slm"
     result.summary["encode_seconds"] = wrapper.encode_seconds
     return result
@@ -421,16 +439,18 @@ def generate_alone(
     seed: int = 0,
     stop: Sequence[str] | None = None,
     trace: bool = False,
+    fast: bool = True,
 ) -> Collaboration:
     """A plain causal LM generating alone through the same loop as `generate` (so timings
-    compare like with like); the tokens equal `fsgen.collaborate(..., method="small")`'s."""
+    compare like with like, `fast` included); the tokens equal `fsgen.collaborate(...,
+    method="small")`'s."""
     return _generate(model, tokenizer, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, do_sample=do_sample, temperature=temperature,
-                     seed=seed, stop=stop, trace=trace)  # fmt: skip
+                     seed=seed, stop=stop, trace=trace, fast=fast)  # fmt: skip
 
 
 def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens, batch_size,
-              do_sample, temperature, seed, stop, trace) -> Collaboration:  # fmt: skip
+              do_sample, temperature, seed, stop, trace, fast=True) -> Collaboration:  # fmt: skip
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:
@@ -446,6 +466,7 @@ def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens
         )
     started = time.perf_counter()
     spec, (_, never) = get_method("small"), make_router("never")
+    lean = fast and not trace and fast_neox.supports(lm)  # the same lean forward for every model
     outputs = []
     for begin in range(0, len(prompts), batch_size):
         ids = list(range(begin, min(begin + batch_size, len(prompts))))
@@ -456,6 +477,9 @@ def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens
         if trace:
             models = Models(Stream(lm, vocab), None, None)
             token_level_decode(models, batch, spec, never, sampler, output, 0.0, 0.0)
+        elif lean:
+            stream = fast_neox.LeanStream(lm, vocab, len(ids), batch.width + max_new_tokens)
+            decode_lean(stream, batch, sampler, output)
         else:
             decode_lean(Stream(lm, vocab), batch, sampler, output)
         outputs.append(output)

@@ -1,0 +1,134 @@
+"""The lean GPT-NeoX forward: logits equal HF's (prefill and step by step, left padding, random
+configs and the embedded ladder), and stage 05's four systems generate the same tokens through it
+as through HF's forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from fsgen.decoding import Batch, Stream
+from fsgen.fast_neox import LeanStream, attention_mask, supports
+from fsgen.llm_to_slm import SYSTEMS, LLMToSLM, Systems, _run_system, generate, generate_alone
+from tests.test_llm_to_slm import PROMPTS, _randomize_projector
+
+CONFIGS = {
+    "parallel-gelu": {},
+    "sequential-half-rotary": {"use_parallel_residual": False, "rotary_pct": 0.5},
+    "gelu_new-no-bias-tied": {"hidden_act": "gelu_new", "attention_bias": False,
+                              "tie_word_embeddings": True, "rotary_pct": 0.25},
+}  # fmt: skip
+
+
+def _random_neox(tokenizer, hidden=24, layers=2, heads=3, seed=0, **overrides):
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer) + 3,  # a padded vocabulary: logits are cut to the tokenizer's
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=3 * hidden,
+        max_position_embeddings=128,
+        initializer_range=0.3,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(config).eval()
+
+
+def _compare_streams(model, tokenizer, prompts, steps=6, atol=1e-5):
+    """Feed the same left-padded batch to HF's `Stream` and a `LeanStream`: prefill, then one
+    column at a time (greedy), then a block of two columns; logits of real columns must agree."""
+    vocab = len(tokenizer)
+    hf_batch = Batch.from_prompts(tokenizer, prompts, "cpu")
+    lean_batch = Batch.from_prompts(tokenizer, prompts, "cpu")
+    hf, lean = Stream(model, vocab), LeanStream(model, vocab, len(prompts), hf_batch.width + 16)
+    real = hf_batch.mask.bool()
+    a, b = hf.advance(hf_batch), lean.advance(lean_batch)
+    torch.testing.assert_close(b[real], a[real], atol=atol, rtol=0)
+    for _ in range(steps):
+        chosen = a[:, -1].argmax(-1, keepdim=True)
+        assert torch.equal(chosen, b[:, -1].argmax(-1, keepdim=True))
+        hf_batch.append(chosen)
+        lean_batch.append(chosen)
+        a, b = hf.advance(hf_batch), lean.advance(lean_batch)
+        torch.testing.assert_close(b, a, atol=atol, rtol=0)
+    block = torch.tensor([[7, 11]] * len(prompts))  # two columns at once, past the prompt
+    hf_batch.append(block)
+    lean_batch.append(block)
+    torch.testing.assert_close(lean.advance(lean_batch), hf.advance(hf_batch), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+def test_logits_match_hf_on_random_configs(tiny_tokenizer, overrides):
+    torch.set_num_threads(1)
+    model = _random_neox(tiny_tokenizer, **overrides)
+    assert supports(model)
+    _compare_streams(model, tiny_tokenizer, PROMPTS)  # left padded: the rows differ in length
+    _compare_streams(model, tiny_tokenizer, PROMPTS[:1])  # no padding: the causal fast path
+
+
+@pytest.mark.parametrize("name", ["e0", "e3"])
+def test_logits_match_hf_on_the_embedded_ladder(repo, name):
+    from fsgen.ladder import load_model
+
+    folder = repo / "data" / "models" / "embedded" / name
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"no trained {name} (run the train_ladder stage)")
+    model, tokenizer = load_model(folder)
+    prompts = ["Question: Ann has 3 coins. How many?\nAnswer:", "Question:", "Ben has 12"]
+    _compare_streams(model, tokenizer, prompts)
+
+
+def test_attention_mask_hides_padding_and_the_future():
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    full = attention_mask(mask, 0, 4)[:, 0]  # (B, 4, 4)
+    assert full[0].tolist() == [[True, False, False, False], [False, True, False, False],
+                                [False, True, True, False], [False, True, True, True]]  # fmt: skip
+    assert torch.equal(full[1], torch.ones(4, 4).tril().bool())
+    assert attention_mask(mask[1:], 0, 4) is None  # no padding: plainly causal
+    assert attention_mask(mask[1:], 3, 4) is None  # one query sees everything
+    assert attention_mask(mask[1:], 2, 4)[0, 0].tolist() == [[True, True, True, False],
+                                                             [True, True, True, True]]  # fmt: skip
+
+
+def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny_tokenizer):
+    """Stage 05's systems (the large and small models, a second small one standing in for the
+    fine-tuned small model, LLM-to-SLM) through the timed path, `_run_system`, at batch 1 and 3:
+    the same tokens as HF's forward in the lean loop and as the engine's traced loop."""
+    torch.set_num_threads(1)
+    large = _random_neox(tiny_tokenizer, hidden=32, layers=2, heads=2, seed=1)
+    small = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
+    tuned = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=3)
+    conditioned = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
+    model = _randomize_projector(LLMToSLM(large, conditioned, tiny_tokenizer, tiny_tokenizer,
+                                          large_source="large"))  # fmt: skip
+    systems = Systems(large, small, tuned, model, tiny_tokenizer)
+    stop = ["\nQuestion:"]
+    for batch_size in (1, 3):
+        run = {"max_new_tokens": 12, "batch_size": batch_size, "stop": stop}
+        tokens = {}
+        for name in SYSTEMS:
+            timed = _run_system(systems, name, PROMPTS, **run)  # the lean forward
+            if name == "LLM-to-SLM":
+                hf = generate(model, PROMPTS, fast=False, **run)
+                traced = generate(model, PROMPTS, trace=True, **run)
+            else:
+                lm = {"large": large, "small": small, "fine-tuned small": tuned}[name]
+                hf = generate_alone(lm, tiny_tokenizer, PROMPTS, fast=False, **run)
+                traced = generate_alone(lm, tiny_tokenizer, PROMPTS, trace=True, **run)
+            assert timed.tokens == hf.tokens == traced.tokens, (name, batch_size)
+            assert timed.texts == hf.texts
+            tokens[name] = timed.tokens
+        assert tokens["LLM-to-SLM"] != tokens["small"]  # conditioning shows
+
+
+def test_only_gpt_neox_takes_the_lean_path():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    other = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))
+    assert not supports(other)
+    with pytest.raises(ValueError, match="GPT-NeoX"):
+        LeanStream(other, 50, 1, 8)
