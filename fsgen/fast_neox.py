@@ -42,9 +42,10 @@ def supports(model) -> bool:
 
 
 class FastNeoX:
-    """The weights of a `GPTNeoXForCausalLM`, run by a lean forward with a static KV cache."""
+    """The weights of a `GPTNeoXForCausalLM`, run by a lean forward with a static KV cache;
+    rotary tables cover `positions` (at least the model's `max_position_embeddings`)."""
 
-    def __init__(self, model):
+    def __init__(self, model, positions: int = 0):
         from transformers.activations import ACT2FN
 
         if not supports(model):
@@ -77,7 +78,7 @@ class FastNeoX:
         self.head = (head.weight, head.bias)
         self.dtype, self.device = self.embed.dtype, self.embed.device
         # rotary tables, as HF computes them (float32 products, cos/sin, then the model's dtype)
-        positions = config.max_position_embeddings
+        positions = max(positions, config.max_position_embeddings)  # HF's rotary has no limit
         inv_freq = core.rotary_emb.inv_freq.to(device=self.device, dtype=torch.float)
         freqs = torch.arange(positions, device=self.device).float()[:, None] * inv_freq[None]
         emb = torch.cat((freqs, freqs), dim=-1)  # (positions, rotary)
@@ -175,7 +176,7 @@ class LeanStream:
 
     def __init__(self, model, vocab: int, rows: int, max_len: int):
         self.model, self.vocab = model, vocab
-        self.fast = FastNeoX(causal_lm(model))
+        self.fast = FastNeoX(causal_lm(model), positions=max_len)
         self.embed_columns = getattr(model, "embed_columns", None)
         self.cache = self.fast.new_cache(rows, max_len)
         self.max_len = max_len
