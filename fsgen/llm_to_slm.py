@@ -27,9 +27,7 @@ cache it is given (0 without one). So the same wrapper serves a plain generation
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +36,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from fsgen import fast_neox
 from fsgen.decoding import (
@@ -61,6 +58,7 @@ from fsgen.methods import get_method
 from fsgen.paths import resolve
 from fsgen.routers import make_router
 from fsgen.tasks import accuracy, build_prompts, get_task, load_examples, score
+from fsgen.train import batch_order, optimize
 
 FUSIONS = ("add", "replace")
 CONFIG_FILE = "llm_to_slm.json"
@@ -641,16 +639,6 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
-def _step_order(n: int, config: TrainConfig) -> list[list[int]]:
-    """Seeded epochs of permutations, cut into one batch of row indices per step."""
-    rng, order = random.Random(config.seed), []
-    while len(order) < config.steps * config.batch_size:
-        epoch = list(range(n))
-        rng.shuffle(epoch)
-        order.extend(epoch)
-    return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(config.steps)]
-
-
 def _optimize(
     module: torch.nn.Module,
     parameters: list[torch.nn.Parameter],
@@ -660,32 +648,12 @@ def _optimize(
     desc: str,
     progress: bool,
 ) -> list[float]:
-    """AdamW, linear warm-up then cosine decay to a tenth; returns the loss of every step."""
+    """`fsgen.train.optimize` (no weight decay) over seeded epochs of the `n_examples` rows."""
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    warmup, total = config.warmup_steps, config.steps
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        done = (step - warmup) / max(1, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    module.train()
-    losses = []
-    bar = tqdm(_step_order(n_examples, config), desc=desc, disable=not progress, mininterval=2.0)
-    for rows in bar:
-        loss = step_loss(rows)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    module.eval()
-    return losses
+    batches = batch_order(n_examples, config.steps, config.batch_size, config.seed)
+    return optimize(module, parameters, step_loss, batches, lr=config.lr,
+                    warmup_steps=config.warmup_steps, weight_decay=0.0, desc=desc,
+                    progress=progress)  # fmt: skip
 
 
 def train_llm_to_slm(

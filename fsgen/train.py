@@ -100,6 +100,47 @@ def batch_order(n_blocks: int, steps: int, batch_size: int, seed: int) -> list[l
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
+def optimize(
+    module: torch.nn.Module,
+    parameters: list[torch.nn.Parameter],
+    step_loss: Callable[[list[int]], torch.Tensor],
+    batches: list[list[int]],
+    *,
+    lr: float,
+    warmup_steps: int,
+    weight_decay: float,
+    desc: str = "train",
+    progress: bool = True,
+) -> list[float]:
+    """AdamW (gradients clipped to norm 1) with linear warm-up, then cosine decay to a tenth of
+    `lr` over `batches`; `step_loss` maps one batch of row indices to its loss. Returns the loss
+    of each step."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    total = len(batches)
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = (step - warmup_steps) / max(1, total - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    module.train()
+    losses = []
+    bar = tqdm(batches, desc=desc, disable=not progress, mininterval=2.0)
+    for indices in bar:
+        loss = step_loss(indices)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    module.eval()
+    return losses
+
+
 def train_causal_lm(
     model: torch.nn.Module,
     blocks: torch.Tensor,
@@ -110,32 +151,15 @@ def train_causal_lm(
     desc: str = "train",
     progress: bool = True,
 ) -> list[float]:
-    """AdamW with linear warm-up and cosine decay over `batches`; returns the loss of each step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
-    total = len(batches)
+    """Next-token training on `blocks` (n, block_size) in the order of `batches` (`optimize`,
+    weight decay 0.1); returns the loss of each step."""
 
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress_ = (step - warmup_steps) / max(1, total - warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
-    losses = []
-    bar = tqdm(batches, desc=desc, disable=not progress, mininterval=2.0)
-    for indices in bar:
+    def step_loss(indices: list[int]) -> torch.Tensor:
         batch = blocks[indices]  # (batch_size, block_size)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    model.eval()
-    return losses
+        return model(input_ids=batch, labels=batch).loss
+
+    return optimize(model, list(model.parameters()), step_loss, batches, lr=lr,
+                    warmup_steps=warmup_steps, weight_decay=0.1, desc=desc, progress=progress)  # fmt: skip
 
 
 @torch.no_grad()
