@@ -11,12 +11,12 @@ bound); prefill and scoring passes are ignored.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import pandas as pd
 
 from fsgen.ladder import Profile
+from fsgen.scaling import parse_size
 
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 H100_BANDWIDTH = 3.35e12  # bytes/s, H100 SXM HBM3
@@ -25,11 +25,8 @@ H100_MEMORY = 80e9
 
 def nominal_size(name: str) -> float:
     """Parameters from a rung or model name ending in a size, e.g. "qwen1.5-1.8b" or
-    "pythia-70m"."""
-    match = re.search(r"(\d+(?:\.\d+)?)([mMbB])$", name)
-    if not match:
-        raise ValueError(f"expected a name ending in a size like '1.8b' or '70m', got {name!r}")
-    return float(match.group(1)) * (1e9 if match.group(2).lower() == "b" else 1e6)
+    "pythia-70m" (the size after the last hyphen, read by `fsgen.parse_size`)."""
+    return parse_size(name.rsplit("-", 1)[-1])
 
 
 def _step_bytes(method: str, large: float, small: float, per_param: int) -> float:

@@ -6,7 +6,6 @@ from `metrics/` and `results/`, and a test checks that the README matches a fres
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -14,15 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsgen.io import atomic_write_bytes
+from fsgen.io import atomic_write_bytes, read_metrics
 from fsgen.paths import resolve
 
 START = "<!-- results:start (written by `python -m fsgen.report`; do not edit) -->"
 END = "<!-- results:end -->"
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def _read_metrics(path: Path) -> dict:
+    return read_metrics(path) if path.exists() else {}
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -50,7 +49,7 @@ def ladder_section(root: Path) -> str:
 
 def frequency_section(root: Path) -> str:
     table = pd.read_csv(root / "results/frequency/frequency.csv")
-    metrics = _read_json(root / "metrics/frequency.json")
+    metrics = _read_metrics(root / "metrics/frequency.json")
     methods = list(dict.fromkeys(table["method"]))
     rows = []
     for (task, pair), group in table.groupby(["task", "pair"], sort=False):
@@ -115,7 +114,7 @@ def uncertainty_section(root: Path) -> str:
 
 def llm_to_slm_section(root: Path) -> str:
     table = pd.read_csv(root / "results/llm_to_slm/results.csv")
-    metrics = _read_json(root / "metrics/llm_to_slm.json")
+    metrics = _read_metrics(root / "metrics/llm_to_slm.json")
     rows = []
     for system, group in table.groupby("system", sort=False):
         row = {"system": system, "accuracy": group["accuracy"].iloc[0],
