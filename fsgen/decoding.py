@@ -11,7 +11,7 @@ crops the drafts that every row rejected and masks out the rest, row by row.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,6 +162,31 @@ class Sampler:
 # ----------------------------------------------------------------------------- stopping and traces
 
 
+def text_decoder(tokenizer) -> Callable[[list[int]], str]:
+    """`ids -> tokenizer.decode(ids, skip_special_tokens=True)`, the text the stop strings are
+    looked for in after every token.
+
+    For a fast (Rust-backed) tokenizer that neither overrides decoding nor cleans up
+    tokenization spaces, transformers' `decode` is its backend's `decode` plus per-call input
+    conversions that cost more than the decoding itself on every step; this calls the backend
+    directly, so the text is the same string. Any other tokenizer keeps its own `decode`.
+    """
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    kind = type(tokenizer)
+    plain = (
+        isinstance(tokenizer, TokenizersBackend)
+        and kind.decode is PreTrainedTokenizerBase.decode
+        and kind._decode is TokenizersBackend._decode
+        and not tokenizer.clean_up_tokenization_spaces
+    )
+    if plain:
+        backend = tokenizer.backend_tokenizer
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
 class Output:
     """Generated tokens and trace rows of each prompt, with per-row stopping."""
 
@@ -173,6 +198,7 @@ class Output:
         self.frames: list[pd.DataFrame] = []
         self.done = [False] * len(self.prompt_ids)
         self.eos = tokenizer.eos_token_id
+        self.decode = text_decoder(tokenizer)
 
     def active(self) -> torch.Tensor:
         return torch.tensor([not d for d in self.done])
@@ -212,7 +238,7 @@ class Output:
         self.frames.append(frame)
 
     def _text(self, row: int) -> str:
-        return self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        return self.decode(self.tokens[row])
 
     def texts(self) -> list[str]:
         """Decoded generations, each cut before the first stop string it contains."""

@@ -77,14 +77,21 @@ class FastNeoX:
         head = model.get_output_embeddings()
         self.head = (head.weight, head.bias)
         self.dtype, self.device = self.embed.dtype, self.embed.device
-        # rotary tables, as HF computes them (float32 products, cos/sin, then the model's dtype)
-        positions = max(positions, config.max_position_embeddings)  # HF's rotary has no limit
-        inv_freq = core.rotary_emb.inv_freq.to(device=self.device, dtype=torch.float)
-        freqs = torch.arange(positions, device=self.device).float()[:, None] * inv_freq[None]
+        self.inv_freq = core.rotary_emb.inv_freq.to(device=self.device, dtype=torch.float)
+        self.rotary_scaling = core.rotary_emb.attention_scaling
+        self.positions = 0
+        self.cover(max(positions, config.max_position_embeddings))  # HF's rotary has no limit
+
+    def cover(self, positions: int) -> None:
+        """Make the rotary tables cover positions [0, positions), as HF computes them (float32
+        products, cos/sin, then the model's dtype)."""
+        if positions <= self.positions:
+            return
+        freqs = torch.arange(positions, device=self.device).float()[:, None] * self.inv_freq[None]
         emb = torch.cat((freqs, freqs), dim=-1)  # (positions, rotary)
-        scaling = core.rotary_emb.attention_scaling
-        self.cos = (emb.cos() * scaling).to(self.dtype)
-        self.sin = (emb.sin() * scaling).to(self.dtype)
+        self.cos = (emb.cos() * self.rotary_scaling).to(self.dtype)
+        self.sin = (emb.sin() * self.rotary_scaling).to(self.dtype)
+        self.positions = positions
 
     def new_cache(self, rows: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """A static KV cache: per layer, keys and values (rows, heads, length, head_dim)."""
@@ -118,6 +125,20 @@ class FastNeoX:
         """Logits (B, k, V) of columns [start, start + k): writes their keys and values into
         `cache` and attends over cache columns [0, start + k) under `attn_mask` (a boolean
         (B, 1, k, start + k), True where attending; None: every earlier column, causal)."""
+        x = self.hidden(cache, start, position_ids, attn_mask, input_ids, inputs_embeds)
+        return F.linear(x, *self.head)  # (B, k, V)
+
+    def hidden(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        start: int,
+        position_ids: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`forward` without the output head: the final layer norm's states (B, k, width), what
+        HF's `base_model(...).last_hidden_state` holds."""
         x = F.embedding(input_ids, self.embed) if inputs_embeds is None else inputs_embeds
         rows, k = x.shape[:2]
         end = start + k
@@ -150,8 +171,17 @@ class FastNeoX:
                 attn = attn + x
                 h2 = F.layer_norm(attn, (width,), ln2[0], ln2[1], eps)
                 x = F.linear(self.act(F.linear(h2, *up)), *down) + attn
-        x = F.layer_norm(x, (width,), self.final_norm[0], self.final_norm[1], eps)
-        return F.linear(x, *self.head)
+        return F.layer_norm(x, (width,), self.final_norm[0], self.final_norm[1], eps)
+
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The last hidden states (B, P, width) of left-padded prompts (B, P) with their
+        attention mask and position ids: one pass over a scratch KV cache."""
+        self.cover(int(pos.max()) + 1 if pos.numel() else 0)
+        with torch.inference_mode():
+            cache = self.new_cache(*ids.shape)
+            mask = attention_mask(mask, 0, ids.shape[1])
+            states = self.hidden(cache, 0, pos, mask, input_ids=ids)  # (B, P, width)
+        return states.clone()  # a normal tensor again, usable outside inference mode
 
 
 def attention_mask(mask: torch.Tensor, start: int, end: int) -> torch.Tensor | None:
@@ -172,15 +202,24 @@ def attention_mask(mask: torch.Tensor, start: int, end: int) -> torch.Tensor | N
 
 class LeanStream:
     """`fsgen.decoding.Stream` for the lean loop, run by `FastNeoX` over a static KV cache of
-    `max_len` columns (the prompt width plus the tokens to generate)."""
+    `max_len` columns (the prompt width plus the tokens to generate). Pass `fast` to reuse one
+    `FastNeoX` across batches.
 
-    def __init__(self, model, vocab: int, rows: int, max_len: int):
+    Two ways in: `advance(batch)` feeds whatever columns of `batch` it has not seen (Stream's
+    contract); `prefill(batch)` then `decode_one_token(tokens)` is the plain decoding loop, which
+    keeps its own column count, positions and key mask instead of growing `batch`.
+    """
+
+    def __init__(self, model, vocab: int, rows: int, max_len: int, fast: FastNeoX | None = None):
         self.model, self.vocab = model, vocab
-        self.fast = FastNeoX(causal_lm(model), positions=max_len)
+        self.fast = fast if fast is not None else FastNeoX(causal_lm(model), positions=max_len)
+        self.fast.cover(max_len)
         self.embed_columns = getattr(model, "embed_columns", None)
         self.cache = self.fast.new_cache(rows, max_len)
         self.max_len = max_len
         self.seen = 0
+        self.keys: torch.Tensor | None = None  # (B, max_len) real columns, when any is padding
+        self.next_positions: torch.Tensor | None = None  # (B, 1)
 
     @torch.inference_mode()
     def advance(self, batch: Batch) -> torch.Tensor:
@@ -201,3 +240,38 @@ class LeanStream:
         )
         self.seen = end
         return logits[..., : self.vocab].float().to(batch.seq.device)
+
+    def prefill(self, batch: Batch) -> torch.Tensor:
+        """Feed a fresh prompt batch; next-token logits (B, vocab). Readies `decode_one_token`."""
+        if self.seen:
+            raise ValueError(f"prefill needs a fresh stream, this one has seen {self.seen} columns")
+        logits = self.advance(batch)[:, -1]  # (B, vocab)
+        device = self.fast.device
+        prompt = batch.mask.to(device).bool()  # (B, P)
+        self.keys = None
+        if not bool(prompt.all()):  # some rows are left padded: mask those columns out
+            self.keys = torch.ones(prompt.shape[0], self.max_len, dtype=torch.bool, device=device)
+            self.keys[:, : prompt.shape[1]] = prompt
+        self.next_positions = batch.next_positions().to(device)[:, None]  # (B, 1)
+        return logits
+
+    @torch.inference_mode()
+    def decode_one_token(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one new token per row (B,) after `prefill`; the next logits (B, vocab).
+
+        The same forward as `advance` on a batch grown by that column: positions continue each
+        row's count, every generated column is real, padding stays masked out. Columns past the
+        prompt take the model's own embeddings."""
+        if self.next_positions is None:
+            raise ValueError("decode_one_token needs prefill(batch) first")
+        start = self.seen
+        if start >= self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} columns, all of them are used")
+        device = self.fast.device
+        keys = None if self.keys is None else self.keys[:, None, None, : start + 1]  # (B,1,1,S)
+        logits = self.fast.forward(
+            self.cache, start, self.next_positions, keys, input_ids=tokens.to(device)[:, None]
+        )  # (B, 1, V)
+        self.seen = start + 1
+        self.next_positions = self.next_positions + 1
+        return logits[:, -1, : self.vocab].float().to(tokens.device)

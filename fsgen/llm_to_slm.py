@@ -196,12 +196,18 @@ class LLMToSLM(torch.nn.Module):
         return self.small.get_input_embeddings()(ids)
 
     def prompt_embeddings(
-        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The small model's fused prompt embeddings (B, P, small width): its own embedding plus
-        (add) or replaced by (replace) the projected large encoding."""
+        (add) or replaced by (replace) the projected large encoding (`states`, if already
+        computed, else `encode`'s)."""
         pos = (mask.cumsum(-1) - 1).clamp(min=0) if pos is None else pos
-        projected = self.projector(self.encode(ids, mask, pos).to(self.projector[0].weight.dtype))
+        states = self.encode(ids, mask, pos) if states is None else states.to(self.small.device)
+        projected = self.projector(states.to(self.projector[0].weight.dtype))
         if self.fusion == "replace":
             return projected  # (B, P, D)
         return self.prompt_token_embeddings(ids) + projected  # (B, P, D)
@@ -318,6 +324,7 @@ class ConditionedSmall(torch.nn.Module):
         self.config = model.small.config
         self.prompt: torch.Tensor | None = None  # (B, P, D) fused prompt embeddings
         self.encode_seconds = 0.0
+        self.lean_large: fast_neox.FastNeoX | None = None  # set by `generate`'s lean path
 
     @property
     def device(self) -> torch.device:
@@ -325,9 +332,16 @@ class ConditionedSmall(torch.nn.Module):
 
     @torch.no_grad()
     def condition_on_prompts(self, batch: Batch) -> None:
-        """Encode the prompt columns of `batch` (the large model's one forward pass)."""
+        """Encode the prompt columns of `batch` (the large model's one forward pass, through
+        `lean_large` when set)."""
         started = time.perf_counter()
-        self.prompt = self.model.prompt_embeddings(batch.seq, batch.mask, batch.pos)
+        states = None
+        if self.lean_large is not None:
+            device = self.lean_large.device
+            states = self.lean_large.encode(
+                *(t.to(device) for t in (batch.seq, batch.mask, batch.pos))
+            )
+        self.prompt = self.model.prompt_embeddings(batch.seq, batch.mask, batch.pos, states)
         self.encode_seconds += time.perf_counter() - started
 
     @torch.no_grad()
@@ -416,6 +430,8 @@ def generate(
     """
     _check_context(model, list(prompts), max_new_tokens)
     wrapper = ConditionedSmall(model)
+    if fast and not trace and lean_encoding(model):  # the lean forward encodes, as it generates
+        wrapper.lean_large = fast_neox.FastNeoX(model.large)
     result = _generate(wrapper, model.large_tokenizer, model.small_tokenizer, prompts,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
                        temperature=temperature, seed=seed, stop=stop, trace=trace,
@@ -465,6 +481,7 @@ def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens
     started = time.perf_counter()
     spec, (_, never) = get_method("small"), make_router("never")
     lean = fast and not trace and fast_neox.supports(lm)  # the same lean forward for every model
+    lean_lm = fast_neox.FastNeoX(fast_neox.causal_lm(lm)) if lean else None  # one for all batches
     outputs = []
     for begin in range(0, len(prompts), batch_size):
         ids = list(range(begin, min(begin + batch_size, len(prompts))))
@@ -476,7 +493,8 @@ def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens
             models = Models(Stream(lm, vocab), None, None)
             token_level_decode(models, batch, spec, never, sampler, output, 0.0, 0.0)
         elif lean:
-            stream = fast_neox.LeanStream(lm, vocab, len(ids), batch.width + max_new_tokens)
+            stream = fast_neox.LeanStream(lm, vocab, len(ids), batch.width + max_new_tokens,
+                                          fast=lean_lm)  # fmt: skip
             decode_lean(stream, batch, sampler, output)
         else:
             decode_lean(Stream(lm, vocab), batch, sampler, output)
@@ -487,17 +505,30 @@ def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens
     return Collaboration(texts, tokens, trace_frame, summary)
 
 
-def decode_lean(stream: Stream, batch: Batch, sampler: Sampler, output: Output) -> None:
-    """Decode every row until it stops, one token per step, recording no trace."""
-    logits = prefill(stream, batch)  # (B, V)
+def decode_lean(
+    stream: Stream | fast_neox.LeanStream, batch: Batch, sampler: Sampler, output: Output
+) -> None:
+    """Decode every row until it stops, one token per step, recording no trace. A `LeanStream`
+    keeps its own columns (`decode_one_token`); HF's `Stream` reads them from the growing batch."""
+    lean = isinstance(stream, fast_neox.LeanStream)
+    logits = stream.prefill(batch) if lean else prefill(stream, batch)  # (B, V)
     while True:
         chosen = sampler.choose(logits)  # (B,)
         for row, token in enumerate(chosen.tolist()):
             output.accept(row, [token])
         if all(output.done):
             return
-        batch.append(chosen.unsqueeze(-1))
-        logits = stream.advance(batch)[:, -1]
+        if lean:
+            logits = stream.decode_one_token(chosen)
+        else:
+            batch.append(chosen.unsqueeze(-1))
+            logits = stream.advance(batch)[:, -1]
+
+
+def lean_encoding(model: LLMToSLM) -> bool:
+    """Whether the lean GPT-NeoX forward can encode for `model`: a GPT-NeoX large model read at
+    its last layer (its final layer norm's states)."""
+    return not model.encoder_decoder and model.layer == -1 and fast_neox.supports(model.large)
 
 
 def _check_context(model: LLMToSLM, prompts: Sequence[str], max_new_tokens: int) -> None:

@@ -324,3 +324,26 @@ def test_untraced_calls_return_an_empty_trace_with_every_column(tiny_tokenizer):
     texts, tokens, trace = _assemble(outputs)
     assert tokens == [[5, 6]] * 3 and len(texts) == 3
     assert trace.equals(empty_trace()) and list(trace.dtypes) == list(empty_trace().dtypes)
+
+
+def test_stop_check_decodes_exactly_as_the_tokenizer(tiny_tokenizer):
+    """The stop strings are looked for in `text_decoder`'s text: for a plain fast tokenizer it
+    calls the backend directly, and the text must be `decode`'s, special tokens, partial UTF-8
+    bytes and all; a tokenizer that cleans up spaces keeps its own `decode`."""
+    import copy
+
+    from fsgen.decoding import text_decoder
+
+    generator = torch.Generator().manual_seed(0)
+    vocab = len(tiny_tokenizer)
+    sequences = [torch.randint(vocab, (n,), generator=generator).tolist() for n in range(0, 60, 3)]
+    sequences.append(
+        tiny_tokenizer("héllo wörld, 12 + 30 = 42 ✓")["input_ids"][:-1]
+    )  # cut mid-char
+    direct = text_decoder(tiny_tokenizer)
+    for ids in sequences:
+        assert direct(ids) == tiny_tokenizer.decode(ids, skip_special_tokens=True)
+    cleaning = copy.deepcopy(tiny_tokenizer)
+    cleaning.clean_up_tokenization_spaces = True
+    ids = tiny_tokenizer("a , b . c ?")["input_ids"]
+    assert text_decoder(cleaning)(ids) == cleaning.decode(ids, skip_special_tokens=True)

@@ -9,8 +9,16 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.decoding import Batch, Stream
-from fsgen.fast_neox import LeanStream, attention_mask, supports
-from fsgen.llm_to_slm import SYSTEMS, LLMToSLM, Systems, _run_system, generate, generate_alone
+from fsgen.fast_neox import FastNeoX, LeanStream, attention_mask, supports
+from fsgen.llm_to_slm import (
+    SYSTEMS,
+    LLMToSLM,
+    Systems,
+    _run_system,
+    generate,
+    generate_alone,
+    lean_encoding,
+)
 from tests.test_llm_to_slm import PROMPTS, _randomize_projector
 
 CONFIGS = {
@@ -80,6 +88,65 @@ def test_logits_match_hf_on_the_embedded_ladder(repo, name):
     model, tokenizer = load_model(folder)
     prompts = ["Question: Ann has 3 coins. How many?\nAnswer:", "Question:", "Ben has 12"]
     _compare_streams(model, tokenizer, prompts)
+    _compare_decode_loop(model, tokenizer, prompts)
+
+
+def _compare_decode_loop(model, tokenizer, prompts, steps=6, atol=1e-5):
+    """The plain loop (`prefill`, then `decode_one_token` with no growing batch) against HF's
+    `Stream` on a growing batch: the same logits at every step, so the same tokens."""
+    vocab = len(tokenizer)
+    batch = Batch.from_prompts(tokenizer, prompts, "cpu")
+    hf, lean = Stream(model, vocab), LeanStream(model, vocab, len(prompts), batch.width + steps)
+    lean_logits = lean.prefill(Batch.from_prompts(tokenizer, prompts, "cpu"))
+    hf_logits = hf.advance(batch)[:, -1]
+    for _ in range(steps):
+        torch.testing.assert_close(lean_logits, hf_logits, atol=atol, rtol=0)
+        chosen = hf_logits.argmax(-1)  # (B,)
+        assert torch.equal(chosen, lean_logits.argmax(-1))
+        batch.append(chosen[:, None])
+        hf_logits = hf.advance(batch)[:, -1]
+        lean_logits = lean.decode_one_token(chosen)
+    torch.testing.assert_close(lean_logits, hf_logits, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+def test_decode_loop_matches_hf_on_random_configs(tiny_tokenizer, overrides):
+    torch.set_num_threads(1)
+    model = _random_neox(tiny_tokenizer, **overrides)
+    _compare_decode_loop(model, tiny_tokenizer, PROMPTS)  # left padded
+    _compare_decode_loop(model, tiny_tokenizer, PROMPTS[:1])  # no padding
+
+
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+def test_encode_matches_hf_last_hidden_state(tiny_tokenizer, overrides):
+    """LLM-to-SLM's lean encoding: `FastNeoX.encode` against HF's `base_model(...)`'s
+    `last_hidden_state` at every real prompt column, left padded or not."""
+    torch.set_num_threads(1)
+    model = _random_neox(tiny_tokenizer, **overrides)
+    fast = FastNeoX(model)
+    for prompts in (PROMPTS, PROMPTS[:1]):
+        batch = Batch.from_prompts(tiny_tokenizer, prompts, "cpu")
+        with torch.no_grad():
+            hf = model.base_model(input_ids=batch.seq, attention_mask=batch.mask,
+                                  position_ids=batch.pos).last_hidden_state  # fmt: skip
+        lean = fast.encode(batch.seq, batch.mask, batch.pos)
+        assert not lean.is_inference()
+        real = batch.mask.bool()
+        torch.testing.assert_close(lean[real], hf[real], atol=1e-5, rtol=0)
+
+
+def test_decode_loop_misuse_is_a_clear_error(tiny_tokenizer):
+    model = _random_neox(tiny_tokenizer)
+    batch = Batch.from_prompts(tiny_tokenizer, PROMPTS[:1], "cpu")
+    stream = LeanStream(model, len(tiny_tokenizer), 1, batch.width + 1)
+    with pytest.raises(ValueError, match="prefill"):
+        stream.decode_one_token(torch.tensor([3]))
+    stream.prefill(batch)
+    with pytest.raises(ValueError, match="fresh stream"):
+        stream.prefill(batch)
+    stream.decode_one_token(torch.tensor([3]))
+    with pytest.raises(ValueError, match="all of them are used"):
+        stream.decode_one_token(torch.tensor([3]))
 
 
 def test_attention_mask_hides_padding_and_the_future():
@@ -106,6 +173,7 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
     model = _randomize_projector(LLMToSLM(large, conditioned, tiny_tokenizer, tiny_tokenizer,
                                           large_source="large"))  # fmt: skip
     systems = Systems(large, small, tuned, model, tiny_tokenizer)
+    assert lean_encoding(model)  # the timed path encodes with the lean forward too
     stop = ["\nQuestion:"]
     for batch_size in (1, 3):
         run = {"max_new_tokens": 12, "batch_size": batch_size, "stop": stop}
