@@ -38,6 +38,7 @@ test: env
 
 bench: env
 	$(BIN)/python benchmarks/bench_decoding.py
+	$(BIN)/python benchmarks/bench_llm_to_slm.py
 
 lint: env
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
