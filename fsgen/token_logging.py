@@ -13,7 +13,6 @@ machines split the units, and `merge_logs` reads everything back in a fixed orde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from fsgen import source
 from fsgen.decoding import collaborate, collaborate_ladder
 from fsgen.io import atomic_write_bytes, write_metrics
 from fsgen.ladder import Profile, load_rung
@@ -195,11 +195,9 @@ def log_tokens(
 
 
 def code_fingerprint() -> str:
-    """A hash of fsgen's source: logs made by other code are never resumed."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    """A hash of the code token logging runs (this module and the fsgen modules it imports, the
+    stage's DVC deps): logs made by other code are never resumed."""
+    return source.code_fingerprint([Path(__file__).stem])
 
 
 def default_tasks(profile: Profile, data_dir: str | os.PathLike | None = None) -> list[str]:

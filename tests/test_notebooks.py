@@ -15,6 +15,8 @@ import papermill as pm
 import pytest
 import yaml
 
+from fsgen.source import fsgen_imports, module_closure
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -74,33 +76,6 @@ def test_every_parameter_dvc_passes_is_declared():
         assert executed in stage["outs"], f"stage {name} must declare {executed} as an output"
 
 
-def _fsgen_imports(source: str) -> set[str]:
-    """The fsgen modules (file stems) that Python code imports or, for `fsgen.<name>`, uses."""
-    import ast
-
-    import fsgen
-
-    def module_of(name: str) -> str | None:
-        if (REPO / "fsgen" / f"{name}.py").is_file():
-            return name
-        value = getattr(fsgen, name, None)
-        module = getattr(value, "__module__", "") or ""
-        return module.removeprefix("fsgen.") if module.startswith("fsgen.") else None
-
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fsgen"):
-            if node.module == "fsgen":
-                found |= {module_of(alias.name) for alias in node.names}
-            else:
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("fsgen.")}
-        elif isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "fsgen":
-            found.add(module_of(node.attr))
-    return found - {None}
-
-
 def test_stages_depend_on_every_fsgen_module_they_run():
     """A stage's notebook, and every fsgen module it reaches through imports, are stage deps
     (the package's `__init__` only re-exports, so it is left out), so that editing any code a
@@ -109,11 +84,7 @@ def test_stages_depend_on_every_fsgen_module_they_run():
         notebook, _ = _passed_parameters(stage["cmd"])
         cells = nbformat.read(REPO / notebook, as_version=4).cells
         code = "\n".join(c.source for c in cells if c.cell_type == "code")
-        needed, todo = set(), _fsgen_imports(code)
-        while todo:
-            module = todo.pop()
-            needed.add(module)
-            todo |= _fsgen_imports((REPO / "fsgen" / f"{module}.py").read_text()) - needed
+        needed = module_closure(fsgen_imports(code))
         missing = sorted(f"fsgen/{m}.py" for m in needed if f"fsgen/{m}.py" not in stage["deps"])
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
 
