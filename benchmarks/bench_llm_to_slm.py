@@ -9,12 +9,14 @@ through both forwards the code offers:
 2. the Hugging Face forward on the same loop (`fast=False`),
 and reports per system the median seconds, ms per generated token, the large model's encoding
 share of LLM-to-SLM's time, and the speed-up over the large model alone, with the tokens of both
-forwards compared. Contenders are interleaved within a repeat. Nothing here is a pass/fail test.
+forwards compared. Contenders are interleaved within a repeat; each run starts after a
+full garbage collection, with the collector off (as `timeit` does and the stage does). Nothing here is a pass/fail test.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -71,9 +73,14 @@ def main() -> None:
         outputs = {}
         for _ in range(args.repeats):
             for key, fn in contenders.items():
-                started = time.perf_counter()
-                outputs[key] = fn()
-                times[key].append(time.perf_counter() - started)
+                gc.collect()  # as in the stage: a collected heap, the collector off
+                gc.disable()
+                try:
+                    started = time.perf_counter()
+                    outputs[key] = fn()
+                    times[key].append(time.perf_counter() - started)
+                finally:
+                    gc.enable()
                 encode[key].append(outputs[key].summary.get("encode_seconds", 0.0))
         for forward in ("lean", "hf"):
             large_s = statistics.median(times[forward, "large"])
