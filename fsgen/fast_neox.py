@@ -10,11 +10,14 @@ holes) built from the batch's attention mask. The math is HF's (layer norms, par
 sequential residual, rotary on the first `partial_rotary_factor` of each head, `hidden_act`,
 final layer norm, `embed_out`), op for op, so float32 logits agree with HF's to rounding.
 
-`LeanStream` is a drop-in for `fsgen.decoding.Stream` in the lean loop (`advance(batch)`): it
-serves plain GPT-NeoX causal LMs and wrappers that expose `causal_lm` (the GPT-NeoX model) and
+`LeanStream` is a drop-in for `fsgen.decoding.Stream` (`advance(batch)`), and runs the plain
+decoding loop gpt-fast style: `prefill(batch)`, then `decode_one_token(tokens)` per step, with
+positions and the key mask kept by the stream instead of a growing `Batch`. It serves plain
+GPT-NeoX causal LMs and wrappers that expose `causal_lm` (the GPT-NeoX model) and
 `embed_columns(input_ids, start)` (the input embeddings of columns [start, start + k), or None
 for the model's own), as `fsgen.llm_to_slm.ConditionedSmall` does for LLM-to-SLM's prompt
-positions. `supports(model)` says whether a model can take this path.
+positions (so only the prefill needs them). `FastNeoX.encode` gives a prompt batch's last
+hidden states, LLM-to-SLM's encoding. `supports(model)` says whether a model can take this path.
 """
 
 from __future__ import annotations

@@ -426,7 +426,9 @@ def generate(
 
     Stopping is `fsgen.collaborate`'s (EOS, `stop` strings, `max_new_tokens`). With `trace` the
     engine's token-level loop also records the token trace; without (the default), a lean loop on
-    the same pieces (`Batch`, `Stream`, `Sampler`, `Output`) picks the same tokens. The summary
+    the same pieces (`Batch`, `Stream`, `Sampler`, `Output`) picks the same tokens, through
+    `fsgen.fast_neox` for GPT-NeoX models (`fast`), which then also encodes when the large model
+    is a GPT-NeoX read at its last layer. The summary
     adds `encode_seconds`, the large model's share of the time.
     """
     _check_context(model, list(prompts), max_new_tokens)
