@@ -38,10 +38,10 @@ columns it feeds and the cache width it attends over.
   rows finished from the start.
 - Python's full garbage collections (a quarter-second pause each here, the cost of walking the
   whole process heap) come every so many surviving objects, wherever the allocation history of
-  the whole process puts them; in a fixed interleaved order they hit the same runs in every
-  repeat, so medians keep them. They are not the engine's cost: the probes' times are taken
-  less their full collections (`_timed` measures them), and the table reports each full run's
-  collection seconds next to its measured time, which stays the plain wall time.
+  the whole process puts them, so they would land on some runs and not others. They are not the
+  engine's cost: as `timeit` does, every timed run (probes and full runs, the large model alone
+  and speculative alike) starts after a full collection and runs with the collector off
+  (`_timed`, which also reports any full collection that happens anyway).
 """
 
 from __future__ import annotations
@@ -228,8 +228,9 @@ def forward_costs(
 
 
 def _timed(call) -> tuple[float, float, object]:
-    """Wall seconds of `call()`, the seconds of them Python's cyclic garbage collector spent in
-    full (generation 2) collections, and the call's result."""
+    """Wall seconds of `call()`, run after a full garbage collection with the collector off (as
+    `timeit` does), the seconds of them spent in full (generation 2) collections all the same
+    (one the call asks for), and the call's result."""
     began, collecting = [0.0], [0.0]
 
     def watch(phase: str, info: dict) -> None:
@@ -240,6 +241,8 @@ def _timed(call) -> tuple[float, float, object]:
         else:
             collecting[0] += time.perf_counter() - began[0]
 
+    gc.collect()
+    gc.disable()
     gc.callbacks.append(watch)
     try:
         start = time.perf_counter()
@@ -247,6 +250,7 @@ def _timed(call) -> tuple[float, float, object]:
         seconds = time.perf_counter() - start
     finally:
         gc.callbacks.remove(watch)
+        gc.enable()
     return seconds, collecting[0], out
 
 
