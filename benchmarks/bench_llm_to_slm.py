@@ -16,17 +16,16 @@ full garbage collection, with the collector off (as `timeit` does and the stage 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from fsgen import llm_to_slm
 from fsgen.tasks import build_prompts, get_task, load_examples
+from fsgen.timing import timed
 
 
 def main() -> None:
@@ -73,14 +72,8 @@ def main() -> None:
         outputs = {}
         for _ in range(args.repeats):
             for key, fn in contenders.items():
-                gc.collect()  # as in the stage: a collected heap, the collector off
-                gc.disable()
-                try:
-                    started = time.perf_counter()
-                    outputs[key] = fn()
-                    times[key].append(time.perf_counter() - started)
-                finally:
-                    gc.enable()
+                seconds, _, outputs[key] = timed(fn)  # as in the stage: the collector off
+                times[key].append(seconds)
                 encode[key].append(outputs[key].summary.get("encode_seconds", 0.0))
         for forward in ("lean", "hf"):
             large_s = statistics.median(times[forward, "large"])

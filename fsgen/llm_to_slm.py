@@ -26,7 +26,6 @@ cache it is given (0 without one). So the same wrapper serves a plain generation
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import statistics
@@ -59,6 +58,7 @@ from fsgen.methods import get_method
 from fsgen.paths import resolve
 from fsgen.routers import make_router
 from fsgen.tasks import accuracy, build_prompts, get_task, load_examples, score
+from fsgen.timing import timed
 from fsgen.train import batch_order, optimize
 
 FUSIONS = ("add", "replace")
@@ -861,10 +861,9 @@ def time_systems(
     """Wall time of each system on the same test prompts at each batch size, `repeats` times
     (systems interleaved within a repeat); one row per system, batch size and repeat.
 
-    LLM-to-SLM's time includes the large model's encoding (`encode_seconds` says how much). As
-    `timeit` does, each run starts after a full garbage collection and runs with the collector
-    off: a full collection walks the whole process heap (large after training), and where one
-    lands depends on the process's allocation history, not on the system being timed."""
+    LLM-to-SLM's time includes the large model's encoding (`encode_seconds` says how much). Each
+    run is timed by `fsgen.timing.timed`: after a full garbage collection, with the collector off
+    (a full collection walks the whole process heap, large after training)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
@@ -875,14 +874,9 @@ def time_systems(
         for batch_size in batch_sizes:
             for name in _compared(systems):
                 run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
-                gc.collect()
-                gc.disable()
-                try:
-                    started = time.perf_counter()
-                    result = _run_system(systems, name, prompts, **run)
-                    seconds = time.perf_counter() - started
-                finally:
-                    gc.enable()
+                seconds, _, result = timed(
+                    lambda n=name, r=run: _run_system(systems, n, prompts, **r)
+                )
                 rows.append({"system": name, "batch_size": batch_size, "repeat": repeat,
                              "seconds": seconds, "tokens": result.summary["tokens"],
                              "encode_seconds": result.summary.get("encode_seconds", 0.0)})  # fmt: skip

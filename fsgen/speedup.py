@@ -41,12 +41,11 @@ columns it feeds and the cache width it attends over.
   the whole process puts them, so they would land on some runs and not others. They are not the
   engine's cost: as `timeit` does, every timed run (probes and full runs, the large model alone
   and speculative alike) starts after a full collection and runs with the collector off
-  (`_timed`, which also reports any full collection that happens anyway).
+  (`fsgen.timing.timed`, which also reports any full collection that happens anyway).
 """
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Sequence
@@ -58,6 +57,7 @@ import pandas as pd
 import torch
 
 from fsgen.routing import oracle_trace, parse_pairs
+from fsgen.timing import timed
 
 
 def replay_rounds(mismatch: Sequence[bool], k: int) -> list[int]:
@@ -227,33 +227,6 @@ def forward_costs(
     return {key: statistics.median(values) for key, values in timings.items()}
 
 
-def _timed(call) -> tuple[float, float, object]:
-    """Wall seconds of `call()`, run after a full garbage collection with the collector off (as
-    `timeit` does), the seconds of them spent in full (generation 2) collections all the same
-    (one the call asks for), and the call's result."""
-    began, collecting = [0.0], [0.0]
-
-    def watch(phase: str, info: dict) -> None:
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            began[0] = time.perf_counter()
-        else:
-            collecting[0] += time.perf_counter() - began[0]
-
-    gc.collect()
-    gc.disable()
-    gc.callbacks.append(watch)
-    try:
-        start = time.perf_counter()
-        out = call()
-        seconds = time.perf_counter() - start
-    finally:
-        gc.callbacks.remove(watch)
-        gc.enable()
-    return seconds, collecting[0], out
-
-
 def _steps(out, batch_size: int) -> int:
     """Lockstep steps of a run of the large model alone: the longest row of each batch."""
     lengths = [len(t) for t in out.tokens]
@@ -374,7 +347,7 @@ def speedup_study(
                 for label in RUNS:
                     finished = _odd_rows_finished() if label == "probe_finished" else nullcontext()
                     with finished:
-                        seconds, collecting, out = _timed(lambda h=how, t=lengths[label]: run(h, t))
+                        seconds, collecting, out = timed(lambda h=how, t=lengths[label]: run(h, t))
                     units = (_steps(out, batch_size) if how["method"] == "large"
                              else out.summary["large_forwards"])  # fmt: skip
                     timings.append(base | {"what": f"{label}_{name}", "seconds": seconds,

@@ -28,7 +28,6 @@ from fsgen.routing import (
 )
 from fsgen.speedup import (
     _odd_rows_finished,
-    _timed,
     _work_rows,
     draft_acceptance,
     predict_speedup,
@@ -36,6 +35,7 @@ from fsgen.speedup import (
     replay_work,
     speedup_table,
 )
+from fsgen.timing import timed
 
 
 def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -336,9 +336,9 @@ def test_engine_cost_model_recovers_known_costs():
 
 
 def test_timed_counts_full_garbage_collections():
-    seconds, collecting, out = _timed(lambda: gc.collect(2) >= 0)
+    seconds, collecting, out = timed(lambda: gc.collect(2) >= 0)
     assert out is True and 0 < collecting <= seconds
-    seconds, collecting, out = _timed(lambda: sum(range(1000)))
+    seconds, collecting, out = timed(lambda: sum(range(1000)))
     assert out == 499500 and collecting == 0.0 and seconds > 0
 
 
