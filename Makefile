@@ -28,10 +28,10 @@ env: $(VENV)/.installed
 
 repro: env
 	$(BIN)/dvc repro
-	$(BIN)/python -m fsgen.report
+	$(BIN)/python -m fsgen.stages.report
 
 report: env
-	$(BIN)/python -m fsgen.report
+	$(BIN)/python -m fsgen.stages.report
 
 test: env
 	$(BIN)/python -m pytest

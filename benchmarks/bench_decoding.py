@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import fsgen
-from fsgen.synthetic import generate_problems, plain_prompt
+from fsgen.data.synthetic import generate_problems, plain_prompt
 
 
 def median_seconds(fn, repeats: int):
@@ -76,10 +76,19 @@ def stepwise_oracle(small, large, tokenizer, prompts, max_new_tokens):
 def plain_generate(large, tokenizer, prompts, max_new_tokens, batch_size):
     outputs = []
     for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
-                        add_special_tokens=False)  # fmt: skip
-        out = large.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        enc = tokenizer(
+            prompts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        )
+        out = large.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         outputs += out[:, enc["input_ids"].shape[1] :].tolist()
     return outputs
 
@@ -89,9 +98,14 @@ def assisted_generate(small, large, tokenizer, prompts, max_new_tokens):
     outputs = []
     for prompt in prompts:
         enc = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
-        out = large.generate(**enc, assistant_model=small, max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        out = large.generate(
+            **enc,
+            assistant_model=small,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         outputs.append(out[0, enc["input_ids"].shape[1] :].tolist())
     return outputs
 
@@ -121,10 +135,17 @@ def main() -> None:
         plain_prompt(p.question) for p in generate_problems(args.prompts, split="test", seed=1)
     ]
     n, reps = args.max_new_tokens, args.repeats
-    result: dict[str, object] = {"profile": args.profile, "small": args.small, "large": args.large,
-                                 "prompts": len(prompts), "max_new_tokens": n, "repeats": reps,
-                                 "threads": args.threads, "torch": torch.__version__,
-                                 "machine": platform.processor() or platform.machine()}  # fmt: skip
+    result: dict[str, object] = {
+        "profile": args.profile,
+        "small": args.small,
+        "large": args.large,
+        "prompts": len(prompts),
+        "max_new_tokens": n,
+        "repeats": reps,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
 
     # 1. oracle logging
     t_step, step_tokens = median_seconds(
@@ -132,12 +153,19 @@ def main() -> None:
     )
     seconds, runs = interleaved_medians(
         {
-            "oracle": lambda: fsgen.collaborate(small, large, tokenizer, prompts, method="oracle",
-                                                max_new_tokens=n, batch_size=len(prompts)),
+            "oracle": lambda: fsgen.collaborate(
+                small,
+                large,
+                tokenizer,
+                prompts,
+                method="oracle",
+                max_new_tokens=n,
+                batch_size=len(prompts),
+            ),
             "generate": lambda: plain_generate(large, tokenizer, prompts, n, len(prompts)),
         },
         reps,
-    )  # fmt: skip
+    )
     result |= {
         "oracle_seconds": seconds["oracle"],
         "stepwise_batch1_seconds": t_step,
@@ -151,12 +179,20 @@ def main() -> None:
     subset = prompts[:8]
     seconds, runs = interleaved_medians(
         {
-            "speculative": lambda: fsgen.collaborate(small, large, tokenizer, subset, method="speculative",
-                                                     num_draft=5, max_new_tokens=n, batch_size=1),
+            "speculative": lambda: fsgen.collaborate(
+                small,
+                large,
+                tokenizer,
+                subset,
+                method="speculative",
+                num_draft=5,
+                max_new_tokens=n,
+                batch_size=1,
+            ),
             "assisted": lambda: assisted_generate(small, large, tokenizer, subset, n),
         },
         reps,
-    )  # fmt: skip
+    )
     result |= {
         "speculative_batch1_seconds": seconds["speculative"],
         "assisted_generate_seconds": seconds["assisted"],
@@ -166,9 +202,15 @@ def main() -> None:
     }
 
     # 3. batch 8 vs batch 1 throughput, every method
-    for method, extra in [("oracle", {}), ("oracle_threshold", {"router": "threshold", "threshold": 0.5}),
-                          ("contrastive", {}), ("proxy", {"small_tuned": tuned}), ("speculative", {}),
-                          ("small", {}), ("large", {})]:  # fmt: skip
+    for method, extra in [
+        ("oracle", {}),
+        ("oracle_threshold", {"router": "threshold", "threshold": 0.5}),
+        ("contrastive", {}),
+        ("proxy", {"small_tuned": tuned}),
+        ("speculative", {}),
+        ("small", {}),
+        ("large", {}),
+    ]:
         name = method.split("_")[0]
         rates = {}
         for batch_size in (1, 8):

@@ -5,7 +5,7 @@
 Stage 05 times the four systems on 8 prompts, 3 repeats. This reruns the two that its speed-up
 compares, the large model alone and LLM-to-SLM, on more prompts and repeats, at each batch size,
 through both forwards the code offers:
-1. the lean loop (`fsgen.fast_neox`, what the stage times) and
+1. the lean loop (`fsgen.engine.fast_neox`, what the stage times) and
 2. the Hugging Face forward on the same loop (`fast=False`),
 and reports per system the median seconds, ms per generated token, the large model's encoding
 share of LLM-to-SLM's time, and the speed-up over the large model alone, with the tokens of both
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from fsgen import llm_to_slm
-from fsgen.tasks import build_prompts, get_task, load_examples
-from fsgen.timing import timed
+from fsgen.core.timing import timed
+from fsgen.data.tasks import build_prompts, get_task, load_examples
+from fsgen.models import llm_to_slm
 
 
 def main() -> None:
@@ -44,16 +44,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     large, tokenizer = llm_to_slm.load_large(args.large)
-    model = llm_to_slm.LLMToSLM.from_pretrained(args.checkpoint, large=large,
-                                                large_tokenizer=tokenizer)  # fmt: skip
+    model = llm_to_slm.LLMToSLM.from_pretrained(
+        args.checkpoint, large=large, large_tokenizer=tokenizer
+    )
     examples = load_examples("synthetic", n_prompts=args.prompts, seed=0, split="test")
     prompts = build_prompts("synthetic", examples)
     stop = list(get_task("synthetic").stop)
-    result: dict[str, object] = {"large": args.large, "checkpoint": args.checkpoint,
-                                 "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-                                 "repeats": args.repeats, "threads": args.threads,
-                                 "torch": torch.__version__,
-                                 "machine": platform.processor() or platform.machine()}  # fmt: skip
+    result: dict[str, object] = {
+        "large": args.large,
+        "checkpoint": args.checkpoint,
+        "prompts": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
 
     def runner(system: str, fast: bool, run: dict):
         if system == "large":

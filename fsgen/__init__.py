@@ -3,32 +3,7 @@
 The public functions that notebooks call are re-exported here.
 """
 
-from fsgen.decoding import Collaboration, collaborate, collaborate_ladder
-from fsgen.io import atomic_write_bytes, read_metrics, write_metrics
-from fsgen.ladder import (
-    ModelUnavailableError,
-    Profile,
-    Rung,
-    count_parameters,
-    load_model,
-    load_profile,
-    load_rung,
-    read_params,
-)
-from fsgen.llm_to_slm import (
-    ConditionedSmall,
-    LLMToSLM,
-    fine_tune_small,
-    load_large,
-    train_llm_to_slm,
-    training_pairs,
-)
-from fsgen.llm_to_slm import generate as generate_llm_to_slm
-from fsgen.methods import METHODS, Method, get_method
-from fsgen.paths import repo_root, resolve
-from fsgen.plots import plot_ladder, plot_training_curves, save_figure
-from fsgen.routers import ROUTERS, make_router
-from fsgen.routing import (
+from fsgen.analysis.routing import (
     Calibration,
     LearnedRouter,
     SweepResult,
@@ -47,11 +22,8 @@ from fsgen.routing import (
     sweep_routers,
     write_router_outputs,
 )
-from fsgen.sandbox import SandboxResult, run_many, run_python
-from fsgen.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
-from fsgen.scoring import last_number, parse_number
-from fsgen.shards import ShardStore, select_shard
-from fsgen.speedup import (
+from fsgen.analysis.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
+from fsgen.analysis.speedup import (
     SpeedupResult,
     draft_acceptance,
     plot_speedups,
@@ -61,8 +33,14 @@ from fsgen.speedup import (
     speedup_study,
     speedup_table,
 )
-from fsgen.synthetic import Problem, generate_problems
-from fsgen.tasks import (
+from fsgen.core.io import atomic_write_bytes, read_metrics, write_metrics
+from fsgen.core.paths import repo_root, resolve
+from fsgen.core.plots import plot_ladder, plot_training_curves, save_figure
+from fsgen.core.shards import ShardStore, select_shard
+from fsgen.data.sandbox import SandboxResult, run_many, run_python
+from fsgen.data.scoring import last_number, parse_number
+from fsgen.data.synthetic import Problem, generate_problems
+from fsgen.data.tasks import (
     TASKS,
     DataUnavailableError,
     Example,
@@ -77,23 +55,51 @@ from fsgen.tasks import (
     resolve_data_dir,
     score,
 )
-from fsgen.token_logging import (
-    default_tasks,
-    log_tokens,
-    merge_logs,
-    plan_units,
-    summarize_logs,
-    write_logging_outputs,
+from fsgen.data.tokenizer import train_tokenizer
+from fsgen.engine.collaborate import (
+    Collaboration,
+    Engine,
+    collaborate,
+    collaborate_ladder,
+    generate,
 )
-from fsgen.tokenizer import train_tokenizer
-from fsgen.trace import read_trace, write_trace
-from fsgen.train import (
+from fsgen.engine.methods import METHODS, Method, get_method
+from fsgen.engine.routers import ROUTERS, make_router
+from fsgen.engine.trace import read_trace, write_trace
+from fsgen.models.llm_to_slm import (
+    ConditionedSmall,
+    LLMToSLM,
+    fine_tune_small,
+    load_large,
+    train_llm_to_slm,
+    training_pairs,
+)
+from fsgen.models.llm_to_slm import generate as generate_llm_to_slm  # noqa: I001
+from fsgen.models.profiles import (
+    ModelUnavailableError,
+    Profile,
+    Rung,
+    count_parameters,
+    load_model,
+    load_profile,
+    load_rung,
+    read_params,
+)
+from fsgen.models.train import (
     LadderConfig,
     build_ladder,
     describe_hub_ladder,
     ladder_metrics,
     train_ladder,
     write_ladder_outputs,
+)
+from fsgen.stages.token_logging import (
+    default_tasks,
+    log_tokens,
+    merge_logs,
+    plan_units,
+    summarize_logs,
+    write_logging_outputs,
 )
 
 __all__ = [
@@ -142,6 +148,8 @@ __all__ = [
     "parse_size",
     "scaling_law",
     "Collaboration",
+    "Engine",
+    "generate",
     "METHODS",
     "Method",
     "ROUTERS",

@@ -24,8 +24,8 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE trained on a few hundred synthetic problems."""
-    from fsgen.synthetic import chat_document, generate_problems, plain_document
-    from fsgen.tokenizer import train_tokenizer
+    from fsgen.data.synthetic import chat_document, generate_problems, plain_document
+    from fsgen.data.tokenizer import train_tokenizer
 
     problems = generate_problems(300, seed=7)
     return train_tokenizer(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from fsgen.methods import LogitView, get_method
-from fsgen.routers import make_router
+from fsgen.engine.methods import LogitView, get_method
+from fsgen.engine.routers import make_router
 
 
 def _logits(model, ids: list[int], vocab: int) -> torch.Tensor:
@@ -17,18 +17,31 @@ def _logits(model, ids: list[int], vocab: int) -> torch.Tensor:
         return model(torch.tensor([ids])).logits[0, -1, :vocab].float()
 
 
+def _end_ids(tokenizer, models, stop) -> set[int]:
+    """End ids: the tokenizer's eos, each model's generation_config eos (int or list), and
+    every stop string that is one of the tokenizer's special tokens."""
+    ids = {tokenizer.eos_token_id}
+    for model in models:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids |= set(eos) if isinstance(eos, list) else {eos}
+    specials = set(tokenizer.all_special_tokens)
+    ids |= {tokenizer.convert_tokens_to_ids(s) for s in stop or [] if s in specials}
+    return ids - {None}
+
+
 class _Row:
-    def __init__(self, tokenizer, max_new_tokens, stop):
+    def __init__(self, tokenizer, max_new_tokens, stop, end_ids):
         self.tokenizer, self.max_new_tokens, self.stop = tokenizer, max_new_tokens, stop or []
+        self.end_ids = end_ids
         self.tokens, self.mismatches, self.vs_base, self.calls, self.sources = [], 0, 0, 0, []
 
     def done(self) -> bool:
         if not self.tokens:
             return False
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=False)
         return (
             len(self.tokens) >= self.max_new_tokens
-            or self.tokens[-1] == self.tokenizer.eos_token_id
+            or self.tokens[-1] in self.end_ids
             or any(s in text for s in self.stop)
         )
 
@@ -40,10 +53,26 @@ def _choose(scores, do_sample, temperature, generator) -> int:
     return int(torch.multinomial(probs, 1, generator=generator)[0])
 
 
-def naive_collaborate(small, large, tokenizer, prompt, *, prompt_id=0, method="oracle",
-                      router="always", threshold=None, small_tuned=None, alpha=None, beta=None,
-                      num_draft=5, max_new_tokens=16, do_sample=False, temperature=1.0, seed=0,
-                      stop=None) -> dict:  # fmt: skip
+def naive_collaborate(
+    small,
+    large,
+    tokenizer,
+    prompt,
+    *,
+    prompt_id=0,
+    method="oracle",
+    router="always",
+    threshold=None,
+    small_tuned=None,
+    alpha=None,
+    beta=None,
+    num_draft=5,
+    max_new_tokens=16,
+    do_sample=False,
+    temperature=1.0,
+    seed=0,
+    stop=None,
+) -> dict:
     """One prompt, decoded the slow way. Returns tokens, mismatches, large calls and sources."""
     spec = get_method(method)
     alpha = spec.alpha if alpha is None else alpha
@@ -51,10 +80,12 @@ def naive_collaborate(small, large, tokenizer, prompt, *, prompt_id=0, method="o
     vocab = len(tokenizer)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     generator = torch.Generator().manual_seed(seed * 1_000_003 + prompt_id)
-    row = _Row(tokenizer, max_new_tokens, stop)
+    models = [m for m in (small, large, small_tuned) if m is not None]
+    row = _Row(tokenizer, max_new_tokens, stop, _end_ids(tokenizer, models, stop))
     if method == "speculative":
-        return _naive_speculative(small, large, prompt_ids, row, vocab, num_draft, do_sample,
-                                  temperature, generator)  # fmt: skip
+        return _naive_speculative(
+            small, large, prompt_ids, row, vocab, num_draft, do_sample, temperature, generator
+        )
     _, rule = make_router(router, threshold)
     system1 = {"large": large, "proxy": small_tuned}.get(method, small)
     while not row.done():
@@ -68,8 +99,11 @@ def naive_collaborate(small, large, tokenizer, prompt, *, prompt_id=0, method="o
             b = _logits(small, seq, vocab)
         if consult:
             l = _logits(large, seq, vocab)  # noqa: E741
-            scores = spec.combine(LogitView(s=s[None], l=l[None], b=None if b is None else b[None],
-                                            alpha=alpha, beta=beta))[0]  # fmt: skip
+            scores = spec.combine(
+                LogitView(
+                    s=s[None], l=l[None], b=None if b is None else b[None], alpha=alpha, beta=beta
+                )
+            )[0]
         token = _choose(scores, do_sample, temperature, generator)
         row.calls += consult or method == "large"
         row.mismatches += consult and token != int(s.argmax())

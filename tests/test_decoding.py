@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.decoding import collaborate
+from fsgen.engine.collaborate import collaborate
 from tests.reference import naive_collaborate
 
 PROMPTS = [
@@ -69,12 +69,32 @@ CASES = [
 
 def _check_against_reference(models, tokenizer, method, router, threshold, **kwargs):
     small, large, tuned = models
-    fast = collaborate(small, large, tokenizer, PROMPTS, method=method, router=router,
-                       threshold=threshold, small_tuned=tuned, batch_size=2, **kwargs)  # fmt: skip
+    fast = collaborate(
+        small,
+        large,
+        tokenizer,
+        PROMPTS,
+        method=method,
+        router=router,
+        threshold=threshold,
+        small_tuned=tuned,
+        batch_size=2,
+        **kwargs,
+    )
     mismatches = calls = 0
     for i, prompt in enumerate(PROMPTS):
-        ref = naive_collaborate(small, large, tokenizer, prompt, prompt_id=i, method=method,
-                                router=router, threshold=threshold, small_tuned=tuned, **kwargs)  # fmt: skip
+        ref = naive_collaborate(
+            small,
+            large,
+            tokenizer,
+            prompt,
+            prompt_id=i,
+            method=method,
+            router=router,
+            threshold=threshold,
+            small_tuned=tuned,
+            **kwargs,
+        )
         assert fast.tokens[i] == ref["tokens"], f"prompt {i}"
         rows = fast.trace[fast.trace.prompt_id == i]
         assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
@@ -91,21 +111,32 @@ def _check_against_reference(models, tokenizer, method, router, threshold, **kwa
 
 @pytest.mark.parametrize("method, router, threshold", CASES)
 def test_greedy_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
-    _check_against_reference(models, tiny_tokenizer, method, router, threshold, max_new_tokens=12,
-                             stop=["s"])  # fmt: skip
+    _check_against_reference(
+        models, tiny_tokenizer, method, router, threshold, max_new_tokens=12, stop=["s"]
+    )
 
 
 @pytest.mark.parametrize("method, router, threshold", CASES[1::2] + CASES[-3:-1])
 def test_sampling_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
-    _check_against_reference(models, tiny_tokenizer, method, router, threshold, max_new_tokens=10,
-                             do_sample=True, temperature=0.8, seed=11)  # fmt: skip
+    _check_against_reference(
+        models,
+        tiny_tokenizer,
+        method,
+        router,
+        threshold,
+        max_new_tokens=10,
+        do_sample=True,
+        temperature=0.8,
+        seed=11,
+    )
 
 
 def test_routers_split_the_steps(models, tiny_tokenizer):
     """The fixtures really exercise routing: some steps consulted, some not, some mismatches."""
     small, large, _ = models
-    out = collaborate(small, large, tiny_tokenizer, PROMPTS, router="threshold", threshold=0.5,
-                      max_new_tokens=12)  # fmt: skip
+    out = collaborate(
+        small, large, tiny_tokenizer, PROMPTS, router="threshold", threshold=0.5, max_new_tokens=12
+    )
     assert 0 < out.summary["large_calls"] < out.summary["tokens"]
     assert 0 < out.summary["mismatches"]
     spec = collaborate(
@@ -118,8 +149,16 @@ def test_routers_split_the_steps(models, tiny_tokenizer):
 def test_greedy_speculative_equals_large_alone(models, tiny_tokenizer, num_draft):
     small, large, _ = models
     alone = collaborate(small, large, tiny_tokenizer, PROMPTS, method="large", max_new_tokens=15)
-    spec = collaborate(small, large, tiny_tokenizer, PROMPTS, method="speculative",
-                       num_draft=num_draft, max_new_tokens=15, batch_size=3)  # fmt: skip
+    spec = collaborate(
+        small,
+        large,
+        tiny_tokenizer,
+        PROMPTS,
+        method="speculative",
+        num_draft=num_draft,
+        max_new_tokens=15,
+        batch_size=3,
+    )
     assert spec.tokens == alone.tokens
     assert spec.summary["large_calls"] <= alone.summary["tokens"]
 
@@ -127,19 +166,40 @@ def test_greedy_speculative_equals_large_alone(models, tiny_tokenizer, num_draft
 def test_batching_does_not_change_results(models, tiny_tokenizer):
     small, large, tuned = models
     for method in ("contrastive", "speculative", "proxy"):
-        runs = [collaborate(small, large, tiny_tokenizer, PROMPTS, method=method, small_tuned=tuned,
-                            router="threshold" if method != "speculative" else "always",
-                            threshold=0.5, max_new_tokens=10, batch_size=b, do_sample=True, seed=3)
-                for b in (1, 2, 5)]  # fmt: skip
+        runs = [
+            collaborate(
+                small,
+                large,
+                tiny_tokenizer,
+                PROMPTS,
+                method=method,
+                small_tuned=tuned,
+                router="threshold" if method != "speculative" else "always",
+                threshold=0.5,
+                max_new_tokens=10,
+                batch_size=b,
+                do_sample=True,
+                seed=3,
+            )
+            for b in (1, 2, 5)
+        ]
         assert runs[0].tokens == runs[1].tokens == runs[2].tokens
 
 
 def test_trace_schema(models, tiny_tokenizer):
-    from fsgen.trace import COLUMNS
+    from fsgen.engine.trace import COLUMNS
 
     small, large, _ = models
-    out = collaborate(small, large, tiny_tokenizer, PROMPTS[:2], router="threshold", threshold=0.5,
-                      max_new_tokens=6, trace_top_k=4)  # fmt: skip
+    out = collaborate(
+        small,
+        large,
+        tiny_tokenizer,
+        PROMPTS[:2],
+        router="threshold",
+        threshold=0.5,
+        max_new_tokens=6,
+        trace_top_k=4,
+    )
     assert list(out.trace.columns) == COLUMNS
     assert all(len(ids) == 4 for ids in out.trace["small_topk_ids"])
     skipped = out.trace[~out.trace["large_called"]]
@@ -152,8 +212,9 @@ def test_stops_and_exact_lengths(models, tiny_tokenizer):
     small, large, _ = models
     out = collaborate(small, large, tiny_tokenizer, PROMPTS, method="small", max_new_tokens=7)
     assert all(len(t) == 7 for t in out.tokens)
-    stopped = collaborate(small, large, tiny_tokenizer, PROMPTS, method="small", max_new_tokens=30,
-                          stop=["e"])  # fmt: skip
+    stopped = collaborate(
+        small, large, tiny_tokenizer, PROMPTS, method="small", max_new_tokens=30, stop=["e"]
+    )
     for text, tokens in zip(stopped.texts, stopped.tokens, strict=True):
         assert "e" not in text
         assert len(tokens) == 30 or "e" in tiny_tokenizer.decode(tokens)
@@ -171,9 +232,12 @@ def test_empty_prompt_list(models, tiny_tokenizer):
     [
         ({"method": "beam"}, r"unknown method 'beam'; valid methods: \[.*'oracle'"),
         ({"router": "coin"}, r"unknown router 'coin'; valid routers: \['always'"),
-        ({"method": "proxy"}, "needs small_tuned"),
-        ({"max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
-        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"method": "proxy"}, r"needs the models \['tuned'\] .*small_tuned="),
+        ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1, got 0"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer >= 1, got 2.5"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"stop": "ab"}, "stop must be a list of strings, got the string 'ab'"),
+        ({"prompts": "Ann has 3 coins."}, "prompts must be a list of strings, got one string"),
         ({"router": "threshold"}, "router 'threshold' needs a threshold"),
         ({"max_new_tokens": 250}, "exceeds the context of 256 tokens"),
         ({"prompts": ["Ann has 3 coins. " * 80]}, r"prompt of \d+ tokens .* exceeds the context"),
@@ -197,11 +261,18 @@ def test_different_vocabularies_are_rejected(models, tiny_tokenizer):
 
 
 def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
-    from fsgen.decoding import collaborate_ladder
+    from fsgen.engine.collaborate import collaborate_ladder
 
     small, large, tuned = models
-    ladder = collaborate_ladder(large, {"small": small, "tuned": tuned}, tiny_tokenizer, PROMPTS,
-                                max_new_tokens=9, batch_size=2, stop=["s"])  # fmt: skip
+    ladder = collaborate_ladder(
+        large,
+        {"small": small, "tuned": tuned},
+        tiny_tokenizer,
+        PROMPTS,
+        max_new_tokens=9,
+        batch_size=2,
+        stop=["s"],
+    )
     for name, model in (("small", small), ("tuned", tuned)):
         pair = collaborate(
             model, large, tiny_tokenizer, PROMPTS, max_new_tokens=9, batch_size=2, stop=["s"]
@@ -217,11 +288,20 @@ def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
 
 
 def test_trace_parquet_round_trip(models, tiny_tokenizer, tmp_path):
-    from fsgen.trace import read_trace, write_trace
+    from fsgen.engine.trace import read_trace, write_trace
 
     small, large, tuned = models
-    out = collaborate(small, large, tiny_tokenizer, PROMPTS[:3], method="proxy", small_tuned=tuned,
-                      router="threshold", threshold=0.5, max_new_tokens=5)  # fmt: skip
+    out = collaborate(
+        small,
+        large,
+        tiny_tokenizer,
+        PROMPTS[:3],
+        method="proxy",
+        small_tuned=tuned,
+        router="threshold",
+        threshold=0.5,
+        max_new_tokens=5,
+    )
     first = write_trace(out.trace, tmp_path / "a.parquet")
     back = read_trace(first)
     assert back["token_id"].tolist() == out.trace["token_id"].tolist()
@@ -240,10 +320,29 @@ def test_speculative_sampling_matches_sampling_from_large(models, tiny_tokenizer
 
     small, large, _ = models
     prompt, n = "Question: Ann has", 600
-    spec = collaborate(small, large, tiny_tokenizer, [prompt] * n, method="speculative", num_draft=3,
-                       max_new_tokens=2, batch_size=100, do_sample=True, seed=5)  # fmt: skip
-    alone = collaborate(small, large, tiny_tokenizer, [prompt] * n, method="large", max_new_tokens=2,
-                        batch_size=100, do_sample=True, seed=6)  # fmt: skip
+    spec = collaborate(
+        small,
+        large,
+        tiny_tokenizer,
+        [prompt] * n,
+        method="speculative",
+        num_draft=3,
+        max_new_tokens=2,
+        batch_size=100,
+        do_sample=True,
+        seed=5,
+    )
+    alone = collaborate(
+        small,
+        large,
+        tiny_tokenizer,
+        [prompt] * n,
+        method="large",
+        max_new_tokens=2,
+        batch_size=100,
+        do_sample=True,
+        seed=6,
+    )
     assert spec.summary["mismatches"] > 0  # drafts really were rejected and resampled
     ids = torch.tensor([tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
@@ -251,8 +350,12 @@ def test_speculative_sampling_matches_sampling_from_large(models, tiny_tokenizer
     first = torch.tensor([t[0] for t in spec.tokens])
     expected = p * n
     common = expected >= 5
-    observed = torch.cat([torch.bincount(first, minlength=len(p))[common].double(),
-                          torch.tensor([float((~common[first]).sum())])])  # fmt: skip
+    observed = torch.cat(
+        [
+            torch.bincount(first, minlength=len(p))[common].double(),
+            torch.tensor([float((~common[first]).sum())]),
+        ]
+    )
     wanted = torch.cat([expected[common], expected[~common].sum().view(1)])
     assert chisquare(observed.numpy(), wanted.numpy()).pvalue > 1e-3
     pairs = sorted({tuple(t) for t in spec.tokens + alone.tokens})
@@ -271,8 +374,9 @@ def test_callable_router_equals_named_router(models, tiny_tokenizer):
     def unsure(probs):
         return probs.max(-1).values < 0.5
 
-    named = collaborate(small, large, tiny_tokenizer, PROMPTS, router="threshold", threshold=0.5,
-                        max_new_tokens=8)  # fmt: skip
+    named = collaborate(
+        small, large, tiny_tokenizer, PROMPTS, router="threshold", threshold=0.5, max_new_tokens=8
+    )
     custom = collaborate(small, large, tiny_tokenizer, PROMPTS, router=unsure, max_new_tokens=8)
     assert custom.tokens == named.tokens
     assert custom.summary["router"] == "unsure"
@@ -285,8 +389,9 @@ def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
     import copy
 
     small, large, tuned = models
-    free = collaborate(small, large, tiny_tokenizer, PROMPTS, method=method, small_tuned=tuned,
-                       max_new_tokens=12)  # fmt: skip
+    free = collaborate(
+        small, large, tiny_tokenizer, PROMPTS, method=method, small_tuned=tuned, max_new_tokens=12
+    )
     counts = free.trace["token_id"].value_counts()
     tokenizer = copy.deepcopy(tiny_tokenizer)
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(counts.index[0]))
@@ -300,7 +405,7 @@ def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
 @pytest.mark.parametrize("k", [1, 3])
 def test_batch_append_positions(k):
     """Appended columns continue each row's positions; masked-out columns take no position."""
-    from fsgen.decoding import Batch
+    from fsgen.engine.batch import Batch
 
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding on row 0
     batch = Batch(torch.ones_like(mask), mask, (mask.cumsum(-1) - 1).clamp(min=0))
@@ -309,21 +414,26 @@ def test_batch_append_positions(k):
     holes = torch.tensor([[1, 0, 1], [0, 1, 1]])
     batch.append(torch.full((2, 3), 8), holes)
     start = [2 + k, 3 + k]
-    assert batch.pos[:, -3:].tolist() == [[s, s + 1, s + 1] if r == 0 else [s, s, s + 1]
-                                          for r, s in enumerate(start)]  # fmt: skip
+    assert batch.pos[:, -3:].tolist() == [
+        [s, s + 1, s + 1] if r == 0 else [s, s, s + 1] for r, s in enumerate(start)
+    ]
     assert batch.mask[:, -3:].tolist() == holes.tolist()
 
 
-def test_untraced_calls_return_an_empty_trace_with_every_column(tiny_tokenizer):
-    from fsgen.decoding import Output, _assemble
-    from fsgen.trace import empty_trace
+def test_untraced_calls_return_an_empty_trace_with_every_column(models, tiny_tokenizer):
+    from fsgen.engine.trace import empty_trace
 
-    outputs = [Output(tiny_tokenizer, [i], 4, None, 10) for i in range(3)]
-    for output in outputs:
-        output.accept(0, [5, 6])
-    texts, tokens, trace = _assemble(outputs)
-    assert tokens == [[5, 6]] * 3 and len(texts) == 3
-    assert trace.equals(empty_trace()) and list(trace.dtypes) == list(empty_trace().dtypes)
+    small, large, _ = models
+    for method in ("oracle", "contrastive", "speculative", "small"):
+        traced = collaborate(small, large, tiny_tokenizer, PROMPTS, method=method, max_new_tokens=6)
+        bare = collaborate(
+            small, large, tiny_tokenizer, PROMPTS, method=method, max_new_tokens=6, trace=False
+        )
+        assert bare.tokens == traced.tokens and bare.texts == traced.texts
+        trace = bare.trace
+        assert trace.equals(empty_trace()) and list(trace.dtypes) == list(empty_trace().dtypes)
+        for key in ("tokens", "large_calls", "mismatches", "large_forwards"):
+            assert bare.summary[key] == traced.summary[key], (method, key)
 
 
 def test_stop_check_decodes_exactly_as_the_tokenizer(tiny_tokenizer):
@@ -332,7 +442,7 @@ def test_stop_check_decodes_exactly_as_the_tokenizer(tiny_tokenizer):
     bytes and all; a tokenizer that cleans up spaces keeps its own `decode`."""
     import copy
 
-    from fsgen.decoding import text_decoder
+    from fsgen.engine.output import text_decoder
 
     generator = torch.Generator().manual_seed(0)
     vocab = len(tiny_tokenizer)
@@ -342,8 +452,8 @@ def test_stop_check_decodes_exactly_as_the_tokenizer(tiny_tokenizer):
     )  # cut mid-char
     direct = text_decoder(tiny_tokenizer)
     for ids in sequences:
-        assert direct(ids) == tiny_tokenizer.decode(ids, skip_special_tokens=True)
+        assert direct(ids) == tiny_tokenizer.decode(ids, skip_special_tokens=False)
     cleaning = copy.deepcopy(tiny_tokenizer)
     cleaning.clean_up_tokenization_spaces = True
     ids = tiny_tokenizer("a , b . c ?")["input_ids"]
-    assert text_decoder(cleaning)(ids) == cleaning.decode(ids, skip_special_tokens=True)
+    assert text_decoder(cleaning)(ids) == cleaning.decode(ids, skip_special_tokens=False)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.decoding import Batch, Stream
-from fsgen.fast_neox import FastNeoX, LeanStream, attention_mask, supports
-from fsgen.llm_to_slm import (
+from fsgen.engine.decoding import Batch, Stream
+from fsgen.engine.fast_neox import FastNeoX, LeanStream, attention_mask, supports
+from fsgen.models.llm_to_slm import (
     SYSTEMS,
     LLMToSLM,
     Systems,
@@ -24,9 +24,13 @@ from tests.test_llm_to_slm import PROMPTS, _randomize_projector
 CONFIGS = {
     "parallel-gelu": {},
     "sequential-half-rotary": {"use_parallel_residual": False, "rotary_pct": 0.5},
-    "gelu_new-no-bias-tied": {"hidden_act": "gelu_new", "attention_bias": False,
-                              "tie_word_embeddings": True, "rotary_pct": 0.25},
-}  # fmt: skip
+    "gelu_new-no-bias-tied": {
+        "hidden_act": "gelu_new",
+        "attention_bias": False,
+        "tie_word_embeddings": True,
+        "rotary_pct": 0.25,
+    },
+}
 
 
 def _random_neox(tokenizer, hidden=24, layers=2, heads=3, seed=0, **overrides):
@@ -80,7 +84,7 @@ def test_logits_match_hf_on_random_configs(tiny_tokenizer, overrides):
 
 @pytest.mark.parametrize("name", ["e0", "e3"])
 def test_logits_match_hf_on_the_embedded_ladder(repo, name):
-    from fsgen.ladder import load_model
+    from fsgen.models.profiles import load_model
 
     folder = repo / "data" / "models" / "embedded" / name
     if not (folder / "model.safetensors").is_file():
@@ -127,8 +131,9 @@ def test_encode_matches_hf_last_hidden_state(tiny_tokenizer, overrides):
     for prompts in (PROMPTS, PROMPTS[:1]):
         batch = Batch.from_prompts(tiny_tokenizer, prompts, "cpu")
         with torch.no_grad():
-            hf = model.base_model(input_ids=batch.seq, attention_mask=batch.mask,
-                                  position_ids=batch.pos).last_hidden_state  # fmt: skip
+            hf = model.base_model(
+                input_ids=batch.seq, attention_mask=batch.mask, position_ids=batch.pos
+            ).last_hidden_state
         lean = fast.encode(batch.seq, batch.mask, batch.pos)
         assert not lean.is_inference()
         real = batch.mask.bool()
@@ -152,13 +157,19 @@ def test_decode_loop_misuse_is_a_clear_error(tiny_tokenizer):
 def test_attention_mask_hides_padding_and_the_future():
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
     full = attention_mask(mask, 0, 4)[:, 0]  # (B, 4, 4)
-    assert full[0].tolist() == [[True, False, False, False], [False, True, False, False],
-                                [False, True, True, False], [False, True, True, True]]  # fmt: skip
+    assert full[0].tolist() == [
+        [True, False, False, False],
+        [False, True, False, False],
+        [False, True, True, False],
+        [False, True, True, True],
+    ]
     assert torch.equal(full[1], torch.ones(4, 4).tril().bool())
     assert attention_mask(mask[1:], 0, 4) is None  # no padding: plainly causal
     assert attention_mask(mask[1:], 3, 4) is None  # one query sees everything
-    assert attention_mask(mask[1:], 2, 4)[0, 0].tolist() == [[True, True, True, False],
-                                                             [True, True, True, True]]  # fmt: skip
+    assert attention_mask(mask[1:], 2, 4)[0, 0].tolist() == [
+        [True, True, True, False],
+        [True, True, True, True],
+    ]
 
 
 def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny_tokenizer):
@@ -170,8 +181,9 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
     small = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
     tuned = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=3)
     conditioned = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
-    model = _randomize_projector(LLMToSLM(large, conditioned, tiny_tokenizer, tiny_tokenizer,
-                                          large_source="large"))  # fmt: skip
+    model = _randomize_projector(
+        LLMToSLM(large, conditioned, tiny_tokenizer, tiny_tokenizer, large_source="large")
+    )
     systems = Systems(large, small, tuned, model, tiny_tokenizer)
     assert lean_encoding(model)  # the timed path encodes with the lean forward too
     stop = ["\nQuestion:"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsgen.frequency import (
+from fsgen.analysis.frequency import (
     falls_with_small_rung,
     frequency_metrics,
     frequency_table,
@@ -19,11 +19,16 @@ SIZES = {"s": 10.0, "m": 40.0, "l": 200.0}
 
 def _summary() -> pd.DataFrame:
     rows = [("alone", r, "", 0.0, acc) for r, acc in (("s", 0.1), ("m", 0.2), ("l", 0.5))]
-    rows += [("oracle", "m", "s", 0.30, 0.2), ("oracle", "l", "s", 0.25, 0.5),
-             ("oracle", "l", "m", 0.10, 0.5), ("contrastive", "l", "m", 0.09, 0.45),
-             ("contrastive", "l", "s", 0.08, 0.4)]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["method", "large", "small", "collaboration_frequency",
-                                        "accuracy"])  # fmt: skip
+    rows += [
+        ("oracle", "m", "s", 0.30, 0.2),
+        ("oracle", "l", "s", 0.25, 0.5),
+        ("oracle", "l", "m", 0.10, 0.5),
+        ("contrastive", "l", "m", 0.09, 0.45),
+        ("contrastive", "l", "s", 0.08, 0.4),
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["method", "large", "small", "collaboration_frequency", "accuracy"]
+    )
     frame["task"] = "t"
     frame["tokens"], frame["mismatches"] = 100, (frame["collaboration_frequency"] * 100).round()
     return frame

@@ -2,14 +2,14 @@ import pytest
 import torch
 import yaml
 
-from fsgen.ladder import (
+from fsgen.models.profiles import (
     ModelUnavailableError,
     count_parameters,
     load_model,
     load_profile,
     read_params,
 )
-from fsgen.train import build_model
+from fsgen.models.train import build_model
 
 
 def test_repository_profiles_parse():
@@ -91,8 +91,13 @@ def test_loader_on_a_saved_tiny_model(tiny_tokenizer, tmp_path):
 
 
 def test_parameter_counts(tiny_tokenizer):
-    model = build_model({"hidden_size": 16, "num_layers": 2, "num_heads": 2}, len(tiny_tokenizer),
-                        tiny_tokenizer, 128, seed=0)  # fmt: skip
+    model = build_model(
+        {"hidden_size": 16, "num_layers": 2, "num_heads": 2},
+        len(tiny_tokenizer),
+        tiny_tokenizer,
+        128,
+        seed=0,
+    )
     counts = count_parameters(model)
     vocab = len(tiny_tokenizer)
     assert counts["total"] == sum(p.numel() for p in model.parameters())
@@ -124,11 +129,16 @@ def test_bad_dtype_or_device():
 
 
 def test_heldout_loss_does_not_depend_on_padding(tiny_tokenizer):
-    from fsgen.synthetic import generate_problems, plain_document
-    from fsgen.train import heldout_loss
+    from fsgen.data.synthetic import generate_problems, plain_document
+    from fsgen.models.train import heldout_loss
 
-    model = build_model({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, len(tiny_tokenizer),
-                        tiny_tokenizer, 512, seed=0)  # fmt: skip
+    model = build_model(
+        {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
+        len(tiny_tokenizer),
+        tiny_tokenizer,
+        512,
+        seed=0,
+    )
     docs = [plain_document(p) for p in generate_problems(6, levels=[1, 4], seed=2)]
     batched = heldout_loss(model, tiny_tokenizer, docs, batch_size=6)
     one_by_one = heldout_loss(model, tiny_tokenizer, docs, batch_size=1)

@@ -12,8 +12,10 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from fsgen.decoding import Batch, collaborate
-from fsgen.llm_to_slm import (
+from fsgen.data.synthetic import generate_problems, plain_document
+from fsgen.data.tokenizer import train_tokenizer
+from fsgen.engine.decoding import Batch, collaborate
+from fsgen.models.llm_to_slm import (
     ConditionedSmall,
     LLMToSLM,
     Pair,
@@ -29,8 +31,6 @@ from fsgen.llm_to_slm import (
     train_llm_to_slm,
     training_pairs,
 )
-from fsgen.synthetic import generate_problems, plain_document
-from fsgen.tokenizer import train_tokenizer
 from tests.reference import naive_collaborate
 from tests.test_decoding import _model
 
@@ -41,8 +41,10 @@ PROMPTS = [
     "Ben",
     "The answer is",
 ]
-PAIRS = [Pair(d.split("\nAnswer:")[0] + "\nAnswer:", d.split("\nAnswer:")[1])
-         for d in map(plain_document, generate_problems(12, seed=3))]  # fmt: skip
+PAIRS = [
+    Pair(d.split("\nAnswer:")[0] + "\nAnswer:", d.split("\nAnswer:")[1])
+    for d in map(plain_document, generate_problems(12, seed=3))
+]
 BUDGET = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=1)
 
 
@@ -94,8 +96,16 @@ def _naive_prompt_logits(model: LLMToSLM, prompt_ids: list[int], generated: list
         return model.small(inputs_embeds=embeds).logits[0]  # (P + n, V)
 
 
-def naive_generate(model: LLMToSLM, prompt: str, *, prompt_id: int, max_new_tokens: int,
-                   do_sample=False, seed=0, stop=()) -> list[int]:  # fmt: skip
+def naive_generate(
+    model: LLMToSLM,
+    prompt: str,
+    *,
+    prompt_id: int,
+    max_new_tokens: int,
+    do_sample=False,
+    seed=0,
+    stop=(),
+) -> list[int]:
     prompt_ids = model.large_tokenizer(prompt, add_special_tokens=False)["input_ids"]
     tokenizer, vocab = model.small_tokenizer, len(model.small_tokenizer)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + prompt_id)
@@ -109,8 +119,11 @@ def naive_generate(model: LLMToSLM, prompt: str, *, prompt_id: int, max_new_toke
             token = int(scores.argmax())
         tokens.append(token)
         text = tokenizer.decode(tokens, skip_special_tokens=True)
-        if (len(tokens) >= max_new_tokens or token == tokenizer.eos_token_id
-                or any(s in text for s in stop)):  # fmt: skip
+        if (
+            len(tokens) >= max_new_tokens
+            or token == tokenizer.eos_token_id
+            or any(s in text for s in stop)
+        ):
             return tokens
 
 
@@ -158,8 +171,11 @@ def test_loss_covers_response_tokens_only(model, tiny_tokenizer):
         prompt = model.prompt_embeddings(p_ids, p_mask)
         embeds = torch.cat([prompt, model.small.get_input_embeddings()(r_ids)], 1)
         mask = torch.cat([p_mask, r_mask], 1)
-        logits = model.small(inputs_embeds=embeds, attention_mask=mask,
-                             position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits  # fmt: skip
+        logits = model.small(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        ).logits
     width, terms = p_ids.shape[1], []
     for row in range(len(r_ids)):
         for j in range(int(r_mask[row].sum())):  # response token j sits at column width + j
@@ -212,8 +228,9 @@ def test_batched_cached_generation_matches_naive_reference(model, do_sample):
     fast = generate(model, PROMPTS, **run)
     traced = generate(model, PROMPTS, trace=True, **run)  # the engine's token-level loop
     for i, prompt in enumerate(PROMPTS):
-        ref = naive_generate(model, prompt, prompt_id=i, max_new_tokens=10, do_sample=do_sample,
-                             seed=4, stop=stop)  # fmt: skip
+        ref = naive_generate(
+            model, prompt, prompt_id=i, max_new_tokens=10, do_sample=do_sample, seed=4, stop=stop
+        )
         assert fast.tokens[i] == ref, f"prompt {i}"
         assert traced.tokens[i] == ref, f"prompt {i}"
     assert len(traced.trace) == sum(map(len, traced.tokens)) > 0
@@ -226,8 +243,9 @@ def test_batched_cached_generation_matches_naive_reference(model, do_sample):
 
 def test_replace_fusion_ignores_the_small_prompt_embedding(pair, tiny_tokenizer):
     large, small = pair
-    model = _randomize_projector(LLMToSLM(large, small, tiny_tokenizer, tiny_tokenizer,
-                                          fusion="replace"))  # fmt: skip
+    model = _randomize_projector(
+        LLMToSLM(large, small, tiny_tokenizer, tiny_tokenizer, fusion="replace")
+    )
     ids = torch.tensor([[5, 9, 14]])
     fused = model.prompt_embeddings(ids, torch.ones_like(ids))
     with torch.no_grad():
@@ -312,19 +330,48 @@ def test_training_pairs_use_the_ladder_format():
 def test_conditioned_small_as_system1_matches_naive_reference(model, method, router, threshold):
     tokenizer, large = model.small_tokenizer, model.large
     system1 = ConditionedSmall(model)
-    fast = collaborate(system1, large, tokenizer, PROMPTS, method=method, router=router,
-                       threshold=threshold, batch_size=2, max_new_tokens=10, num_draft=3)  # fmt: skip
+    fast = collaborate(
+        system1,
+        large,
+        tokenizer,
+        PROMPTS,
+        method=method,
+        router=router,
+        threshold=threshold,
+        batch_size=2,
+        max_new_tokens=10,
+        num_draft=3,
+    )
     for i, prompt in enumerate(PROMPTS):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ref = naive_collaborate(NaiveConditioned(model, prompt_ids), large, tokenizer, prompt,
-                                prompt_id=i, method=method, router=router, threshold=threshold,
-                                max_new_tokens=10, num_draft=3)  # fmt: skip
+        ref = naive_collaborate(
+            NaiveConditioned(model, prompt_ids),
+            large,
+            tokenizer,
+            prompt,
+            prompt_id=i,
+            method=method,
+            router=router,
+            threshold=threshold,
+            max_new_tokens=10,
+            num_draft=3,
+        )
         assert fast.tokens[i] == ref["tokens"], f"prompt {i}"
         rows = fast.trace[fast.trace.prompt_id == i]
         assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
         assert int(rows["mismatch"].sum()) == ref["mismatches"], f"prompt {i}"
-    plain = collaborate(model.small, large, tokenizer, PROMPTS, method=method, router=router,
-                        threshold=threshold, batch_size=2, max_new_tokens=10, num_draft=3)  # fmt: skip
+    plain = collaborate(
+        model.small,
+        large,
+        tokenizer,
+        PROMPTS,
+        method=method,
+        router=router,
+        threshold=threshold,
+        batch_size=2,
+        max_new_tokens=10,
+        num_draft=3,
+    )
     assert plain.trace["small_top1_prob"].tolist() != fast.trace["small_top1_prob"].tolist()
 
 
@@ -333,17 +380,26 @@ def test_conditioned_small_as_system1_matches_naive_reference(model, method, rou
 
 def test_t5_encoder_variant(tiny_tokenizer, tmp_path):
     torch.set_num_threads(1)
-    config = T5Config(vocab_size=len(tiny_tokenizer), d_model=24, d_kv=8, d_ff=32, num_layers=2,
-                      num_heads=3, pad_token_id=tiny_tokenizer.pad_token_id,
-                      eos_token_id=tiny_tokenizer.eos_token_id, decoder_start_token_id=0)  # fmt: skip
+    config = T5Config(
+        vocab_size=len(tiny_tokenizer),
+        d_model=24,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_heads=3,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        decoder_start_token_id=0,
+    )
     torch.manual_seed(0)
     T5EncoderModel(config).save_pretrained(tmp_path / "t5")
     tiny_tokenizer.save_pretrained(tmp_path / "t5")
     large, large_tokenizer = load_large(tmp_path / "t5")
     assert isinstance(large, T5EncoderModel) and large_tokenizer.padding_side == "left"
     small = _neox(tiny_tokenizer, 16, 1, seed=2).float()
-    model = LLMToSLM(large, small, large_tokenizer, tiny_tokenizer, large_source=str(tmp_path / "t5"),
-                     layer=1)  # fmt: skip
+    model = LLMToSLM(
+        large, small, large_tokenizer, tiny_tokenizer, large_source=str(tmp_path / "t5"), layer=1
+    )
     assert model.encoder_decoder and model.shared_vocab
     assert model.projector[0].in_features == 24 and model.projector[2].out_features == 16
     before = {k: v.clone() for k, v in large.state_dict().items()}
@@ -367,7 +423,7 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
-    from fsgen.ladder import load_profile
+    from fsgen.models.profiles import load_profile
 
     profile = load_profile("embedded")
     pair = stage_pair(profile)
@@ -381,17 +437,26 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_05_runs_with_tiny_parameters(tmp_path, monkeypatch):
-    from fsgen.ladder import load_profile
-    from fsgen.train import LadderConfig, build_ladder
+    from fsgen.models.profiles import load_profile
+    from fsgen.models.train import LadderConfig, build_ladder
     from tests.conftest import REPO
     from tests.test_notebooks import run_notebook
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
-    tiny = LadderConfig(vocab_size=300, train_problems=200, test_problems=4, block_size=64,
-                        batch_size=4, steps=3, warmup_steps=1, tune_problems=20, tune_steps=2,
-                        max_new_tokens=8)  # fmt: skip
+    tiny = LadderConfig(
+        vocab_size=300,
+        train_problems=200,
+        test_problems=4,
+        block_size=64,
+        batch_size=4,
+        steps=3,
+        warmup_steps=1,
+        tune_problems=20,
+        tune_steps=2,
+        max_new_tokens=8,
+    )
     build_ladder(load_profile("tiny"), tiny, progress=False)
     run_notebook("05_llm_to_slm.ipynb", tmp_path)
     metrics = json.loads((tmp_path / "scratch/metrics/llm_to_slm.json").read_text())

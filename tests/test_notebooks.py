@@ -15,7 +15,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from fsgen.source import fsgen_imports, module_closure
+from fsgen.core.source import fsgen_imports, module_files
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -84,8 +84,7 @@ def test_stages_depend_on_every_fsgen_module_they_run():
         notebook, _ = _passed_parameters(stage["cmd"])
         cells = nbformat.read(REPO / notebook, as_version=4).cells
         code = "\n".join(c.source for c in cells if c.cell_type == "code")
-        needed = module_closure(fsgen_imports(code))
-        missing = sorted(f"fsgen/{m}.py" for m in needed if f"fsgen/{m}.py" not in stage["deps"])
+        missing = [f for f in module_files(fsgen_imports(code)) if f not in stage["deps"]]
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
 
 
@@ -99,8 +98,10 @@ def test_dvc_accepts_the_pipeline():
 
 
 def test_executed_notebooks_have_their_own_paths():
-    executed = [[w for w in shlex.split(s["cmd"]) if w.endswith(".ipynb")][1]
-                for s in _dvc_stages().values()]  # fmt: skip
+    executed = [
+        [w for w in shlex.split(s["cmd"]) if w.endswith(".ipynb")][1]
+        for s in _dvc_stages().values()
+    ]
     assert len(executed) == len(set(executed))
 
 
@@ -156,18 +157,26 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     run_notebook("01_token_logging.ipynb", sandbox)
     metrics = json.loads((sandbox / "scratch/metrics/token_logging.json").read_text())
     assert metrics["tokens"] > 0 and metrics["generations"] > 0
-    for key in ("synthetic.alone.t2.accuracy", "synthetic.oracle.t2-t0.collaboration_frequency",
-                "synthetic.proxy.t1-t0.collaboration_frequency",
-                "synthetic.speculative.t2-t1.collaboration_frequency"):  # fmt: skip
+    for key in (
+        "synthetic.alone.t2.accuracy",
+        "synthetic.oracle.t2-t0.collaboration_frequency",
+        "synthetic.proxy.t1-t0.collaboration_frequency",
+        "synthetic.speculative.t2-t1.collaboration_frequency",
+    ):
         assert key in metrics, key
     assert (sandbox / "scratch/results/token_logging/summary.csv").exists()
     assert list((sandbox / "scratch/logs/traces").glob("*.parquet"))
 
     run_notebook("02_frequency.ipynb", sandbox)
     metrics = json.loads((sandbox / "scratch/metrics/frequency.json").read_text())
-    for key in ("synthetic.oracle.t2-t0.collaboration_frequency", "synthetic.oracle.t2-t1.accuracy",
-                "synthetic.alone.t0.accuracy", "synthetic.oracle.share_under_20pct",
-                "share_under_20pct", "synthetic.oracle.t2.cf_falls_with_small_rung"):  # fmt: skip
+    for key in (
+        "synthetic.oracle.t2-t0.collaboration_frequency",
+        "synthetic.oracle.t2-t1.accuracy",
+        "synthetic.alone.t0.accuracy",
+        "synthetic.oracle.share_under_20pct",
+        "share_under_20pct",
+        "synthetic.oracle.t2.cf_falls_with_small_rung",
+    ):
         assert key in metrics, key
     frequency = sandbox / "scratch/results/frequency"
     assert len(pd.read_csv(frequency / "frequency.csv")) == 3 * 4  # 3 pairs x 4 methods
@@ -176,8 +185,18 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
 
     run_notebook("03_scaling_law.ipynb", sandbox)
     metrics = json.loads((sandbox / "scratch/metrics/scaling_law.json").read_text())
-    for key in ("a", "alpha", "b", "r2", "a_low", "b_high", "loo_rmse", "power_law.aic",
-                "log_linear.aic", "log_sizes.aic"):  # fmt: skip
+    for key in (
+        "a",
+        "alpha",
+        "b",
+        "r2",
+        "a_low",
+        "b_high",
+        "loo_rmse",
+        "power_law.aic",
+        "log_linear.aic",
+        "log_sizes.aic",
+    ):
         assert f"synthetic.oracle.{key}" in metrics, key
         assert f"paper.gsm8k.oracle.{key}" in metrics, key
     for stem in ("scaling_law", "paper_fits"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fsgen.report import END, START, render_results, update_readme
+from fsgen.stages.report import END, START, render_results, update_readme
 from tests.conftest import REPO
 
 
@@ -10,7 +10,7 @@ def test_readme_results_match_the_committed_outputs():
     readme = (REPO / "README.md").read_text()
     assert START in readme and END in readme
     block = START + readme.split(START, 1)[1].split(END, 1)[0] + END
-    assert block == render_results(REPO), "README is stale: run `python -m fsgen.report`"
+    assert block == render_results(REPO), "README is stale: run `python -m fsgen.stages.report`"
 
 
 def test_every_number_comes_from_the_outputs(tmp_path):
@@ -46,16 +46,23 @@ def test_quickstart_runs_offline(tmp_path, monkeypatch):
 
 
 def test_gpu_estimates_from_nominal_sizes():
-    from fsgen.estimates import estimate_profile, nominal_size
-    from fsgen.ladder import Profile, Rung
+    from fsgen.analysis.estimates import estimate_profile, nominal_size
+    from fsgen.models.profiles import Profile, Rung
 
     assert nominal_size("qwen1.5-1.8b") == 1.8e9 and nominal_size("pythia-70m") == 70e6
     with pytest.raises(ValueError, match="got 'gpt2'"):
         nominal_size("gpt2")
     rungs = tuple(Rung(name=n, model=f"org/{n}") for n in ("m-1b", "m-3b"))
     profile = Profile(name="h", kind="hub", rungs=rungs, dtype="bfloat16", tasks=("gsm8k",))
-    out = estimate_profile(profile, n_prompts=128, max_new_tokens=225_000, batch_size=64,
-                           methods=["alone"], bandwidth=1e12, efficiency=1.0)  # fmt: skip
+    out = estimate_profile(
+        profile,
+        n_prompts=128,
+        max_new_tokens=225_000,
+        batch_size=64,
+        methods=["alone"],
+        bandwidth=1e12,
+        efficiency=1.0,
+    )
     assert out["largest weights (GB)"] == 6.0 and out["peak memory (GB)"] == 9.6  # (3+1)*2*1.2
     # alone: 2 batches x 225k steps per rung, reading 2 GB and 6 GB at 1 TB/s: one hour
     assert out["token logging (GPU-hours)"] == 1.0

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fsgen.routing import (
+from fsgen.analysis.routing import (
     KINDS,
     area_under_curve,
     calibrate_router,
@@ -26,7 +26,7 @@ from fsgen.routing import (
     split_prompts,
     uncertainty,
 )
-from fsgen.speedup import (
+from fsgen.analysis.speedup import (
     _odd_rows_finished,
     _work_rows,
     draft_acceptance,
@@ -35,7 +35,7 @@ from fsgen.speedup import (
     replay_work,
     speedup_table,
 )
-from fsgen.timing import timed
+from fsgen.core.timing import timed
 
 
 def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -47,15 +47,17 @@ def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
     top = -np.sort(-probs, axis=1)
     entropy = -(probs * np.log(probs)).sum(1)
     mismatch = rng.uniform(size=n) < (1 - top[:, 0]) * 0.8
-    return pd.DataFrame({
-        "prompt_id": np.arange(n) // 50,
-        "step": np.arange(n) % 50,
-        "mismatch": mismatch,
-        "small_top1_prob": top[:, 0],
-        "small_margin": top[:, 0] - top[:, 1],
-        "small_entropy": entropy,
-        "small_topk_probs": list(top[:, :10]),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "prompt_id": np.arange(n) // 50,
+            "step": np.arange(n) % 50,
+            "mismatch": mismatch,
+            "small_top1_prob": top[:, 0],
+            "small_margin": top[:, 0] - top[:, 1],
+            "small_entropy": entropy,
+            "small_topk_probs": list(top[:, :10]),
+        }
+    )
 
 
 def routed(trace: pd.DataFrame, kind: str, threshold: float, learned=None) -> np.ndarray:
@@ -145,7 +147,7 @@ def test_learned_router_is_deterministic_and_beats_chance(trace, learned):
 
 
 def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
-    from fsgen.decoding import collaborate
+    from fsgen.engine.decoding import collaborate
     from tests.test_decoding import PROMPTS, _model, _perturbed
 
     torch.set_num_threads(1)
@@ -161,8 +163,12 @@ def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
     assert batch.dtype == torch.bool and batch.shape == (7,)
     assert batch.tolist() == [bool(router(probs[i : i + 1])[0]) for i in range(7)]
     assert torch.equal(router_model.score(probs), router_model.score(probs))
-    runs = [collaborate(small, large, tiny_tokenizer, PROMPTS, router=router, max_new_tokens=12,
-                        batch_size=3) for _ in range(2)]  # fmt: skip
+    runs = [
+        collaborate(
+            small, large, tiny_tokenizer, PROMPTS, router=router, max_new_tokens=12, batch_size=3
+        )
+        for _ in range(2)
+    ]
     assert runs[0].texts == runs[1].texts
     assert 0 < runs[0].summary["call_rate"] < 1
     # each routed row was chosen by the rule: recompute the score from the small model's own
@@ -193,11 +199,13 @@ def test_replay_rounds_on_known_runs():
     assert replay_rounds([], 4) == []
     with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         replay_rounds(flags, 0)
-    trace = pd.DataFrame({
-        "prompt_id": [0] * 7 + [1] * 3,
-        "step": list(range(7)) + [2, 0, 1],  # out of order: replay sorts by step
-        "mismatch": flags + [True, True, True],
-    })  # fmt: skip
+    trace = pd.DataFrame(
+        {
+            "prompt_id": [0] * 7 + [1] * 3,
+            "step": list(range(7)) + [2, 0, 1],  # out of order: replay sorts by step
+            "mismatch": flags + [True, True, True],
+        }
+    )
     table = draft_acceptance(trace, [2, 3]).set_index("k")
     assert table.loc[2, "rounds"] == 3 + 3 and table.loc[3, "rounds"] == 2 + 3
     assert table.loc[2, "tokens_per_round"] == pytest.approx(10 / 6)
@@ -243,8 +251,8 @@ def test_replay_work_on_known_runs():
 def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
     """The replayed forwards (columns fed, cache widths) and rounds are the engine's own, for
     the large model alone and speculative decoding, with and without rows finished at start."""
-    from fsgen import decoding
-    from fsgen.decoding import Batch, collaborate
+    from fsgen.engine import decoding
+    from fsgen.engine.decoding import Batch, collaborate
     from tests.test_decoding import PROMPTS, _model, _perturbed
 
     torch.set_num_threads(1)
@@ -259,8 +267,9 @@ def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
     def recording(stream, batch):
         first = stream.seen == 0
         logits = advance(stream, batch)
-        seen.append(("large" if stream.model is large else "small", first, logits.shape[1],
-                     batch.width))  # fmt: skip
+        seen.append(
+            ("large" if stream.model is large else "small", first, logits.shape[1], batch.width)
+        )
         return logits
 
     monkeypatch.setattr(decoding.Stream, "advance", recording)
@@ -268,8 +277,9 @@ def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
         seen.clear()
         how = {"method": "large"} if k is None else {"method": "speculative", "num_draft": k}
         with _odd_rows_finished() if finished else contextlib.nullcontext():
-            out = collaborate(small, large, tiny_tokenizer, PROMPTS, max_new_tokens=10,
-                              batch_size=8, **how)  # fmt: skip
+            out = collaborate(
+                small, large, tiny_tokenizer, PROMPTS, max_new_tokens=10, batch_size=8, **how
+            )
         if finished:
             assert all(not tokens for tokens in out.tokens[1::2]) and any(out.tokens[0::2])
         run = "probe_finished" if finished else "full"
@@ -291,35 +301,66 @@ def test_engine_cost_model_recovers_known_costs():
     running row, and a garbage-collection pause in one probe) give back the full runs' times."""
     rows = [[False, False, True, False, False, False, True] * 3, [True, False] * 9]
     batches, widths = [rows, rows[::-1]], [6, 9]
-    lines = {("large", 1): (0.004, 2e-5), ("large", 2): (0.005, 3e-5),
-             ("large", 3): (0.006, 4e-5), ("small", 1): (0.001, 1e-5),
-             ("small", 2): (0.0012, 1e-5)}  # fmt: skip
-    engine = {"large": (0.05, 0.002, 0.0003), "k1": (0.06, 0.003, 0.0008),
-              "k2": (0.07, 0.004, 0.0009)}  # fmt: skip
+    lines = {
+        ("large", 1): (0.004, 2e-5),
+        ("large", 2): (0.005, 3e-5),
+        ("large", 3): (0.006, 4e-5),
+        ("small", 1): (0.001, 1e-5),
+        ("small", 2): (0.0012, 1e-5),
+    }
+    engine = {
+        "large": (0.05, 0.002, 0.0003),
+        "k1": (0.06, 0.003, 0.0008),
+        "k2": (0.07, 0.004, 0.0009),
+    }
     lengths = {"probe_short": 4, "probe_long": 12, "probe_finished": 12, "full": 40}
     work, timings, truth = [], [], {}
     for name, k in (("large", None), ("k1", 1), ("k2", 2)):
         for run, tokens in lengths.items():
             part = _work_rows("p", name, run, k, tokens, batches, widths)
             work += part
-            forwards = sum(r["count"] * lines[(r["model"], r["columns"])][0]
-                           + r["width_sum"] * lines[(r["model"], r["columns"])][1] for r in part)  # fmt: skip
+            forwards = sum(
+                r["count"] * lines[(r["model"], r["columns"])][0]
+                + r["width_sum"] * lines[(r["model"], r["columns"])][1]
+                for r in part
+            )
             setup, per_round, per_row = engine[name]
-            seconds = (setup + forwards + per_round * part[0]["rounds"]
-                       + per_row * part[0]["row_rounds"])  # fmt: skip
+            seconds = (
+                setup + forwards + per_round * part[0]["rounds"] + per_row * part[0]["row_rounds"]
+            )
             pause = 0.25 if (name, run) == ("k2", "probe_long") else 0.0
             truth[(name, run)] = seconds
-            timings.append({"pair": "p", "repeat": 0, "what": f"{run}_{name}",
-                            "seconds": seconds + pause, "gc_seconds": pause,
-                            "units": part[0]["rounds"]})  # fmt: skip
+            timings.append(
+                {
+                    "pair": "p",
+                    "repeat": 0,
+                    "what": f"{run}_{name}",
+                    "seconds": seconds + pause,
+                    "gc_seconds": pause,
+                    "units": part[0]["rounds"],
+                }
+            )
     for (model, columns), (intercept, slope) in lines.items():
         for width in (20, 180):
-            timings.append({"pair": "p", "repeat": 0, "what": "forward", "model": model,
-                            "columns": columns, "width": width, "units": 1,
-                            "seconds": intercept + slope * width})  # fmt: skip
-    flags = pd.DataFrame({"prompt_id": [0] * 21 + [1] * 18,
-                          "step": list(range(21)) + list(range(18)),
-                          "mismatch": rows[0] + rows[1]})  # fmt: skip
+            timings.append(
+                {
+                    "pair": "p",
+                    "repeat": 0,
+                    "what": "forward",
+                    "model": model,
+                    "columns": columns,
+                    "width": width,
+                    "units": 1,
+                    "seconds": intercept + slope * width,
+                }
+            )
+    flags = pd.DataFrame(
+        {
+            "prompt_id": [0] * 21 + [1] * 18,
+            "step": list(range(21)) + list(range(18)),
+            "mismatch": rows[0] + rows[1],
+        }
+    )
     acceptance = draft_acceptance(flags, [1, 2]).assign(pair="p")
     table = speedup_table(acceptance, pd.DataFrame(timings), pd.DataFrame(work)).set_index("k")
     for k in (1, 2):
@@ -357,9 +398,9 @@ def test_area_and_call_rate_to_reach_on_known_curves():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
-    from fsgen.ladder import load_profile
-    from fsgen.token_logging import log_tokens
-    from fsgen.train import build_ladder
+    from fsgen.models.profiles import load_profile
+    from fsgen.models.train import build_ladder
+    from fsgen.stages.token_logging import log_tokens
     from tests.conftest import REPO
     from tests.test_notebooks import run_notebook
     from tests.test_token_logging import TINY
@@ -369,8 +410,16 @@ def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
     profile = load_profile("tiny")
     build_ladder(profile, TINY, progress=False)
-    log_tokens(profile, tmp_path / "scratch/logs", methods=["alone", "oracle"], n_prompts=4,
-               chunk_size=4, max_new_tokens=16, batch_size=8, progress=False)  # fmt: skip
+    log_tokens(
+        profile,
+        tmp_path / "scratch/logs",
+        methods=["alone", "oracle"],
+        n_prompts=4,
+        chunk_size=4,
+        max_new_tokens=16,
+        batch_size=8,
+        progress=False,
+    )
     run_notebook("06_routers.ipynb", tmp_path)
     metrics = json.loads((tmp_path / "scratch/metrics/routers.json").read_text())
     for router in ("threshold", "margin", "entropy", "learned", "random"):
@@ -384,8 +433,15 @@ def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
     assert "speculative.t2-t1.k1.measured_speedup" in timing
     assert timing["speculative.t2-t1.recommended_k"] in (1, 2)
     results = tmp_path / "scratch/results/routers"
-    for name in ("runs.csv", "summary.csv", "acceptance.csv", "speedup.csv",
-                 "accuracy_vs_call_rate.png", "accuracy_vs_wall_time.svg", "speedup.png"):  # fmt: skip
+    for name in (
+        "runs.csv",
+        "summary.csv",
+        "acceptance.csv",
+        "speedup.csv",
+        "accuracy_vs_call_rate.png",
+        "accuracy_vs_wall_time.svg",
+        "speedup.png",
+    ):
         assert (results / name).stat().st_size > 0, name
     runs = pd.read_csv(results / "runs.csv")
     assert set(runs.router) == {"small", "large", *KINDS, "random"}

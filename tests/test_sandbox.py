@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fsgen.sandbox import run_many, run_python
+from fsgen.data.sandbox import run_many, run_python
 
 
 def test_passing_and_failing_asserts():

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import curve_fit
 
-from fsgen.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
+from fsgen.analysis.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
 
 
 def _authors_fit(large, small, cf):
@@ -11,8 +11,14 @@ def _authors_fit(large, small, cf):
     ("1.8B" -> 1.8), r = large / small, -a * r^-alpha + b by curve_fit from (1, 1, 1) with
     every parameter >= 0.05."""
     ratio = np.array([float(x[:-1]) for x in large]) / np.array([float(x[:-1]) for x in small])
-    popt, _ = curve_fit(lambda x, a, alpha, b: -a * x ** (-alpha) + b, ratio, np.array(cf),
-                        maxfev=2000, p0=[1.0, 1.0, 1.0], bounds=(0.05, np.inf))  # fmt: skip
+    popt, _ = curve_fit(
+        lambda x, a, alpha, b: -a * x ** (-alpha) + b,
+        ratio,
+        np.array(cf),
+        maxfev=2000,
+        p0=[1.0, 1.0, 1.0],
+        bounds=(0.05, np.inf),
+    )
     return popt
 
 
@@ -75,7 +81,7 @@ def test_bad_input(ratios, frequencies, message):
 
 
 def test_aic_prefers_the_form_the_data_came_from():
-    from fsgen.scaling import aic, compare_forms
+    from fsgen.analysis.scaling import aic, compare_forms
 
     observed, predicted = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])
     assert aic(observed, predicted, 2) == pytest.approx(3 * np.log(1 / 3) + 4)
@@ -89,15 +95,21 @@ def test_aic_prefers_the_form_the_data_came_from():
 
 
 def test_leave_one_out_and_fit_table():
-    from fsgen.scaling import fit_table, leave_one_out_error
+    from fsgen.analysis.scaling import fit_table, leave_one_out_error
 
     ratios = np.array([2, 3, 4, 6, 8, 12, 16, 32], dtype=float)
     cf = scaling_law(ratios, 0.3, 0.7, 0.25)
     exact = leave_one_out_error(ratios, cf)
     assert exact["loo_points"] == 8 and exact["loo_rmse"] < 1e-4
     assert leave_one_out_error(ratios[:3], cf[:3])["loo_points"] == 0  # 2 left: cannot fit 3
-    table = pd.DataFrame({"task": "t", "method": ["m"] * 8 + ["few"] * 2, "ratio": list(ratios)
-                          + [2.0, 4.0], "collaboration_frequency": list(cf) + [0.1, 0.2]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "task": "t",
+            "method": ["m"] * 8 + ["few"] * 2,
+            "ratio": list(ratios) + [2.0, 4.0],
+            "collaboration_frequency": list(cf) + [0.1, 0.2],
+        }
+    )
     table["n_small"], table["n_large"] = 1.0, table["ratio"]
     fits = fit_table(table, bootstrap=20).set_index("method")
     assert fits.loc["m", "r2"] > 0.999 and fits.loc["m", "best_form"] == "power_law"

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from fsgen.shards import ShardStore, parse_shard, select_shard
+from fsgen.core.shards import ShardStore, parse_shard, select_shard
 
 
 def _frame(key: str) -> pd.DataFrame:

@@ -4,31 +4,39 @@ from __future__ import annotations
 
 import pytest
 
-from fsgen.source import code_fingerprint, fsgen_imports, module_closure
+from fsgen.core.source import code_fingerprint, fsgen_imports, module_closure
 
 
 def test_imports_and_attributes_name_their_modules():
     code = (
         "import fsgen\n"
-        "from fsgen import llm_to_slm, read_metrics\n"
-        "from fsgen.frequency import frequency_table\n"
-        "import fsgen.scaling as scaling\n"
+        "from fsgen.models import llm_to_slm\n"
+        "from fsgen import read_metrics\n"
+        "from fsgen.analysis.frequency import frequency_table\n"
+        "import fsgen.analysis.scaling as scaling\n"
         "profile = fsgen.load_profile('embedded')\n"
         "import numpy\n"
     )
-    assert fsgen_imports(code) == {"llm_to_slm", "io", "frequency", "scaling", "ladder"}
+    assert fsgen_imports(code) == {
+        "models.llm_to_slm",
+        "core.io",
+        "analysis.frequency",
+        "analysis.scaling",
+        "models.profiles",
+    }
 
 
 def test_closure_follows_imports_and_stops_there():
-    closure = module_closure(["token_logging"])
-    assert {"token_logging", "decoding", "shards", "tasks", "sandbox", "source"} <= closure
-    assert not {"frequency", "scaling", "llm_to_slm", "report"} & closure
+    closure = module_closure(["stages.token_logging"])
+    assert {"stages.token_logging", "core.shards", "data.tasks", "data.sandbox"} <= closure
+    assert not {"analysis.frequency", "analysis.scaling", "models.llm_to_slm"} & closure
 
 
 def test_fingerprint_is_stable_and_depends_on_the_closure():
-    assert code_fingerprint(["token_logging"]) == code_fingerprint(["token_logging"])
-    assert code_fingerprint(["token_logging"]) != code_fingerprint(["frequency"])
-    assert code_fingerprint(["token_logging", "trace"]) == code_fingerprint(["token_logging"])
+    logging = code_fingerprint(["stages.token_logging"])
+    assert logging == code_fingerprint(["stages.token_logging"])
+    assert logging != code_fingerprint(["analysis.frequency"])
+    assert code_fingerprint(["stages.token_logging", "core.shards"]) == logging
 
 
 def test_unknown_module_is_a_clear_error():

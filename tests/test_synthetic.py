@@ -1,7 +1,7 @@
 import pytest
 
-from fsgen.scoring import last_number
-from fsgen.synthetic import (
+from fsgen.data.scoring import last_number
+from fsgen.data.synthetic import (
     LEVELS,
     chat_document,
     chat_prompt,

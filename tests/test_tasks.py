@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from fsgen import tasks
-from fsgen.synthetic import chat_prompt, plain_prompt
-from fsgen.tasks import (
+from fsgen.data import tasks
+from fsgen.data.synthetic import chat_prompt, plain_prompt
+from fsgen.data.tasks import (
     TASKS,
     DataUnavailableError,
     accuracy,
@@ -192,9 +192,12 @@ def test_prompts_follow_fs_gen(data_dir):
     prompt = build_prompts("mbpp", mbpp, data_dir=data_dir)[0]
     assert prompt.startswith("id: 1\nQuestion:\n") and prompt.count("Codes:\n") == 11
     assert prompt.endswith(
-        "\n\n\nid: 11\nQuestion:\n" + mbpp[0].question + "\n\n" + "\n".join(mbpp[0].gold)
+        "\n\n\nid: 11\nQuestion:\n"
+        + mbpp[0].question
+        + "\n\n"
+        + "\n".join(mbpp[0].gold)
         + "\n\nCodes:\n"
-    )  # fmt: skip
+    )
 
     mt_bench = load_examples("mt_bench", data_dir=data_dir)[:1]
     assert build_prompts("mt_bench", mt_bench) == [mt_bench[0].question]

@@ -4,15 +4,30 @@ import shutil
 
 import pytest
 
-from fsgen.ladder import load_profile
-from fsgen.token_logging import log_tokens, merge_logs, plan_units
-from fsgen.train import LadderConfig, build_ladder
+from fsgen.models.profiles import load_profile
+from fsgen.models.train import LadderConfig, build_ladder
+from fsgen.stages.token_logging import log_tokens, merge_logs, plan_units
 
-TINY = LadderConfig(vocab_size=300, train_problems=200, test_problems=4, block_size=64,
-                    batch_size=4, steps=3, warmup_steps=1, tune_problems=20, tune_steps=2,
-                    max_new_tokens=8)  # fmt: skip
-RUN = {"tasks": ["synthetic"], "n_prompts": 5, "chunk_size": 3, "max_new_tokens": 6,
-       "batch_size": 4, "progress": False}  # fmt: skip
+TINY = LadderConfig(
+    vocab_size=300,
+    train_problems=200,
+    test_problems=4,
+    block_size=64,
+    batch_size=4,
+    steps=3,
+    warmup_steps=1,
+    tune_problems=20,
+    tune_steps=2,
+    max_new_tokens=8,
+)
+RUN = {
+    "tasks": ["synthetic"],
+    "n_prompts": 5,
+    "chunk_size": 3,
+    "max_new_tokens": 6,
+    "batch_size": 4,
+    "progress": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +92,10 @@ def test_shards_split_the_work(tiny_ladder, tmp_path, monkeypatch):
     monkeypatch.setenv("FSGEN_ROOT", str(root))
     run = RUN | {"tasks": ["synthetic"]}
     whole = log_tokens(profile, tmp_path / "one", methods=["alone", "oracle"], **run)
-    parts = [log_tokens(profile, tmp_path / "two", methods=["alone", "oracle"], shard=f"{i}/2", **run)
-             for i in range(2)]  # fmt: skip
+    parts = [
+        log_tokens(profile, tmp_path / "two", methods=["alone", "oracle"], shard=f"{i}/2", **run)
+        for i in range(2)
+    ]
     assert sum(p["units"] for p in parts) == whole["units"]
     one, two = merge_logs(tmp_path / "one"), merge_logs(tmp_path / "two")
     assert one[0].equals(two[0]) and one[1].equals(two[1])
@@ -96,7 +113,7 @@ def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
 
 
 def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
-    from fsgen.token_logging import summarize_logs
+    from fsgen.stages.token_logging import summarize_logs
 
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))

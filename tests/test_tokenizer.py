@@ -1,4 +1,4 @@
-from fsgen.synthetic import chat_prompt, generate_problems, plain_document
+from fsgen.data.synthetic import chat_prompt, generate_problems, plain_document
 
 
 def test_round_trip_is_lossless(tiny_tokenizer):
@@ -34,7 +34,7 @@ def test_special_tokens_and_chat_template(tiny_tokenizer, tmp_path):
 def test_vocab_size_too_small_is_rejected():
     import pytest
 
-    from fsgen.tokenizer import train_tokenizer
+    from fsgen.data.tokenizer import train_tokenizer
 
     with pytest.raises(ValueError, match="vocab_size must be at least .* got 100"):
         train_tokenizer(["a b c"], vocab_size=100)

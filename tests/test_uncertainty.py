@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsgen.uncertainty import (
+from fsgen.analysis.uncertainty import (
     entropy_bins,
     example_generation,
     mismatch_by_decile,
@@ -25,12 +25,22 @@ def _traces(seed: int = 0) -> pd.DataFrame:
             for step in range(20):
                 unsure = rng.random() < 0.3
                 top1 = rng.uniform(0.2, 0.5) if unsure else rng.uniform(0.8, 1.0)
-                rows.append({"task": "t", "method": "oracle", "large": pair[0], "small": pair[1],
-                             "prompt_id": prompt, "step": step, "token": f"w{step}",
-                             "mismatch": unsure and rng.random() < 0.8, "small_top1_prob": top1,
-                             "small_margin": top1 - (1 - top1) / 2,
-                             "small_entropy": -np.log(top1) * 1.5,
-                             "small_topk_probs": [top1, (1 - top1) / 2, (1 - top1) / 4]})  # fmt: skip
+                rows.append(
+                    {
+                        "task": "t",
+                        "method": "oracle",
+                        "large": pair[0],
+                        "small": pair[1],
+                        "prompt_id": prompt,
+                        "step": step,
+                        "token": f"w{step}",
+                        "mismatch": unsure and rng.random() < 0.8,
+                        "small_top1_prob": top1,
+                        "small_margin": top1 - (1 - top1) / 2,
+                        "small_entropy": -np.log(top1) * 1.5,
+                        "small_topk_probs": [top1, (1 - top1) / 2, (1 - top1) / 4],
+                    }
+                )
     rows.append({**rows[0], "method": "contrastive"})
     return pd.DataFrame(rows)
 
@@ -79,8 +89,9 @@ def test_example_picks_the_prompt_with_most_mismatches():
 
 
 def test_outputs_and_metric_keys(tmp_path):
-    auroc = write_uncertainty_outputs(_traces(), metrics_file=tmp_path / "m.json",
-                                      results_dir=tmp_path / "r", example_pair="b-a")  # fmt: skip
+    auroc = write_uncertainty_outputs(
+        _traces(), metrics_file=tmp_path / "m.json", results_dir=tmp_path / "r", example_pair="b-a"
+    )
     metrics = json.loads((tmp_path / "m.json").read_text())
     for pair in ("b-a", "c-a"):
         for signal in ("top1_prob", "margin", "entropy"):

@@ -27,7 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsgen.routers import Router, entropy, make_router
+from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
+from fsgen.engine.collaborate import collaborate
+from fsgen.engine.routers import Router, entropy, make_router
+from fsgen.models.profiles import load_rung
 
 KINDS = ("threshold", "margin", "entropy", "learned")
 ORACLE_COLUMNS = ("prompt_id", "mismatch", "small_top1_prob", "small_margin", "small_entropy")
@@ -362,9 +365,8 @@ class SweepResult:
     scores: pd.DataFrame
 
 
-def _load(cache: dict, profile, name: str):
-    from fsgen.ladder import load_rung
-
+def load_rung_cached(cache: dict, profile, name: str):
+    """Rung `name` of `profile` as (model, tokenizer), loaded once into `cache`."""
     if name not in cache:
         cache[name] = load_rung(profile.rung(name), profile)
     return cache[name]
@@ -394,17 +396,18 @@ def sweep_routers(
     logged ones when the offset is the logged count), next to a random router at the same
     targets and the two models alone. The learned router is fitted on a `fit_fraction` split of
     the traces' prompts and evaluated on the rest."""
-    from fsgen.decoding import collaborate
-    from fsgen.tasks import accuracy, build_prompts, get_task, load_examples, score
-
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown router kinds {unknown}; valid kinds: {list(KINDS)}")
-    examples = load_examples(task, data_dir=data_dir, n_prompts=prompt_offset + n_prompts,
-                             seed=seed)[prompt_offset:]  # fmt: skip
+    examples = load_examples(
+        task, data_dir=data_dir, n_prompts=prompt_offset + n_prompts, seed=seed
+    )[prompt_offset:]
     prompts = build_prompts(task, examples, data_dir=data_dir)
-    kwargs = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
-              "stop": list(get_task(task).stop)}  # fmt: skip
+    kwargs = {
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "stop": list(get_task(task).stop),
+    }
     cache: dict = {}
     alone: dict[str, dict] = {}
     runs, scores = [], []
@@ -422,8 +425,8 @@ def sweep_routers(
 
     plan = parse_pairs(pairs)
     for large_name, small_name in plan:
-        large, tokenizer = _load(cache, profile, large_name)
-        small, _ = _load(cache, profile, small_name)
+        large, tokenizer = load_rung_cached(cache, profile, large_name)
+        small, _ = load_rung_cached(cache, profile, small_name)
         trace = oracle_trace(traces, task, large_name, small_name)
         fit_ids, held_ids = split_prompts(trace["prompt_id"], fit_fraction, seed)
         learned = fit_learned_router(trace[trace["prompt_id"].isin(fit_ids)], top_k=top_k)
@@ -434,17 +437,32 @@ def sweep_routers(
             if name not in alone:
                 alone[name] = run(model, model, {}, method=method)
             fixed = 0.0 if method == "small" else 1.0
-            runs.append(base | {"router": method, "target_call_rate": fixed, "threshold": None,
-                                "predicted_call_rate": fixed} | alone[name])  # fmt: skip
+            runs.append(
+                base
+                | {
+                    "router": method,
+                    "target_call_rate": fixed,
+                    "threshold": None,
+                    "predicted_call_rate": fixed,
+                }
+                | alone[name]
+            )
         for target in target_call_rates:
             for kind in kinds:
                 cal = calibrate_router(trace, kind, target, learned=learned)
-                label = base | {"router": kind, "target_call_rate": target,
-                                "threshold": cal.threshold,
-                                "predicted_call_rate": cal.predicted_call_rate}  # fmt: skip
+                label = base | {
+                    "router": kind,
+                    "target_call_rate": target,
+                    "threshold": cal.threshold,
+                    "predicted_call_rate": cal.predicted_call_rate,
+                }
                 runs.append(run(small, large, label, method="oracle", router=cal.router()))
-            label = base | {"router": "random", "target_call_rate": target, "threshold": None,
-                            "predicted_call_rate": target}  # fmt: skip
+            label = base | {
+                "router": "random",
+                "target_call_rate": target,
+                "threshold": None,
+                "predicted_call_rate": target,
+            }
             router = random_router(target, seed)
             runs.append(run(small, large, label, method="oracle", router=router))
             if progress:
@@ -466,16 +484,24 @@ def summarize_sweep(runs: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
         ):
             curve = pd.concat([ends, points])
             gap = (points["call_rate"] - points["predicted_call_rate"]).abs()
-            rows.append({
-                "task": task, "large": large, "small": small, "router": router,
-                "auc": area_under_curve(curve["call_rate"], curve["accuracy"]),
-                "call_rate_for_95": call_rate_to_reach(curve["call_rate"], curve["accuracy"],
-                                                        fraction * large_acc),
-                "large_accuracy": large_acc,
-                "small_accuracy": float(ends.loc[ends["router"] == "small", "accuracy"].iloc[0]),
-                "max_calibration_gap": float(gap.max()),
-                "mean_calibration_gap": float(gap.mean()),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "task": task,
+                    "large": large,
+                    "small": small,
+                    "router": router,
+                    "auc": area_under_curve(curve["call_rate"], curve["accuracy"]),
+                    "call_rate_for_95": call_rate_to_reach(
+                        curve["call_rate"], curve["accuracy"], fraction * large_acc
+                    ),
+                    "large_accuracy": large_acc,
+                    "small_accuracy": float(
+                        ends.loc[ends["router"] == "small", "accuracy"].iloc[0]
+                    ),
+                    "max_calibration_gap": float(gap.max()),
+                    "mean_calibration_gap": float(gap.mean()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -488,7 +514,7 @@ def plot_router_sweep(runs: pd.DataFrame, x: str = "call_rate", stem=None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from fsgen.plots import save_figure
+    from fsgen.core.plots import save_figure
 
     sns.set_theme(style="whitegrid", context="notebook")
     pairs = runs[["task", "large", "small"]].drop_duplicates().to_records(index=False)
@@ -496,11 +522,23 @@ def plot_router_sweep(runs: pd.DataFrame, x: str = "call_rate", stem=None):
     for ax, (task, large, small) in zip(axes[0], pairs, strict=True):
         group = runs[(runs.task == task) & (runs.large == large) & (runs.small == small)]
         ends = group[group.router.isin(["small", "large"])]
-        curves = [pd.concat([ends, p.assign(curve=r)]).assign(curve=r)
-                  for r, p in group[~group.router.isin(["small", "large"])].groupby("router")]  # fmt: skip
+        curves = [
+            pd.concat([ends, p.assign(curve=r)]).assign(curve=r)
+            for r, p in group[~group.router.isin(["small", "large"])].groupby("router")
+        ]
         data = pd.concat(curves).sort_values([x, "accuracy"], kind="stable")
-        sns.lineplot(data=data, x=x, y="accuracy", hue="curve", style="curve", markers=True,
-                     dashes=False, estimator=None, sort=True, ax=ax)  # fmt: skip
+        sns.lineplot(
+            data=data,
+            x=x,
+            y="accuracy",
+            hue="curve",
+            style="curve",
+            markers=True,
+            dashes=False,
+            estimator=None,
+            sort=True,
+            ax=ax,
+        )
         large_acc = float(group.loc[group.router == "large", "accuracy"].iloc[0])
         ax.axhline(0.95 * large_acc, color="grey", linestyle=":", linewidth=1)
         label = "fraction of tokens sent to the large model" if x == "call_rate" else x
@@ -543,13 +581,14 @@ def write_router_outputs(
     None). Returns the deterministic metrics."""
     from pathlib import Path
 
-    from fsgen.io import write_metrics
-    from fsgen.speedup import recommend_draft_length
+    from fsgen.analysis.speedup import recommend_draft_length
+    from fsgen.core.io import write_metrics
 
     results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
-    sweep.runs.drop(columns=["wall_seconds"]).to_csv(results / "runs.csv", index=False,
-                                                     float_format="%.6g")  # fmt: skip
+    sweep.runs.drop(columns=["wall_seconds"]).to_csv(
+        results / "runs.csv", index=False, float_format="%.6g"
+    )
     sweep.summary.to_csv(results / "summary.csv", index=False, float_format="%.6g")
     sweep.scores.to_csv(results / "holdout_auc.csv", index=False, float_format="%.6g")
     metrics = router_metrics(sweep)
@@ -561,16 +600,20 @@ def write_router_outputs(
     if speedups is not None:
         speedups.acceptance.to_csv(results / "acceptance.csv", index=False, float_format="%.6g")
         speedups.table.to_csv(results / "speedup.csv", index=False, float_format="%.6g")
-        speedups.timings.to_csv(results / "speedup_timings.csv", index=False,
-                                float_format="%.6g")  # fmt: skip
+        speedups.timings.to_csv(results / "speedup_timings.csv", index=False, float_format="%.6g")
         for row in speedups.acceptance.to_dict("records"):
             stem = f"speculative.{row['pair']}.k{row['k']}"
             metrics[f"{stem}.tokens_per_round"] = row["tokens_per_round"]
             metrics[f"{stem}.batch_rounds"] = row["batch_rounds"]
         for row in speedups.table.to_dict("records"):
             stem = f"speculative.{row['pair']}.k{row['k']}"
-            for key in ("predicted_speedup_forwards", "predicted_speedup_engine",
-                        "measured_speedup", "small_over_large_cost", "verify_over_large_cost"):  # fmt: skip
+            for key in (
+                "predicted_speedup_forwards",
+                "predicted_speedup_engine",
+                "measured_speedup",
+                "small_over_large_cost",
+                "verify_over_large_cost",
+            ):
                 timing[f"{stem}.{key}"] = row[key]
         for pair, k in recommend_draft_length(speedups.table).items():
             timing[f"speculative.{pair}.recommended_k"] = k

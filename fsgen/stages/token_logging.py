@@ -5,10 +5,15 @@ trace and its generations (text, score) as two shards; the generations shard is 
 a unit counts as done only when both exist. A rerun skips finished units, `shard="i/n"` lets n
 machines split the units, and `merge_logs` reads everything back in a fixed order.
 
+The plan follows the method registry (`fsgen.engine.methods.METHODS`), so a method added there
+is logged too:
+
 - `alone`: every rung generates by itself (greedy), for accuracy of System 1 and System 2 alone.
-- `oracle`: one generation per large rung, scored by every smaller rung (ladder-wide logging).
-- `contrastive`, `speculative`: every pair (large rung > small rung).
-- `proxy`: every pair whose small rung has a tuned variant, on prompts in the chat format.
+- a ladder-wide method (`oracle`): one generation per large rung, scored by every smaller rung.
+- a method that runs the tuned small model (`proxy`): every pair whose small rung has a tuned
+  variant, on prompts in the chat format.
+- every other method of a pair (`contrastive`, `contrastive_obrien`, `speculative`): every pair
+  (large rung > small rung).
 """
 
 from __future__ import annotations
@@ -23,14 +28,28 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from fsgen import source
-from fsgen.decoding import collaborate, collaborate_ladder
-from fsgen.io import atomic_write_bytes, write_metrics
-from fsgen.ladder import Profile, load_rung
-from fsgen.shards import ShardStore, select_shard
-from fsgen.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
+from fsgen.core import source
+from fsgen.core.io import atomic_write_bytes, write_metrics
+from fsgen.core.shards import ShardStore, select_shard
+from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
+from fsgen.engine.collaborate import collaborate, collaborate_ladder
+from fsgen.engine.methods import METHODS as REGISTRY
+from fsgen.engine.methods import get_method
+from fsgen.models.profiles import Profile, load_rung
 
-METHODS = ("alone", "oracle", "contrastive", "speculative", "proxy")
+METHODS = ("alone", *(name for name, method in REGISTRY.items() if method.pairs))
+
+
+def logging_methods(methods: str | Sequence[str] = "all") -> list[str]:
+    """The logging methods `methods` names: "all" (every one, from the registry), a
+    comma-separated string, or a list."""
+    if isinstance(methods, str):
+        methods = METHODS if methods.strip() == "all" else methods.split(",")
+    chosen = [m.strip() for m in methods if m.strip()]
+    unknown = sorted(set(chosen) - set(METHODS))
+    if unknown or not chosen:
+        raise ValueError(f"unknown logging methods {unknown or chosen}; valid: {list(METHODS)}")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -52,23 +71,24 @@ def plan_units(
     profile: Profile, tasks: Sequence[str], methods: Sequence[str], n_chunks: int
 ) -> list[Unit]:
     """Every unit of a logging run, grouped by large rung so models can be loaded once."""
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"unknown logging methods {unknown}; valid: {list(METHODS)}")
+    methods = logging_methods(methods)
     units = []
     for task in tasks:
         for j, large in enumerate(profile.rungs):
-            pairs = {
-                "alone": [""],
-                "oracle": [""] if j else [],
-                "contrastive": [s.name for s in profile.rungs[:j]],
-                "speculative": [s.name for s in profile.rungs[:j]],
-                "proxy": [s.name for s in profile.rungs[:j] if s.tuned],
-            }
             for method in methods:
-                for small in pairs[method]:
+                for small in _smalls(method, profile.rungs[:j]):
                     units += [Unit(task, method, large.name, small, c) for c in range(n_chunks)]
     return units
+
+
+def _smalls(method: str, smaller) -> list[str]:
+    """The small rungs a unit of `method` pairs with a large rung ("": the unit covers them)."""
+    if method == "alone":
+        return [""]
+    spec = get_method(method)
+    if spec.ladder_wide:
+        return [""] if smaller else []
+    return [s.name for s in smaller if s.tuned or not spec.uses_tuned]
 
 
 class ModelCache:
@@ -93,32 +113,52 @@ class ModelCache:
 def _needed(unit: Unit, profile: Profile) -> set[tuple[str, bool]]:
     if unit.method == "alone":
         return {(unit.large, False)}
-    if unit.method == "oracle":
+    spec = get_method(unit.method)
+    if spec.ladder_wide:
         smaller = profile.rungs[: [r.name for r in profile.rungs].index(unit.large)]
         return {(unit.large, False)} | {(r.name, False) for r in smaller}
     needed = {(unit.large, False), (unit.small, False)}
-    return needed | ({(unit.small, True)} if unit.method == "proxy" else set())
+    return needed | ({(unit.small, True)} if spec.uses_tuned else set())
 
 
-def run_unit(unit, cache: ModelCache, prompts, examples, offset: int, *, max_new_tokens: int,
-             batch_size: int, trace_top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+def run_unit(
+    unit,
+    cache: ModelCache,
+    prompts,
+    examples,
+    offset: int,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    trace_top_k: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode one unit; returns (trace, generations) with the unit's columns added."""
     task = get_task(unit.task)
-    kwargs = {"max_new_tokens": max_new_tokens, "batch_size": batch_size,
-              "trace_top_k": trace_top_k, "stop": list(task.stop)}  # fmt: skip
+    kwargs = {
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "trace_top_k": trace_top_k,
+        "stop": list(task.stop),
+    }
     large = cache.get(unit.large)
     tokenizer = cache.tokenizer
     if unit.method == "alone":
         results = {"": collaborate(large, large, tokenizer, prompts, method="large", **kwargs)}
-    elif unit.method == "oracle":
-        smalls = {name: cache.get(name) for name, tuned in sorted(_needed(unit, cache.profile))
-                  if name != unit.large}  # fmt: skip
+    elif get_method(unit.method).ladder_wide:
+        smalls = {
+            name: cache.get(name)
+            for name, tuned in sorted(_needed(unit, cache.profile))
+            if name != unit.large
+        }
         results = collaborate_ladder(large, smalls, tokenizer, prompts, **kwargs)
     else:
         small = cache.get(unit.small)
-        tuned = cache.get(unit.small, tuned=True) if unit.method == "proxy" else None
-        results = {unit.small: collaborate(small, large, tokenizer, prompts, method=unit.method,
-                                           small_tuned=tuned, **kwargs)}  # fmt: skip
+        tuned = cache.get(unit.small, tuned=True) if get_method(unit.method).uses_tuned else None
+        results = {
+            unit.small: collaborate(
+                small, large, tokenizer, prompts, method=unit.method, small_tuned=tuned, **kwargs
+            )
+        }
     traces, generations = [], []
     for small_name, out in sorted(results.items()):
         labels = {
@@ -130,14 +170,18 @@ def run_unit(unit, cache: ModelCache, prompts, examples, offset: int, *, max_new
         trace = out.trace.assign(**labels)
         trace["prompt_id"] = trace["prompt_id"] + offset
         traces.append(trace)
-        generations.append(pd.DataFrame({
-            **labels,
-            "prompt_id": range(offset, offset + len(prompts)),
-            "example_id": [e.id for e in examples],
-            "text": out.texts,
-            "tokens": [len(t) for t in out.tokens],
-            "correct": score(unit.task, out.texts, examples),
-        }))  # fmt: skip
+        generations.append(
+            pd.DataFrame(
+                {
+                    **labels,
+                    "prompt_id": range(offset, offset + len(prompts)),
+                    "example_id": [e.id for e in examples],
+                    "text": out.texts,
+                    "tokens": [len(t) for t in out.tokens],
+                    "correct": score(unit.task, out.texts, examples),
+                }
+            )
+        )
     return pd.concat(traces, ignore_index=True), pd.concat(generations, ignore_index=True)
 
 
@@ -146,7 +190,7 @@ def log_tokens(
     out_dir: str | os.PathLike,
     *,
     tasks: Sequence[str] = ("synthetic",),
-    methods: Sequence[str] = METHODS,
+    methods: str | Sequence[str] = "all",
     n_prompts: int = 8,
     chunk_size: int = 64,
     seed: int = 0,
@@ -161,11 +205,19 @@ def log_tokens(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dir = Path(out_dir)
-    settings = {"profile": profile.name, "rungs": [r.model for r in profile.rungs],
-                "tasks": list(tasks), "methods": list(methods), "n_prompts": n_prompts,
-                "chunk_size": chunk_size, "seed": seed, "data_dir": str(data_dir),
-                "max_new_tokens": max_new_tokens, "trace_top_k": trace_top_k,
-                "code": code_fingerprint()}  # fmt: skip
+    settings = {
+        "profile": profile.name,
+        "rungs": [r.model for r in profile.rungs],
+        "tasks": list(tasks),
+        "methods": logging_methods(methods),
+        "n_prompts": n_prompts,
+        "chunk_size": chunk_size,
+        "seed": seed,
+        "data_dir": str(data_dir),
+        "max_new_tokens": max_new_tokens,
+        "trace_top_k": trace_top_k,
+        "code": code_fingerprint(),
+    }
     _start_or_resume(out_dir, settings)
     traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
     selected = {
@@ -183,12 +235,24 @@ def log_tokens(
         cache.get(unit.large)  # loads the tokenizer with the first model
         # proxy tuning steers the base large model toward the tuned small one: its prompts are
         # in the tuned models' chat format
-        chat = unit.method == "proxy"
-        prompts = build_prompts(unit.task, examples, data_dir=data_dir, chat=chat,
-                                tokenizer=cache.tokenizer if chat else None)  # fmt: skip
-        trace, generations = run_unit(unit, cache, prompts, examples, unit.chunk * chunk_size,
-                                      max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      trace_top_k=trace_top_k)  # fmt: skip
+        chat = unit.method != "alone" and get_method(unit.method).uses_tuned
+        prompts = build_prompts(
+            unit.task,
+            examples,
+            data_dir=data_dir,
+            chat=chat,
+            tokenizer=cache.tokenizer if chat else None,
+        )
+        trace, generations = run_unit(
+            unit,
+            cache,
+            prompts,
+            examples,
+            unit.chunk * chunk_size,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            trace_top_k=trace_top_k,
+        )
         traces.write(unit.key, trace)
         gens.write(unit.key, generations)  # last: marks the unit done
     return {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
@@ -197,7 +261,7 @@ def log_tokens(
 def code_fingerprint() -> str:
     """A hash of the code token logging runs (this module and the fsgen modules it imports, the
     stage's DVC deps): logs made by other code are never resumed."""
-    return source.code_fingerprint([Path(__file__).stem])
+    return source.code_fingerprint(["stages.token_logging"])
 
 
 def default_tasks(profile: Profile, data_dir: str | os.PathLike | None = None) -> list[str]:

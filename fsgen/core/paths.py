@@ -17,7 +17,7 @@ def repo_root() -> Path:
     for folder in (here, *here.parents):
         if all((folder / marker).exists() for marker in _MARKERS):
             return folder
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve(path: str | os.PathLike) -> Path:

@@ -20,10 +20,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.io import write_metrics
-from fsgen.ladder import Profile, count_parameters
-from fsgen.scoring import last_number
-from fsgen.synthetic import (
+from fsgen.core.io import write_metrics
+from fsgen.data.scoring import last_number
+from fsgen.data.synthetic import (
     Problem,
     chat_document,
     chat_prompt,
@@ -31,7 +30,12 @@ from fsgen.synthetic import (
     plain_document,
     plain_prompt,
 )
-from fsgen.tokenizer import train_tokenizer
+from fsgen.data.tasks import get_task
+from fsgen.data.tokenizer import train_tokenizer
+from fsgen.engine.collaborate import generate
+from fsgen.models.profiles import Profile, count_parameters
+
+SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,17 @@ def train_causal_lm(
         batch = blocks[indices]  # (batch_size, block_size)
         return model(input_ids=batch, labels=batch).loss
 
-    return optimize(model, list(model.parameters()), step_loss, batches, lr=lr,
-                    warmup_steps=warmup_steps, weight_decay=0.1, desc=desc, progress=progress)  # fmt: skip
+    return optimize(
+        model,
+        list(model.parameters()),
+        step_loss,
+        batches,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        weight_decay=0.1,
+        desc=desc,
+        progress=progress,
+    )
 
 
 @torch.no_grad()
@@ -182,26 +195,20 @@ def heldout_loss(model, tokenizer, documents: Sequence[str], batch_size: int = 5
     return total_loss / total_tokens
 
 
-@torch.no_grad()
 def greedy_answers(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 50
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 50,
+    stop: Sequence[str] = SYNTHETIC_STOP,
 ) -> list[str]:
-    """Greedy continuations of `prompts` (batched, left-padded, KV-cached), cut at end-of-text."""
-    stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")]
-    texts = []
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt",
-                        padding=True, add_special_tokens=False)  # fmt: skip
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = out[:, enc["input_ids"].shape[1] :]  # (B, new)
-        texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    return texts
+    """Greedy continuations of `prompts` through the engine (its stopping rule: end ids and the
+    synthetic task's stop strings, the chat end tag among them), cut at the first stop."""
+    result = generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop
+    )
+    return result.texts
 
 
 def answer_accuracy(
@@ -254,12 +261,23 @@ def train_ladder(
 
     rows, curves = [], []
     for index, rung in enumerate(profile.rungs):
-        model = build_model(rung.arch, len(tokenizer), tokenizer, config.max_position_embeddings,
-                            config.seed + index)  # fmt: skip
+        model = build_model(
+            rung.arch,
+            len(tokenizer),
+            tokenizer,
+            config.max_position_embeddings,
+            config.seed + index,
+        )
         started = time.perf_counter()
-        losses = train_causal_lm(model, blocks, batches, lr=rung.arch["lr"],
-                                 warmup_steps=config.warmup_steps, desc=rung.name,
-                                 progress=progress)  # fmt: skip
+        losses = train_causal_lm(
+            model,
+            blocks,
+            batches,
+            lr=rung.arch["lr"],
+            warmup_steps=config.warmup_steps,
+            desc=rung.name,
+            progress=progress,
+        )
         seconds = time.perf_counter() - started
         curves += [{"model": rung.name, "step": s, "loss": v} for s, v in enumerate(losses)]
         rows.append(
@@ -269,14 +287,24 @@ def train_ladder(
         if index == len(profile.rungs) - 1 or rung.tuned is None:
             continue
         started = time.perf_counter()
-        losses = train_causal_lm(model, tune_blocks, tune_batches, lr=config.tune_lr,
-                                 warmup_steps=1, desc=f"{rung.name}-chat", progress=progress)  # fmt: skip
+        losses = train_causal_lm(
+            model,
+            tune_blocks,
+            tune_batches,
+            lr=config.tune_lr,
+            warmup_steps=1,
+            desc=f"{rung.name}-chat",
+            progress=progress,
+        )
         seconds = time.perf_counter() - started
         curves += [
             {"model": f"{rung.name}-chat", "step": s, "loss": v} for s, v in enumerate(losses)
         ]
-        rows.append(_evaluate(f"{rung.name}-chat", "tuned", model, tokenizer, test, test_docs,
-                              config, seconds))  # fmt: skip
+        rows.append(
+            _evaluate(
+                f"{rung.name}-chat", "tuned", model, tokenizer, test, test_docs, config, seconds
+            )
+        )
         _save(model, tokenizer, models_dir / f"{rung.name}-chat")
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
@@ -291,10 +319,10 @@ def _evaluate(name, variant, model, tokenizer, test, test_docs, config, seconds)
         "heldout_loss": heldout_loss(model, tokenizer, test_docs, config.eval_batch_size),
         "accuracy": answer_accuracy(
             model, tokenizer, test, plain_prompt, config.max_new_tokens, config.eval_batch_size
-        ),  # fmt: skip
+        ),
         "chat_accuracy": answer_accuracy(
             model, tokenizer, test, chat_prompt, config.max_new_tokens, config.eval_batch_size
-        ),  # fmt: skip
+        ),
         "train_seconds": seconds,
     }
 
@@ -343,17 +371,26 @@ def describe_hub_ladder(profile: Profile) -> pd.DataFrame:
 
     rows = []
     for rung in profile.rungs:
-        for name, source, variant in ((rung.name, rung.model, "base"),
-                                      (f"{rung.name}-chat", rung.tuned, "tuned")):  # fmt: skip
+        for name, source, variant in (
+            (rung.name, rung.model, "base"),
+            (f"{rung.name}-chat", rung.tuned, "tuned"),
+        ):
             if source is None:
                 continue
             config = AutoConfig.from_pretrained(source, revision=rung.revision)
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(config)
             counts = count_parameters(model)
-            rows.append({"model": name, "variant": variant, "source": source,
-                         "revision": rung.revision, "params": counts["total"],
-                         "non_embedding_params": counts["non_embedding"]})  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "source": source,
+                    "revision": rung.revision,
+                    "params": counts["total"],
+                    "non_embedding_params": counts["non_embedding"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -365,7 +402,7 @@ def build_ladder(
     Either way the ladder table is also written as `ladder.csv` into the profile's models_dir,
     and `(ladder, curves)` are returned (curves is empty for a hub ladder).
     """
-    from fsgen.paths import resolve
+    from fsgen.core.paths import resolve
 
     models_dir = resolve(profile.models_dir)
     if models_dir.exists():

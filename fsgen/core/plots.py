@@ -41,13 +41,22 @@ def plot_ladder(ladder: pd.DataFrame, stem: str | os.PathLike | None = None) -> 
     """Held-out loss and accuracy against parameter count, base and tuned models."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, column, label in zip(axes, ("heldout_loss", "accuracy"),
-                                 ("held-out loss (nats/token)", "accuracy (plain prompts)"), strict=True):  # fmt: skip
+    for ax, column, label in zip(
+        axes,
+        ("heldout_loss", "accuracy"),
+        ("held-out loss (nats/token)", "accuracy (plain prompts)"),
+        strict=True,
+    ):
         if column in ladder and ladder[column].notna().any():
             sns.lineplot(data=ladder, x="params", y=column, hue="variant", marker="o", ax=ax)
             for row in ladder.itertuples():
-                ax.annotate(row.model, (row.params, getattr(row, column)), fontsize=8,
-                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    row.model,
+                    (row.params, getattr(row, column)),
+                    fontsize=8,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="parameters", ylabel=label)

@@ -1,31 +1,23 @@
-"""A lean decode forward for GPT-NeoX (gpt-fast / nanoGPT style), on an HF model's own weights.
+"""A lean GPT-NeoX forward (gpt-fast / nanoGPT style), on an HF model's own weights.
 
-For the embedded ladder's tiny models most of the time of an HF forward pass is Python and
-dispatch overhead (embedding and rotary modules, mask construction, `DynamicCache` bookkeeping,
-module hooks), not arithmetic. `FastNeoX` runs the same weights of a `GPTNeoXForCausalLM` with
-plain tensor calls: a preallocated static KV cache per layer (B, heads, max_len, head_dim),
-rotary cos/sin tables computed once, and attention through
-`torch.nn.functional.scaled_dot_product_attention` with an explicit boolean mask (left padding,
-holes) built from the batch's attention mask. The math is HF's (layer norms, parallel or
-sequential residual, rotary on the first `partial_rotary_factor` of each head, `hidden_act`,
-final layer norm, `embed_out`), op for op, so float32 logits agree with HF's to rounding.
-
-`LeanStream` is a drop-in for `fsgen.decoding.Stream` (`advance(batch)`), and runs the plain
-decoding loop gpt-fast style: `prefill(batch)`, then `decode_one_token(tokens)` per step, with
-positions and the key mask kept by the stream instead of a growing `Batch`. It serves plain
-GPT-NeoX causal LMs and wrappers that expose `causal_lm` (the GPT-NeoX model) and
-`embed_columns(input_ids, start)` (the input embeddings of columns [start, start + k), or None
-for the model's own), as `fsgen.llm_to_slm.ConditionedSmall` does for LLM-to-SLM's prompt
-positions (so only the prefill needs them). `FastNeoX.encode` gives a prompt batch's last
-hidden states, LLM-to-SLM's encoding. `supports(model)` says whether a model can take this path.
+For small models most of the time of an HF forward pass is Python and dispatch overhead
+(embedding and rotary modules, mask construction, cache bookkeeping, module hooks), not
+arithmetic. `FastNeoX` runs the same weights of a `GPTNeoXForCausalLM` with plain tensor calls:
+a preallocated static KV cache per layer (B, heads, length, head_dim), rotary cos/sin tables
+computed once, and attention through `torch.nn.functional.scaled_dot_product_attention` with an
+explicit boolean mask (left padding, rejected drafts) built from the batch's attention mask. The
+math is HF's (layer norms, parallel or sequential residual, rotary on the first
+`partial_rotary_factor` of each head, `hidden_act`, final layer norm, `embed_out`), op for op, so
+float32 logits agree with HF's to rounding. `fsgen.engine.forward` runs it as the engine's
+forward for every GPT-NeoX model; `supports(model)` says whether a model can take this path.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-
-from fsgen.decoding import Batch
+from transformers import GPTNeoXForCausalLM
+from transformers.activations import ACT2FN
 
 
 def causal_lm(model):
@@ -35,8 +27,6 @@ def causal_lm(model):
 
 def supports(model) -> bool:
     """Whether `model` (or the causal LM it wraps) is a GPT-NeoX causal LM `FastNeoX` can run."""
-    from transformers import GPTNeoXForCausalLM
-
     lm = causal_lm(model)
     if not isinstance(lm, GPTNeoXForCausalLM):
         return False
@@ -49,8 +39,6 @@ class FastNeoX:
     rotary tables cover `positions` (at least the model's `max_position_embeddings`)."""
 
     def __init__(self, model, positions: int = 0):
-        from transformers.activations import ACT2FN
-
         if not supports(model):
             raise ValueError(f"FastNeoX runs GPT-NeoX causal LMs (default rope), got {type(model)}")
         config = model.config
@@ -124,11 +112,15 @@ class FastNeoX:
         attn_mask: torch.Tensor | None,
         input_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        keep: int = 0,
     ) -> torch.Tensor:
-        """Logits (B, k, V) of columns [start, start + k): writes their keys and values into
-        `cache` and attends over cache columns [0, start + k) under `attn_mask` (a boolean
-        (B, 1, k, start + k), True where attending; None: every earlier column, causal)."""
+        """Logits (B, k, V) of columns [start, start + k), or of the last `keep` of them (0:
+        all): writes their keys and values into `cache` and attends over cache columns
+        [0, start + k) under `attn_mask` (a boolean (B, 1, k, start + k), True where attending;
+        None: every earlier column, causal)."""
         x = self.hidden(cache, start, position_ids, attn_mask, input_ids, inputs_embeds)
+        if keep:
+            x = x[:, -keep:]  # (B, keep, width): the head runs on these columns only
         return F.linear(x, *self.head)  # (B, k, V)
 
     def hidden(
@@ -201,80 +193,3 @@ def attention_mask(mask: torch.Tensor, start: int, end: int) -> torch.Tensor | N
     allowed = keys[:, None, :] & (columns[None, :] <= queries)[None]  # (B, k, end)
     allowed |= (columns[None, :] == queries)[None]
     return allowed.unsqueeze(1)
-
-
-class LeanStream:
-    """`fsgen.decoding.Stream` for the lean loop, run by `FastNeoX` over a static KV cache of
-    `max_len` columns (the prompt width plus the tokens to generate). Pass `fast` to reuse one
-    `FastNeoX` across batches.
-
-    Two ways in: `advance(batch)` feeds whatever columns of `batch` it has not seen (Stream's
-    contract); `prefill(batch)` then `decode_one_token(tokens)` is the plain decoding loop, which
-    keeps its own column count, positions and key mask instead of growing `batch`.
-    """
-
-    def __init__(self, model, vocab: int, rows: int, max_len: int, fast: FastNeoX | None = None):
-        self.model, self.vocab = model, vocab
-        self.fast = fast if fast is not None else FastNeoX(causal_lm(model), positions=max_len)
-        self.fast.cover(max_len)
-        self.embed_columns = getattr(model, "embed_columns", None)
-        self.cache = self.fast.new_cache(rows, max_len)
-        self.max_len = max_len
-        self.seen = 0
-        self.keys: torch.Tensor | None = None  # (B, max_len) real columns, when any is padding
-        self.next_positions: torch.Tensor | None = None  # (B, 1)
-
-    @torch.inference_mode()
-    def advance(self, batch: Batch) -> torch.Tensor:
-        """Feed the columns not yet seen; logits of every fed column (B, k, vocab)."""
-        start, end = self.seen, batch.width
-        if end > self.max_len:
-            raise ValueError(f"the batch has {end} columns, the cache holds {self.max_len}")
-        device = self.fast.device
-        ids = batch.seq[:, start:end].to(device)
-        embeds = self.embed_columns(ids, start) if self.embed_columns is not None else None
-        logits = self.fast.forward(
-            self.cache,
-            start,
-            batch.pos[:, start:end].to(device),
-            attention_mask(batch.mask.to(device), start, end),
-            input_ids=ids if embeds is None else None,
-            inputs_embeds=embeds,
-        )
-        self.seen = end
-        return logits[..., : self.vocab].float().to(batch.seq.device)
-
-    def prefill(self, batch: Batch) -> torch.Tensor:
-        """Feed a fresh prompt batch; next-token logits (B, vocab). Readies `decode_one_token`."""
-        if self.seen:
-            raise ValueError(f"prefill needs a fresh stream, this one has seen {self.seen} columns")
-        logits = self.advance(batch)[:, -1]  # (B, vocab)
-        device = self.fast.device
-        prompt = batch.mask.to(device).bool()  # (B, P)
-        self.keys = None
-        if not bool(prompt.all()):  # some rows are left padded: mask those columns out
-            self.keys = torch.ones(prompt.shape[0], self.max_len, dtype=torch.bool, device=device)
-            self.keys[:, : prompt.shape[1]] = prompt
-        self.next_positions = batch.next_positions().to(device)[:, None]  # (B, 1)
-        return logits
-
-    @torch.inference_mode()
-    def decode_one_token(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one new token per row (B,) after `prefill`; the next logits (B, vocab).
-
-        The same forward as `advance` on a batch grown by that column: positions continue each
-        row's count, every generated column is real, padding stays masked out. Columns past the
-        prompt take the model's own embeddings."""
-        if self.next_positions is None:
-            raise ValueError("decode_one_token needs prefill(batch) first")
-        start = self.seen
-        if start >= self.max_len:
-            raise ValueError(f"the cache holds {self.max_len} columns, all of them are used")
-        device = self.fast.device
-        keys = None if self.keys is None else self.keys[:, None, None, : start + 1]  # (B,1,1,S)
-        logits = self.fast.forward(
-            self.cache, start, self.next_positions, keys, input_ids=tokens.to(device)[:, None]
-        )  # (B, 1, V)
-        self.seen = start + 1
-        self.next_positions = self.next_positions + 1
-        return logits[:, -1, : self.vocab].float().to(tokens.device)

@@ -3,8 +3,9 @@
 A method is one small function `combine(view) -> scores (B, V)`; the engine emits the argmax
 (or a sample) of the scores. `view` holds System 1's logits `s`, the large model's `l`, the base
 small model's `b` (proxy tuning only) and the method's `alpha` and `beta`. Adding a method means
-adding one function and one `Method` entry. Speculative decoding, which drafts and verifies
-rather than combines, lives in the engine.
+adding one function and one `Method` entry: the engine, token logging and the stages read the
+registry. Speculative decoding drafts and verifies rather than combines: its entry says so, and
+the engine runs it with its draft-and-verify strategy.
 """
 
 from __future__ import annotations
@@ -61,33 +62,61 @@ def system1(view: LogitView) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Method:
-    """A decoding method: its rule, which models it needs, and its default alpha and beta."""
+    """A decoding method: its combining rule, the models it runs, and its default alpha and beta.
+
+    `system1` is the role of the model that decodes (`small`, `large`, or `tuned`, the tuned
+    small model); `consults` says whether the large model can be consulted (routed steps, or
+    verification); `base` whether the base small model's logits enter the rule (proxy tuning);
+    `drafts` whether the large model verifies System 1's drafts instead of combining (speculative
+    decoding); `ladder_wide` whether one generation serves every small model at once (oracle)."""
 
     name: str
     combine: Callable[[LogitView], torch.Tensor]
     source: str  # trace `source` of a consulted token
-    uses_large: bool = True
-    uses_tuned: bool = False
+    system1: str = "small"
+    consults: bool = True
+    base: bool = False
+    drafts: bool = False
+    ladder_wide: bool = False
     alpha: float = 1.0
     beta: float = 0.5
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The models the method runs: its System 1, the large model, the base small model."""
+        roles = [self.system1]
+        if self.consults and "large" not in roles:
+            roles.append("large")
+        if self.base and "small" not in roles:
+            roles.append("small")
+        return tuple(roles)
+
+    @property
+    def uses_tuned(self) -> bool:
+        return "tuned" in self.roles
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the method runs a pair of rungs (a large and a small one), not one alone."""
+        return self.consults and self.system1 != "large"
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("oracle", oracle, "large"),
+        Method("oracle", oracle, "large", ladder_wide=True),
         Method("contrastive", contrastive, "combined", alpha=0.1, beta=0.5),
         Method("contrastive_obrien", contrastive_obrien, "combined", alpha=0.1, beta=0.5),
-        Method("proxy", proxy, "combined", uses_tuned=True, alpha=1.0),
-        Method("small", system1, "small", uses_large=False),
-        Method("large", system1, "large", uses_large=False),
-        Method("speculative", oracle, "large"),
+        Method("proxy", proxy, "combined", system1="tuned", base=True, alpha=1.0),
+        Method("speculative", oracle, "large", drafts=True),
+        Method("small", system1, "small", consults=False),
+        Method("large", system1, "large", system1="large", consults=False),
     )
 }
 
 
 def get_method(name: str) -> Method:
     """The method called `name`, or a ValueError listing the valid ones."""
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {sorted(METHODS)}")
     return METHODS[name]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
-from fsgen.paths import resolve
+from fsgen.core.paths import resolve
 
 PAPER_FREQUENCIES = "data/paper/fsgen_collaboration_frequency.csv"
 LOWER_BOUND = 0.05
@@ -196,14 +196,20 @@ def leave_one_out_error(ratios, frequencies) -> dict[str, float]:
     errors = np.array(errors)
     if not len(errors):
         return {"loo_rmse": float("nan"), "loo_mae": float("nan"), "loo_points": 0}
-    return {"loo_rmse": float(np.sqrt((errors**2).mean())),
-            "loo_mae": float(np.abs(errors).mean()), "loo_points": int(len(errors))}  # fmt: skip
+    return {
+        "loo_rmse": float(np.sqrt((errors**2).mean())),
+        "loo_mae": float(np.abs(errors).mean()),
+        "loo_points": int(len(errors)),
+    }
 
 
 def fit_table(
-    table: pd.DataFrame, by: Sequence[str] = ("task", "method"), *, bootstrap: int = 1000,
+    table: pd.DataFrame,
+    by: Sequence[str] = ("task", "method"),
+    *,
+    bootstrap: int = 1000,
     seed: int = 0,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Fit the scaling law to every group of `table` (columns `n_large`, `n_small`, `ratio`,
     `collaboration_frequency`): parameters, R^2, bootstrap intervals, leave-one-pair-out error,
     and the AIC of each form. Groups with fewer than 3 distinct ratios get a row of NaNs."""
@@ -247,10 +253,13 @@ def _law_curve(fit: dict, ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_scaling_fits(
-    table: pd.DataFrame, fits: pd.DataFrame, paper: pd.DataFrame | None = None,
-    paper_fits: pd.DataFrame | None = None, paper_dataset: str = "gsm8k",
+    table: pd.DataFrame,
+    fits: pd.DataFrame,
+    paper: pd.DataFrame | None = None,
+    paper_fits: pd.DataFrame | None = None,
+    paper_dataset: str = "gsm8k",
     stem: str | os.PathLike | None = None,
-):  # fmt: skip
+):
     """Per task and method: CF against r^-alpha (where the law is a straight line) and against
     log r, with the fit; the paper's Qwen1.5 points for the same method on `paper_dataset`
     and their fit overlaid."""
@@ -260,11 +269,18 @@ def plot_scaling_fits(
 
     sns.set_theme(style="whitegrid", context="notebook")
     groups = fits.dropna(subset=["a"]).to_dict("records")
-    fig, axes = plt.subplots(max(1, len(groups)), 2, figsize=(10, 3.4 * max(1, len(groups))),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        max(1, len(groups)), 2, figsize=(10, 3.4 * max(1, len(groups))), squeeze=False
+    )
     for (left, right), fit in zip(axes, groups, strict=False):
-        series = [("fsgen", table[(table.task == fit["task"]) & (table.method == fit["method"])],
-                   fit, "C0")]  # fmt: skip
+        series = [
+            (
+                "fsgen",
+                table[(table.task == fit["task"]) & (table.method == fit["method"])],
+                fit,
+                "C0",
+            )
+        ]
         if paper is not None and paper_fits is not None:
             ref = paper[(paper.dataset == paper_dataset) & (paper.method == fit["method"])]
             ref_fit = paper_fits[
@@ -283,8 +299,11 @@ def plot_scaling_fits(
             left.plot(np.power(grid, -law["alpha"]), curve, color=color, label=text)
             right.scatter(r, cf, color=color, s=18)
             right.plot(grid, curve, color=color, label=label)
-        left.set(title=f"{fit['task']} · {fit['method']}", xlabel="r^(-α)  (r = N_large / N_small)",
-                 ylabel="collaboration frequency")  # fmt: skip
+        left.set(
+            title=f"{fit['task']} · {fit['method']}",
+            xlabel="r^(-α)  (r = N_large / N_small)",
+            ylabel="collaboration frequency",
+        )
         left.legend(fontsize=7, loc="best")
         right.set(xscale="log", title=f"{fit['task']} · {fit['method']}", xlabel="r (log scale)")
         right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -292,14 +311,15 @@ def plot_scaling_fits(
     fig.suptitle("CF = b - a·r^(-α): data and least-squares fits")
     fig.tight_layout()
     if stem is not None:
-        from fsgen.plots import save_figure
+        from fsgen.core.plots import save_figure
 
         save_figure(fig, stem)
     return fig
 
 
-def plot_paper_fits(paper: pd.DataFrame, paper_fits: pd.DataFrame,
-                    stem: str | os.PathLike | None = None):  # fmt: skip
+def plot_paper_fits(
+    paper: pd.DataFrame, paper_fits: pd.DataFrame, stem: str | os.PathLike | None = None
+):
     """The paper's published Qwen1.5 frequencies per method and dataset against r, refitted."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker
@@ -307,8 +327,13 @@ def plot_paper_fits(paper: pd.DataFrame, paper_fits: pd.DataFrame,
 
     sns.set_theme(style="whitegrid", context="notebook")
     methods, datasets = sorted(set(paper.method)), sorted(set(paper.dataset))
-    fig, axes = plt.subplots(len(methods), len(datasets), squeeze=False, sharex=True,
-                             figsize=(3.2 * len(datasets), 2.8 * len(methods)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(methods),
+        len(datasets),
+        squeeze=False,
+        sharex=True,
+        figsize=(3.2 * len(datasets), 2.8 * len(methods)),
+    )
     for i, method in enumerate(methods):
         for j, dataset in enumerate(datasets):
             ax = axes[i, j]
@@ -330,22 +355,27 @@ def plot_paper_fits(paper: pd.DataFrame, paper_fits: pd.DataFrame,
     fig.suptitle("The FS-GEN paper's Qwen1.5 frequencies, fitted with fsgen.fit_scaling_law")
     fig.tight_layout()
     if stem is not None:
-        from fsgen.plots import save_figure
+        from fsgen.core.plots import save_figure
 
         save_figure(fig, stem)
     return fig
 
 
 def write_scaling_outputs(
-    table: pd.DataFrame, *, metrics_file: str | os.PathLike, results_dir: str | os.PathLike,
-    bootstrap: int = 1000, seed: int = 0, paper_dataset: str = "gsm8k",
+    table: pd.DataFrame,
+    *,
+    metrics_file: str | os.PathLike,
+    results_dir: str | os.PathLike,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    paper_dataset: str = "gsm8k",
     paper_file: str | os.PathLike = PAPER_FREQUENCIES,
-) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stage 03: fit every task x method of the CF `table` and every method x dataset of the
     paper's points; write both fit tables (CSV), the flat metrics and the figures."""
     import matplotlib.pyplot as plt
 
-    from fsgen.io import write_metrics
+    from fsgen.core.io import write_metrics
 
     results_dir = Path(resolve(results_dir))
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from fsgen.synthetic import ASSISTANT_TAG, CHAT_TEMPLATE, END_TAG, USER_TAG
+from fsgen.data.synthetic import ASSISTANT_TAG, CHAT_TEMPLATE, END_TAG, USER_TAG
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"

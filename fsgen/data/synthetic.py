@@ -27,13 +27,45 @@ SPLITS = ("train", "test")
 TEST_PERCENT = 10  # share of the question space that belongs to the test split
 
 NAMES = (
-    "Tom", "Ann", "Sam", "Lily", "Max", "Emma", "Ben", "Zoe", "Leo", "Mia",
-    "Jack", "Nora", "Omar", "Ruth", "Ivan", "Lucy", "Paul", "Rosa", "Eli", "Ada",
-)  # fmt: skip
+    "Tom",
+    "Ann",
+    "Sam",
+    "Lily",
+    "Max",
+    "Emma",
+    "Ben",
+    "Zoe",
+    "Leo",
+    "Mia",
+    "Jack",
+    "Nora",
+    "Omar",
+    "Ruth",
+    "Ivan",
+    "Lucy",
+    "Paul",
+    "Rosa",
+    "Eli",
+    "Ada",
+)
 OBJECTS = (
-    "apples", "books", "stamps", "marbles", "pencils", "cookies", "shells", "coins",
-    "cards", "eggs", "flowers", "stickers", "candies", "toys", "beads", "rocks",
-)  # fmt: skip
+    "apples",
+    "books",
+    "stamps",
+    "marbles",
+    "pencils",
+    "cookies",
+    "shells",
+    "coins",
+    "cards",
+    "eggs",
+    "flowers",
+    "stickers",
+    "candies",
+    "toys",
+    "beads",
+    "rocks",
+)
 _OPERAND_RANGE = {1: (1, 9), 2: (1, 20), 3: (2, 50), 4: (2, 99)}
 _FACTOR_RANGE = {3: (2, 5), 4: (2, 9)}
 _STEPS = {1: 1, 2: 2, 3: 3, 4: 4}

@@ -16,7 +16,7 @@ then embeds those (large-vocabulary) prompt ids with a new, trainable table `pro
 large states alone), while response ids are the small tokenizer's and use the small model's own
 embedding. Generated text is decoded with the small tokenizer.
 
-Decoding reuses the engine of `fsgen.decoding`: `ConditionedSmall` wraps the small model as an
+Decoding is the engine's (`fsgen.engine.collaborate`): `ConditionedSmall` wraps the small model as an
 HF-style causal LM whose prompt columns carry the projected large encoding. The engine tells it
 each batch's prompt columns through `condition_on_prompts(batch)` (once per prompt batch, which
 is when the large model runs), and every later call locates its columns by the length of the KV
@@ -37,29 +37,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fsgen import fast_neox
-from fsgen.decoding import (
-    Batch,
-    Collaboration,
-    Models,
-    Output,
-    Sampler,
-    Stream,
-    _assemble,
-    _summary,
-    collaborate_ladder,
-    condition_on_prompts,
-    prefill,
-    token_level_decode,
-)
-from fsgen.io import write_metrics
-from fsgen.ladder import DTYPES, Profile, count_parameters, load_model, read_params
-from fsgen.methods import get_method
-from fsgen.paths import resolve
-from fsgen.routers import make_router
-from fsgen.tasks import accuracy, build_prompts, get_task, load_examples, score
-from fsgen.timing import timed
-from fsgen.train import batch_order, optimize
+from fsgen.core.io import write_metrics
+from fsgen.core.paths import resolve
+from fsgen.core.timing import timed
+from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
+from fsgen.engine import fast_neox
+from fsgen.engine.batch import Batch, padding_id
+from fsgen.engine.collaborate import Collaboration, collaborate_ladder
+from fsgen.engine.collaborate import generate as engine_generate
+from fsgen.models.profiles import DTYPES, Profile, count_parameters, load_model, read_params
+from fsgen.models.train import batch_order, optimize
 
 FUSIONS = ("add", "replace")
 CONFIG_FILE = "llm_to_slm.json"
@@ -125,12 +112,6 @@ class LLMToSLM(torch.nn.Module):
         hidden = projector_hidden or max(large_width, small_width)
         if hidden < 1:
             raise ValueError(f"projector_hidden must be >= 1, got {projector_hidden}")
-        if small_tokenizer.padding_side != "left" or large_tokenizer.padding_side != "left":
-            raise ValueError(
-                "LLM-to-SLM batches need left padding, got padding_side="
-                f"{large_tokenizer.padding_side!r} (large) and {small_tokenizer.padding_side!r} "
-                "(small)"
-            )
         self.large, self.small = large, small
         self.large_tokenizer, self.small_tokenizer = large_tokenizer, small_tokenizer
         self.large_source, self.layer, self.fusion = str(large_source), layer, fusion
@@ -272,9 +253,16 @@ class LLMToSLM(torch.nn.Module):
         if large is None:
             large, large_tokenizer = load_large(config["large"], dtype=dtype, device=device)
         small, small_tokenizer = load_model(folder / SMALL_DIR, dtype=dtype, device=device)
-        model = cls(large, small, large_tokenizer, small_tokenizer, large_source=config["large"],
-                    layer=config["layer"], fusion=config["fusion"],
-                    projector_hidden=config["projector_hidden"])  # fmt: skip
+        model = cls(
+            large,
+            small,
+            large_tokenizer,
+            small_tokenizer,
+            large_source=config["large"],
+            layer=config["layer"],
+            fusion=config["fusion"],
+            projector_hidden=config["projector_hidden"],
+        )
         weights = load_file(str(folder / WEIGHTS_FILE))
         model.projector.load_state_dict(
             {k.removeprefix("projector."): v for k, v in weights.items() if k.startswith("proj")}
@@ -300,9 +288,6 @@ def load_large(source: str | os.PathLike, *, dtype: str = "float32", device: str
     if device in ("cuda", "auto") and torch.cuda.is_available():
         model = model.to("cuda")
     tokenizer = AutoTokenizer.from_pretrained(target)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
 
 
@@ -323,6 +308,7 @@ class ConditionedSmall(torch.nn.Module):
         super().__init__()
         self.model = model
         self.config = model.small.config
+        self.generation_config = model.small.generation_config
         self.prompt: torch.Tensor | None = None  # (B, P, D) fused prompt embeddings
         self.encode_seconds = 0.0
         self.lean_large: fast_neox.FastNeoX | None = None  # set by `generate`'s lean path
@@ -385,7 +371,7 @@ class ConditionedSmall(torch.nn.Module):
 
     @property
     def causal_lm(self):
-        """The small causal LM (what `fsgen.fast_neox.LeanStream` runs)."""
+        """The small causal LM (what the engine's lean forward runs)."""
         return self.model.small
 
     def embed_columns(self, input_ids: torch.Tensor, start: int) -> torch.Tensor | None:
@@ -419,134 +405,40 @@ def generate(
     seed: int = 0,
     stop: Sequence[str] | None = None,
     trace: bool = False,
-    fast: bool = True,
+    forward: str = "auto",
 ) -> Collaboration:
     """LLM-to-SLM generation: per batch of prompts, the large model encodes once, then the small
-    model decodes with its KV cache (batched, left padded), greedy or sampled.
-
-    Stopping is `fsgen.collaborate`'s (EOS, `stop` strings, `max_new_tokens`). With `trace` the
-    engine's token-level loop also records the token trace; without (the default), a lean loop on
-    the same pieces (`Batch`, `Stream`, `Sampler`, `Output`) picks the same tokens, through
-    `fsgen.fast_neox` for GPT-NeoX models (`fast`), which then also encodes when the large model
-    is a GPT-NeoX read at its last layer. The summary
-    adds `encode_seconds`, the large model's share of the time.
-    """
-    _check_context(model, list(prompts), max_new_tokens)
+    model decodes with its KV cache (batched, left padded), greedy or sampled, through the
+    engine (`fsgen.engine.collaborate.generate`: its stopping rule and forward). Prompts are
+    read with the large model's tokenizer, the output with the small model's. When the large
+    model is a GPT-NeoX read at its last layer, the lean forward encodes too. The summary adds
+    `encode_seconds`, the large model's share of the time."""
     wrapper = ConditionedSmall(model)
-    if fast and not trace and lean_encoding(model):  # the lean forward encodes, as it generates
+    if forward != "hf" and lean_encoding(model):  # the lean forward encodes, as it generates
         wrapper.lean_large = fast_neox.FastNeoX(model.large)
-    result = _generate(wrapper, model.large_tokenizer, model.small_tokenizer, prompts,
-                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-                       temperature=temperature, seed=seed, stop=stop, trace=trace,
-                       fast=fast)  # fmt: skip
+    result = engine_generate(
+        wrapper,
+        model.small_tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        temperature=temperature,
+        seed=seed,
+        stop=stop,
+        trace=trace,
+        prompt_tokenizer=model.large_tokenizer,
+        forward=forward,
+    )
     result.summary["method"] = "llm_to_slm"
     result.summary["encode_seconds"] = wrapper.encode_seconds
     return result
-
-
-def generate_alone(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 256,
-    batch_size: int = 8,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    stop: Sequence[str] | None = None,
-    trace: bool = False,
-    fast: bool = True,
-) -> Collaboration:
-    """A plain causal LM generating alone through the same loop as `generate` (so timings
-    compare like with like, `fast` included); the tokens equal `fsgen.collaborate(...,
-    method="small")`'s."""
-    return _generate(model, tokenizer, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                     batch_size=batch_size, do_sample=do_sample, temperature=temperature,
-                     seed=seed, stop=stop, trace=trace, fast=fast)  # fmt: skip
-
-
-def _generate(lm, prompt_tokenizer, output_tokenizer, prompts, *, max_new_tokens, batch_size,
-              do_sample, temperature, seed, stop, trace, fast=True) -> Collaboration:  # fmt: skip
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if do_sample and temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    prompts = list(prompts)
-    vocab = len(output_tokenizer)
-    if lm.config.vocab_size < vocab:
-        raise ValueError(
-            f"the model's vocabulary ({lm.config.vocab_size}) is smaller than its tokenizer's "
-            f"({vocab})"
-        )
-    started = time.perf_counter()
-    spec, (_, never) = get_method("small"), make_router("never")
-    lean = fast and not trace and fast_neox.supports(lm)  # the same lean forward for every model
-    lean_lm = fast_neox.FastNeoX(fast_neox.causal_lm(lm)) if lean else None  # one for all batches
-    outputs = []
-    for begin in range(0, len(prompts), batch_size):
-        ids = list(range(begin, min(begin + batch_size, len(prompts))))
-        batch = Batch.from_prompts(prompt_tokenizer, [prompts[i] for i in ids], "cpu")
-        condition_on_prompts([lm], batch)
-        output = Output(output_tokenizer, ids, max_new_tokens, stop, 10)
-        sampler = Sampler(do_sample, temperature, seed, ids)
-        if trace:
-            models = Models(Stream(lm, vocab), None, None)
-            token_level_decode(models, batch, spec, never, sampler, output, 0.0, 0.0)
-        elif lean:
-            stream = fast_neox.LeanStream(lm, vocab, len(ids), batch.width + max_new_tokens,
-                                          fast=lean_lm)  # fmt: skip
-            decode_lean(stream, batch, sampler, output)
-        else:
-            decode_lean(Stream(lm, vocab), batch, sampler, output)
-        outputs.append(output)
-    texts, tokens, trace_frame = _assemble(outputs)
-    seconds = time.perf_counter() - started
-    summary = _summary(tokens, trace_frame, "alone", "never", 0, 0, seconds)
-    return Collaboration(texts, tokens, trace_frame, summary)
-
-
-def decode_lean(
-    stream: Stream | fast_neox.LeanStream, batch: Batch, sampler: Sampler, output: Output
-) -> None:
-    """Decode every row until it stops, one token per step, recording no trace. A `LeanStream`
-    keeps its own columns (`decode_one_token`); HF's `Stream` reads them from the growing batch."""
-    lean = isinstance(stream, fast_neox.LeanStream)
-    logits = stream.prefill(batch) if lean else prefill(stream, batch)  # (B, V)
-    while True:
-        chosen = sampler.choose(logits)  # (B,)
-        for row, token in enumerate(chosen.tolist()):
-            output.accept(row, [token])
-        if all(output.done):
-            return
-        if lean:
-            logits = stream.decode_one_token(chosen)
-        else:
-            batch.append(chosen.unsqueeze(-1))
-            logits = stream.advance(batch)[:, -1]
 
 
 def lean_encoding(model: LLMToSLM) -> bool:
     """Whether the lean GPT-NeoX forward can encode for `model`: a GPT-NeoX large model read at
     its last layer (its final layer norm's states)."""
     return not model.encoder_decoder and model.layer == -1 and fast_neox.supports(model.large)
-
-
-def _check_context(model: LLMToSLM, prompts: Sequence[str], max_new_tokens: int) -> None:
-    """The longest prompt (large tokenization) plus the new tokens must fit the small model."""
-    if not prompts:
-        return
-    longest = max(
-        map(len, model.large_tokenizer(list(prompts), add_special_tokens=False)["input_ids"])
-    )
-    context = getattr(model.small.config, "max_position_embeddings", None)
-    if context is not None and longest + max_new_tokens > context:
-        raise ValueError(
-            f"prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the small "
-            f"model's context of {context} tokens"
-        )
 
 
 # ----------------------------------------------------------------------------- training
@@ -590,9 +482,9 @@ class Pair:
 
 def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
     """`n` (prompt, response) pairs of `task`'s training split, prompts as
-    `fsgen.tasks.build_prompts` makes them, responses the reference solutions.
+    `fsgen.data.tasks.build_prompts` makes them, responses the reference solutions.
 
-    Synthetic problems come from `fsgen.synthetic.generate_problems(split="train")`; the prompt is
+    Synthetic problems come from `fsgen.data.synthetic.generate_problems(split="train")`; the prompt is
     "Question: ...\\nAnswer:" and the response " <worked solution>", as in the ladder's corpus.
     """
     if n < 1:
@@ -601,8 +493,8 @@ def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
     if "train" not in task_spec.splits:
         raise ValueError(f"task {task!r} has no train split (splits: {task_spec.splits})")
     if task_spec.name == "synthetic":
-        from fsgen.synthetic import generate_problems
-        from fsgen.tasks import _synthetic_example
+        from fsgen.data.synthetic import generate_problems
+        from fsgen.data.tasks import _synthetic_example
 
         problems = generate_problems(n, split="train", seed=seed)
         examples = [_synthetic_example(i, p) for i, p in enumerate(problems)]
@@ -648,8 +540,8 @@ def encode_pairs(pairs: Sequence[Pair], prompt_tokenizer, response_tokenizer) ->
     return Encoded(
         prompts,
         [ids + [eos] for ids in responses["input_ids"]],
-        prompt_tokenizer.pad_token_id,
-        response_tokenizer.pad_token_id,
+        padding_id(prompt_tokenizer),
+        padding_id(response_tokenizer),
     )
 
 
@@ -682,12 +574,20 @@ def _optimize(
     desc: str,
     progress: bool,
 ) -> list[float]:
-    """`fsgen.train.optimize` (no weight decay) over seeded epochs of the `n_examples` rows."""
+    """`fsgen.models.train.optimize` (no weight decay) over seeded epochs of the `n_examples` rows."""
     torch.manual_seed(config.seed)
     batches = batch_order(n_examples, config.steps, config.batch_size, config.seed)
-    return optimize(module, parameters, step_loss, batches, lr=config.lr,
-                    warmup_steps=config.warmup_steps, weight_decay=0.0, desc=desc,
-                    progress=progress)  # fmt: skip
+    return optimize(
+        module,
+        parameters,
+        step_loss,
+        batches,
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        weight_decay=0.0,
+        desc=desc,
+        progress=progress,
+    )
 
 
 def train_llm_to_slm(
@@ -701,8 +601,9 @@ def train_llm_to_slm(
     def step_loss(rows: list[int]) -> torch.Tensor:
         return model(*data.collate(rows))
 
-    return _optimize(model, model.trainable_parameters(), step_loss, len(pairs), config,
-                     "llm-to-slm", progress)  # fmt: skip
+    return _optimize(
+        model, model.trainable_parameters(), step_loss, len(pairs), config, "llm-to-slm", progress
+    )
 
 
 def fine_tune_small(
@@ -715,8 +616,9 @@ def fine_tune_small(
     def step_loss(rows: list[int]) -> torch.Tensor:
         return small_response_loss(small, *data.collate(rows))
 
-    return _optimize(small, list(small.parameters()), step_loss, len(pairs), config,
-                     "fine-tune small", progress)  # fmt: skip
+    return _optimize(
+        small, list(small.parameters()), step_loss, len(pairs), config, "fine-tune small", progress
+    )
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -736,8 +638,9 @@ class Systems:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def stage_pair(profile: Profile, params_file: str = "params.yaml", large: str = "",
-               small: str = "") -> dict[str, str]:  # fmt: skip
+def stage_pair(
+    profile: Profile, params_file: str = "params.yaml", large: str = "", small: str = ""
+) -> dict[str, str]:
     """The (large, small) pair of `profile` from the `llm_to_slm.pairs` section of params.yaml,
     unless `large`/`small` name others. A name is a rung of the profile or a path / hub id."""
     pairs = (read_params(params_file).get("llm_to_slm") or {}).get("pairs") or {}
@@ -778,8 +681,17 @@ def train_systems(
     small, small_tok = load_model(pair["small_source"], **load)
     pairs = training_pairs(task, train_pairs, seed=config.seed)
     conditioned_small, _ = load_model(pair["small_source"], **load)
-    model = LLMToSLM(large, conditioned_small, large_tok, small_tok, large_source=pair["large_source"],
-                     layer=layer, fusion=fusion, projector_hidden=projector_hidden, seed=config.seed)  # fmt: skip
+    model = LLMToSLM(
+        large,
+        conditioned_small,
+        large_tok,
+        small_tok,
+        large_source=pair["large_source"],
+        layer=layer,
+        fusion=fusion,
+        projector_hidden=projector_hidden,
+        seed=config.seed,
+    )
     curve = train_llm_to_slm(model, pairs, config, progress=progress)
     fine_tuned, _ = load_model(pair["small_source"], **load)
     baseline = fine_tune_small(fine_tuned, small_tok, pairs, config, progress=progress)
@@ -809,9 +721,12 @@ def _run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration
     """Generate with one of the compared systems (greedy; the same loop for all four)."""
     if name == "LLM-to-SLM":
         return generate(systems.llm_to_slm, prompts, **kwargs)
-    model = {"large": systems.large, "small": systems.small,
-             "fine-tuned small": systems.fine_tuned}[name]  # fmt: skip
-    return generate_alone(model, systems.tokenizer, prompts, **kwargs)
+    model = {
+        "large": systems.large,
+        "small": systems.small,
+        "fine-tuned small": systems.fine_tuned,
+    }[name]
+    return engine_generate(model, systems.tokenizer, prompts, **kwargs)
 
 
 def evaluate_systems(
@@ -832,13 +747,21 @@ def evaluate_systems(
     rows = []
     for name in _compared(systems):
         result = _run_system(systems, name, prompts, **run)
-        rows.append({"system": name, "accuracy": accuracy(score(task, result.texts, examples)),
-                     "tokens_per_prompt": result.summary["tokens"] / len(prompts)})  # fmt: skip
+        rows.append(
+            {
+                "system": name,
+                "accuracy": accuracy(score(task, result.texts, examples)),
+                "tokens_per_prompt": result.summary["tokens"] / len(prompts),
+            }
+        )
     table = pd.DataFrame(rows)
     table["collaboration_frequency"] = float("nan")
     if systems.llm_to_slm.shared_vocab and "large" in _compared(systems):
-        smalls = {"small": systems.small, "fine-tuned small": systems.fine_tuned,
-                  "LLM-to-SLM": ConditionedSmall(systems.llm_to_slm)}  # fmt: skip
+        smalls = {
+            "small": systems.small,
+            "fine-tuned small": systems.fine_tuned,
+            "LLM-to-SLM": ConditionedSmall(systems.llm_to_slm),
+        }
         oracle = collaborate_ladder(systems.large, smalls, systems.tokenizer, prompts, **run)
         for name, result in oracle.items():
             table.loc[table.system == name, "collaboration_frequency"] = result.summary[
@@ -862,7 +785,7 @@ def time_systems(
     (systems interleaved within a repeat); one row per system, batch size and repeat.
 
     LLM-to-SLM's time includes the large model's encoding (`encode_seconds` says how much). Each
-    run is timed by `fsgen.timing.timed`: after a full garbage collection, with the collector off
+    run is timed by `fsgen.core.timing.timed`: after a full garbage collection, with the collector off
     (a full collection walks the whole process heap, large after training)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -877,9 +800,16 @@ def time_systems(
                 seconds, _, result = timed(
                     lambda n=name, r=run: _run_system(systems, n, prompts, **r)
                 )
-                rows.append({"system": name, "batch_size": batch_size, "repeat": repeat,
-                             "seconds": seconds, "tokens": result.summary["tokens"],
-                             "encode_seconds": result.summary.get("encode_seconds", 0.0)})  # fmt: skip
+                rows.append(
+                    {
+                        "system": name,
+                        "batch_size": batch_size,
+                        "repeat": repeat,
+                        "seconds": seconds,
+                        "tokens": result.summary["tokens"],
+                        "encode_seconds": result.summary.get("encode_seconds", 0.0),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -892,7 +822,7 @@ def summarize_timing(timing: pd.DataFrame) -> pd.DataFrame:
             seconds=("seconds", statistics.median),
             tokens=("tokens", "median"),
             encode_seconds=("encode_seconds", statistics.median),
-        )  # fmt: skip
+        )
         .reset_index()
     )
     large = table[table.system == "large"].set_index("batch_size")["seconds"]
@@ -913,12 +843,18 @@ def write_llm_to_slm_outputs(
     counts), the timings (median seconds, speed-ups) apart, and the results CSVs. Returns the
     results table: quality joined with the median timings."""
     speed = summarize_timing(timing)
-    key = {"large": "large", "small": "small", "fine-tuned small": "fine_tuned_small",
-           "LLM-to-SLM": "llm_to_slm"}  # fmt: skip
-    params = {"large": count_parameters(systems.large)["total"],
-              "small": count_parameters(systems.small)["total"],
-              "fine-tuned small": count_parameters(systems.fine_tuned)["total"],
-              "LLM-to-SLM": sum(p.numel() for p in systems.llm_to_slm.parameters())}  # fmt: skip
+    key = {
+        "large": "large",
+        "small": "small",
+        "fine-tuned small": "fine_tuned_small",
+        "LLM-to-SLM": "llm_to_slm",
+    }
+    params = {
+        "large": count_parameters(systems.large)["total"],
+        "small": count_parameters(systems.small)["total"],
+        "fine-tuned small": count_parameters(systems.fine_tuned)["total"],
+        "LLM-to-SLM": sum(p.numel() for p in systems.llm_to_slm.parameters()),
+    }
     metrics: dict[str, object] = {"prompts": int(quality["prompts"].iloc[0])}
     for row in quality.itertuples():
         metrics[f"{key[row.system]}.accuracy"] = row.accuracy
@@ -957,15 +893,18 @@ def plot_llm_to_slm(table: pd.DataFrame, stem: str | os.PathLike | None = None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from fsgen.plots import save_figure
+    from fsgen.core.plots import save_figure
 
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(7, 4))
     data = table.assign(batch=table["batch_size"].map(lambda b: f"batch {b}"))
     sns.scatterplot(data=data, x="seconds", y="accuracy", hue="system", style="batch", s=90, ax=ax)
     ax.set_xscale("log")
-    ax.set(xlabel="median wall time (s, log scale)", ylabel="accuracy (test split)",
-           title="LLM-to-SLM: quality against time")  # fmt: skip
+    ax.set(
+        xlabel="median wall time (s, log scale)",
+        ylabel="accuracy (test split)",
+        title="LLM-to-SLM: quality against time",
+    )
     if stem is not None:
         save_figure(fig, stem)
     return fig

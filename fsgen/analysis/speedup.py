@@ -41,7 +41,7 @@ columns it feeds and the cache width it attends over.
   the whole process puts them, so they would land on some runs and not others. They are not the
   engine's cost: as `timeit` does, every timed run (probes and full runs, the large model alone
   and speculative alike) starts after a full collection and runs with the collector off
-  (`fsgen.timing.timed`, which also reports any full collection that happens anyway).
+  (`fsgen.core.timing.timed`, which also reports any full collection that happens anyway).
 """
 
 from __future__ import annotations
@@ -49,15 +49,18 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from fsgen.routing import oracle_trace, parse_pairs
-from fsgen.timing import timed
+from fsgen.analysis.routing import load_rung_cached, oracle_trace, parse_pairs
+from fsgen.core.timing import timed
+from fsgen.data.tasks import build_prompts, get_task, load_examples
+from fsgen.engine.batch import Batch
+from fsgen.engine.collaborate import Engine
+from fsgen.engine.forward import open_stream
 
 
 def replay_rounds(mismatch: Sequence[bool], k: int) -> list[int]:
@@ -98,19 +101,23 @@ def draft_acceptance(
         accepted = [a for p in ids for a in replays[p]]
         reached = [a for a in accepted if a >= k - 1]  # rounds whose first k-1 drafts passed
         tokens = sum(len(rows[p]) for p in ids)
-        table.append({
-            "k": k,
-            "tokens": tokens,
-            "rounds": len(accepted),
-            "tokens_per_round": tokens / len(accepted),
-            "accepted_per_round": float(np.mean(accepted)),
-            "acceptance_at_k": float(np.mean([a >= k for a in reached])) if reached else np.nan,
-            "iid_tokens_per_round": (1 - agree ** (k + 1)) / (1 - agree) if agree < 1 else k + 1,
-            "rows": len(ids),
-            "batches": len(batches),
-            "batch_steps": sum(max(len(rows[p]) for p in b) for b in batches),
-            "batch_rounds": sum(max(len(replays[p]) for p in b) for b in batches),
-        })  # fmt: skip
+        table.append(
+            {
+                "k": k,
+                "tokens": tokens,
+                "rounds": len(accepted),
+                "tokens_per_round": tokens / len(accepted),
+                "accepted_per_round": float(np.mean(accepted)),
+                "acceptance_at_k": float(np.mean([a >= k for a in reached])) if reached else np.nan,
+                "iid_tokens_per_round": (1 - agree ** (k + 1)) / (1 - agree)
+                if agree < 1
+                else k + 1,
+                "rows": len(ids),
+                "batches": len(batches),
+                "batch_steps": sum(max(len(rows[p]) for p in b) for b in batches),
+                "batch_rounds": sum(max(len(replays[p]) for p in b) for b in batches),
+            }
+        )
     out = pd.DataFrame(table)
     out["batch_tokens_per_round"] = out["batch_steps"] / out["batch_rounds"]
     return out
@@ -170,8 +177,11 @@ def replay_work(
         for t in range(steps):
             forward("large", 1, width + t)
         row_rounds = sum(len(r) for r in rows)
-        return {"rounds": steps, "row_rounds": row_rounds,
-                "forwards": {key: tuple(v) for key, v in forwards.items()}}  # fmt: skip
+        return {
+            "rounds": steps,
+            "row_rounds": row_rounds,
+            "forwards": {key: tuple(v) for key, v in forwards.items()},
+        }
     replays = [replay_rounds(r, k) for r in rows]
     rounds = max((len(r) for r in replays), default=0)
     fed_small = 1  # columns the small model lacks at a round's first draft
@@ -185,8 +195,11 @@ def replay_work(
         fed_small = 2 if common == 0 else 1  # the last draft (if kept), then the large token
         width += k - common + 1
     row_rounds = sum(len(r) for r in replays)
-    return {"rounds": rounds, "row_rounds": row_rounds,
-            "forwards": {key: tuple(v) for key, v in forwards.items()}}  # fmt: skip
+    return {
+        "rounds": rounds,
+        "row_rounds": row_rounds,
+        "forwards": {key: tuple(v) for key, v in forwards.items()},
+    }
 
 
 # ----------------------------------------------------------------------------- measuring costs
@@ -200,16 +213,16 @@ def forward_costs(
     the small model over 1 and 2 new columns, the large model over 1 and k+1 new columns, each
     at two cache widths (the prompt's, and `extra` filler columns more). Keys are
     (model, columns fed, cache width after the forward)."""
-    from fsgen.decoding import Batch, Stream, prefill
-
     vocab = len(tokenizer)
     timings: dict[tuple[str, int, int], list[float]] = {}
-    for name, model, columns in (("small", small, [1, 2]),
-                                 ("large", large, [1] + [k + 1 for k in draft_lengths])):  # fmt: skip
+    for name, model, columns in (
+        ("small", small, [1, 2]),
+        ("large", large, [1] + [k + 1 for k in draft_lengths]),
+    ):
         for grow in (0, extra):
-            batch = Batch.from_prompts(tokenizer, prompts, torch.device("cpu"))
-            stream = Stream(model, vocab)
-            prefill(stream, batch)
+            batch = Batch.from_prompts(tokenizer, prompts, spare=grow + max(columns))
+            stream = open_stream(model, vocab, batch, spare=grow + max(columns))
+            stream.advance(batch)  # the prefill
             filler = batch.seq[:, -1:]  # (B, 1) any real token will do
             if grow:
                 batch.append(filler.repeat(1, grow))  # (B, grow)
@@ -244,26 +257,8 @@ class SpeedupResult:
     work: pd.DataFrame | None = None
 
 
-@contextmanager
-def _odd_rows_finished():
-    """While active, every decoding call starts with the odd rows of each batch finished: they
-    are fed, drafted for and verified like rows that stopped, but emit nothing."""
-    from fsgen import decoding
-
-    class OddRowsFinished(decoding.Output):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.done = [row % 2 == 1 for row in range(len(self.prompt_ids))]
-
-    original, decoding.Output = decoding.Output, OddRowsFinished
-    try:
-        yield
-    finally:
-        decoding.Output = original
-
-
 # the timed runs of each method: two probes with every row running, one with half of the rows
-# finished from the start (`_odd_rows_finished`), and the full run
+# finished from the start (odd rows of each batch), and the full run
 RUNS = ("probe_short", "probe_long", "probe_finished", "full")
 
 
@@ -287,10 +282,6 @@ def speedup_study(
     decoding and the large model alone on those prompts, and compare predicted with measured
     speed-ups. Every timing is repeated `repeats` times, interleaved (forward costs, three short
     probe runs, full runs of every method in turn), and the medians are used."""
-    from fsgen.decoding import Batch, collaborate
-    from fsgen.routing import _load
-    from fsgen.tasks import build_prompts, get_task, load_examples
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     short, long = probe_tokens
@@ -300,14 +291,18 @@ def speedup_study(
     prompts = build_prompts(task, examples, data_dir=data_dir)
     stop = list(get_task(task).stop)
     starts = range(0, len(prompts), batch_size)
-    lengths = {"probe_short": short, "probe_long": long, "probe_finished": long,
-               "full": max_new_tokens}  # fmt: skip
+    lengths = {
+        "probe_short": short,
+        "probe_long": long,
+        "probe_finished": long,
+        "full": max_new_tokens,
+    }
     cache: dict = {}
     acceptance, timings, table, work = [], [], [], []
     for large_name, small_name in parse_pairs(pairs):
         pair = f"{large_name}-{small_name}"
-        large, tokenizer = _load(cache, profile, large_name)
-        small, _ = _load(cache, profile, small_name)
+        large, tokenizer = load_rung_cached(cache, profile, large_name)
+        small, _ = load_rung_cached(cache, profile, small_name)
         trace = oracle_trace(traces, task, large_name, small_name)
         trace = trace[trace["prompt_id"] < n_prompts]
         if trace["prompt_id"].nunique() < n_prompts:
@@ -322,36 +317,68 @@ def speedup_study(
             f"k{k}": {"method": "speculative", "num_draft": k} for k in draft_lengths
         }
         flags = {int(p): g["mismatch"].to_numpy(bool) for p, g in trace.groupby("prompt_id")}
+        odd_rows = [i % batch_size % 2 == 1 for i in range(len(prompts))]  # within each batch
         batches = [list(range(s, min(s + batch_size, len(prompts)))) for s in starts]
-        widths = [Batch.from_prompts(tokenizer, [prompts[i] for i in b], "cpu").width
-                  for b in batches]  # fmt: skip
+        widths = [
+            Batch.from_prompts(tokenizer, [prompts[i] for i in b], "cpu").width for b in batches
+        ]
         for name, how in methods.items():
             for label in RUNS:
-                work += _work_rows(pair, name, label, how.get("num_draft"), lengths[label],
-                                   [[flags[i] for i in b] for b in batches], widths)  # fmt: skip
+                work += _work_rows(
+                    pair,
+                    name,
+                    label,
+                    how.get("num_draft"),
+                    lengths[label],
+                    [[flags[i] for i in b] for b in batches],
+                    widths,
+                )
 
-        def run(how: dict, tokens: int, small=small, large=large, tokenizer=tokenizer):
-            pair = (large, large) if how["method"] == "large" else (small, large)
-            return collaborate(*pair, tokenizer, prompts, max_new_tokens=tokens,
-                               batch_size=batch_size, stop=stop, **how)  # fmt: skip
+        def run(how: dict, tokens: int, finished, small=small, large=large, tokenizer=tokenizer):
+            models = {"small": small, "large": large}
+            engine = Engine(
+                models, tokenizer, max_new_tokens=tokens, batch_size=batch_size, stop=stop, **how
+            )
+            return engine.run(prompts, finished=finished)
 
         reference = None
         for rep in range(repeats):
             base = {"pair": pair, "repeat": rep}
-            costs = forward_costs(small, large, tokenizer, prompts[:batch_size], draft_lengths,
-                                  extra=max_new_tokens)  # fmt: skip
-            timings += [base | {"what": "forward", "model": model, "columns": columns,
-                                "width": width, "seconds": s, "units": 1}
-                        for (model, columns, width), s in costs.items()]  # fmt: skip
+            costs = forward_costs(
+                small, large, tokenizer, prompts[:batch_size], draft_lengths, extra=max_new_tokens
+            )
+            timings += [
+                base
+                | {
+                    "what": "forward",
+                    "model": model,
+                    "columns": columns,
+                    "width": width,
+                    "seconds": s,
+                    "units": 1,
+                }
+                for (model, columns, width), s in costs.items()
+            ]
             for name, how in methods.items():
                 for label in RUNS:
-                    finished = _odd_rows_finished() if label == "probe_finished" else nullcontext()
-                    with finished:
-                        seconds, collecting, out = timed(lambda h=how, t=lengths[label]: run(h, t))
-                    units = (_steps(out, batch_size) if how["method"] == "large"
-                             else out.summary["large_forwards"])  # fmt: skip
-                    timings.append(base | {"what": f"{label}_{name}", "seconds": seconds,
-                                           "units": units, "gc_seconds": collecting})  # fmt: skip
+                    finished = odd_rows if label == "probe_finished" else None
+                    seconds, collecting, out = timed(
+                        lambda h=how, t=lengths[label], f=finished: run(h, t, f)
+                    )
+                    units = (
+                        _steps(out, batch_size)
+                        if how["method"] == "large"
+                        else out.summary["large_forwards"]
+                    )
+                    timings.append(
+                        base
+                        | {
+                            "what": f"{label}_{name}",
+                            "seconds": seconds,
+                            "units": units,
+                            "gc_seconds": collecting,
+                        }
+                    )
                     if label == "full" and rep == 0:
                         reference = out.texts if name == "large" else reference
                         same = out.texts == reference
@@ -379,9 +406,20 @@ def _work_rows(pair, method, run, k, tokens, batches, widths) -> list[dict]:
         for key, (count, width_sum) in done["forwards"].items():
             entry = forwards.setdefault(key, [0, 0])
             entry[0], entry[1] = entry[0] + count, entry[1] + width_sum
-    return [{"pair": pair, "method": method, "run": run, "rounds": rounds,
-             "row_rounds": row_rounds, "model": model, "columns": columns, "count": count,
-             "width_sum": width_sum} for (model, columns), (count, width_sum) in forwards.items()]  # fmt: skip
+    return [
+        {
+            "pair": pair,
+            "method": method,
+            "run": run,
+            "rounds": rounds,
+            "row_rounds": row_rounds,
+            "model": model,
+            "columns": columns,
+            "count": count,
+            "width_sum": width_sum,
+        }
+        for (model, columns), (count, width_sum) in forwards.items()
+    ]
 
 
 def forward_lines(timings: pd.DataFrame) -> pd.DataFrame:
@@ -394,11 +432,21 @@ def forward_lines(timings: pd.DataFrame) -> pd.DataFrame:
         width = part.index.get_level_values("width").to_numpy(float)
         seconds = part.to_numpy(float)
         narrow, wide = int(np.argmin(width)), int(np.argmax(width))
-        slope = ((seconds[wide] - seconds[narrow]) / (width[wide] - width[narrow])
-                 if width[wide] > width[narrow] else 0.0)  # fmt: skip
-        lines.append({"pair": pair, "model": model, "columns": int(columns),
-                      "narrow": seconds[narrow], "slope": slope,
-                      "intercept": seconds[narrow] - slope * width[narrow]})  # fmt: skip
+        slope = (
+            (seconds[wide] - seconds[narrow]) / (width[wide] - width[narrow])
+            if width[wide] > width[narrow]
+            else 0.0
+        )
+        lines.append(
+            {
+                "pair": pair,
+                "model": model,
+                "columns": int(columns),
+                "narrow": seconds[narrow],
+                "slope": slope,
+                "intercept": seconds[narrow] - slope * width[narrow],
+            }
+        )
     return pd.DataFrame(lines).set_index(["pair", "model", "columns"])
 
 
@@ -487,9 +535,12 @@ def _engine_time(medians, work: pd.DataFrame, lines: pd.DataFrame, name: str) ->
     measured cost lines, plus the `engine_costs` of its rounds and running row-rounds."""
     costs = engine_costs(medians, work, lines, name)
     full = work[work["run"] == "full"]
-    return float(forward_seconds(full, lines) + costs["setup"]
-                 + costs["per_round"] * full["rounds"].iloc[0]
-                 + costs["per_row"] * full["row_rounds"].iloc[0])  # fmt: skip
+    return float(
+        forward_seconds(full, lines)
+        + costs["setup"]
+        + costs["per_round"] * full["rounds"].iloc[0]
+        + costs["per_row"] * full["row_rounds"].iloc[0]
+    )
 
 
 def recommend_draft_length(table: pd.DataFrame, column: str = "measured_speedup") -> dict:
@@ -504,21 +555,35 @@ def plot_speedups(table: pd.DataFrame, stem=None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from fsgen.plots import save_figure
+    from fsgen.core.plots import save_figure
 
     sns.set_theme(style="whitegrid", context="notebook")
-    long = table.melt(id_vars=["pair", "k"], var_name="estimate", value_name="speed-up",
-                      value_vars=["predicted_speedup_forwards", "predicted_speedup_engine",
-                                  "measured_speedup"])  # fmt: skip
+    long = table.melt(
+        id_vars=["pair", "k"],
+        var_name="estimate",
+        value_name="speed-up",
+        value_vars=["predicted_speedup_forwards", "predicted_speedup_engine", "measured_speedup"],
+    )
     long["estimate"] = long["estimate"].str.replace("_speedup", "").str.replace("_", " ")
     pairs = list(dict.fromkeys(table["pair"]))
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
     for ax, pair in zip(axes[0], pairs, strict=True):
-        sns.lineplot(data=long[long.pair == pair], x="k", y="speed-up", hue="estimate",
-                     style="estimate", markers=True, dashes=False, ax=ax)  # fmt: skip
+        sns.lineplot(
+            data=long[long.pair == pair],
+            x="k",
+            y="speed-up",
+            hue="estimate",
+            style="estimate",
+            markers=True,
+            dashes=False,
+            ax=ax,
+        )
         ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-        ax.set(title=f"speculative decoding, {pair}", xlabel="draft length k",
-               ylabel="speed-up over the large model alone")  # fmt: skip
+        ax.set(
+            title=f"speculative decoding, {pair}",
+            xlabel="draft length k",
+            ylabel="speed-up over the large model alone",
+        )
         ax.set_xticks(sorted(table["k"].unique()))
     fig.tight_layout()
     if stem is not None:

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fsgen.io import atomic_write_bytes
+from fsgen.core.io import atomic_write_bytes
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 

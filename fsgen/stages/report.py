@@ -1,6 +1,6 @@
 """The README's results section, rendered from the pipeline's committed outputs.
 
-Nothing in the block between the markers is typed by hand: `python -m fsgen.report` rewrites it
+Nothing in the block between the markers is typed by hand: `python -m fsgen.stages.report` rewrites it
 from `metrics/` and `results/`, and a test checks that the README matches a fresh rendering.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsgen.io import atomic_write_bytes, read_metrics
-from fsgen.paths import resolve
+from fsgen.core.io import atomic_write_bytes, read_metrics
+from fsgen.core.paths import resolve
 
-START = "<!-- results:start (written by `python -m fsgen.report`; do not edit) -->"
+START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"
 
 
@@ -85,11 +85,19 @@ def scaling_section(root: Path) -> str:
     paper = pd.read_csv(root / "results/scaling_law/paper_fits.csv")
     paper = paper[paper["task"] == "gsm8k"].assign(task="paper Qwen1.5 gsm8k")
     both = pd.concat([fits, paper], ignore_index=True)
-    shown = pd.DataFrame({
-        "data": both["task"], "method": both["method"], "points": both["n"],
-        "a": both["a"], "alpha": both["alpha"], "b": both["b"], "R²": both["r2"],
-        "LOO RMSE": both["loo_rmse"], "best form (AIC)": both["best_form"],
-    })  # fmt: skip
+    shown = pd.DataFrame(
+        {
+            "data": both["task"],
+            "method": both["method"],
+            "points": both["n"],
+            "a": both["a"],
+            "alpha": both["alpha"],
+            "b": both["b"],
+            "R²": both["r2"],
+            "LOO RMSE": both["loo_rmse"],
+            "best form (AIC)": both["best_form"],
+        }
+    )
     return (
         "### Scaling law CF = b - a·r^(-α) (stage 03)\n\n"
         "Least squares from a = α = b = 1 with every parameter >= 0.05, as the FS-GEN authors "
@@ -101,8 +109,14 @@ def scaling_section(root: Path) -> str:
 
 def uncertainty_section(root: Path) -> str:
     auroc = pd.read_csv(root / "results/uncertainty/auroc.csv")
-    shown = auroc.rename(columns={"mismatch_rate": "mismatch rate", "top1_prob": "AUROC top-1",
-                                  "margin": "AUROC margin", "entropy": "AUROC entropy"})  # fmt: skip
+    shown = auroc.rename(
+        columns={
+            "mismatch_rate": "mismatch rate",
+            "top1_prob": "AUROC top-1",
+            "margin": "AUROC margin",
+            "entropy": "AUROC entropy",
+        }
+    )
     return (
         "### Where System 2 steps in (stage 04)\n\n"
         "How well System 1's own uncertainty predicts a mismatch on the oracle traces (AUROC, "
@@ -117,17 +131,24 @@ def llm_to_slm_section(root: Path) -> str:
     metrics = _read_metrics(root / "metrics/llm_to_slm.json")
     rows = []
     for system, group in table.groupby("system", sort=False):
-        row = {"system": system, "accuracy": group["accuracy"].iloc[0],
-               "CF vs large (oracle)": group["collaboration_frequency"].iloc[0]}  # fmt: skip
+        row = {
+            "system": system,
+            "accuracy": group["accuracy"].iloc[0],
+            "CF vs large (oracle)": group["collaboration_frequency"].iloc[0],
+        }
         for item in group.itertuples():
             row[f"batch {item.batch_size}: s"] = item.seconds
             row[f"batch {item.batch_size}: speed-up"] = f"{item.speedup_vs_large:.2f}x"
         rows.append(row)
     closed = metrics.get("gap_closed")
-    note = "" if closed is None else (
-        f" LLM-to-SLM closes {100 * closed:.0f}% of the fine-tuned small model's accuracy gap "
-        "to the large model."
-    )  # fmt: skip
+    note = (
+        ""
+        if closed is None
+        else (
+            f" LLM-to-SLM closes {100 * closed:.0f}% of the fine-tuned small model's accuracy gap "
+            "to the large model."
+        )
+    )
     return (
         "### LLM-to-SLM (stage 05)\n\n"
         "The largest rung encodes the prompt once, a projector feeds it to the smallest rung, "
@@ -144,8 +165,9 @@ def llm_to_slm_section(root: Path) -> str:
 def routers_section(root: Path) -> str:
     summary = pd.read_csv(root / "results/routers/summary.csv")
     summary["pair"] = summary["large"] + "-" + summary["small"]
-    calls = summary.pivot_table(index=["task", "pair"], columns="router",
-                                values="call_rate_for_95", sort=False)  # fmt: skip
+    calls = summary.pivot_table(
+        index=["task", "pair"], columns="router", values="call_rate_for_95", sort=False
+    )
     calls.columns = [f"{c}: call rate" for c in calls.columns]
     text = (
         "### Routers (stage 06)\n\n"
@@ -156,11 +178,24 @@ def routers_section(root: Path) -> str:
     speedup_file = root / "results/routers/speedup.csv"
     if speedup_file.exists():
         speed = pd.read_csv(speedup_file)
-        shown = speed[["pair", "k", "tokens_per_round", "predicted_speedup_engine",
-                       "measured_speedup", "engine_error"]].rename(columns={
-            "k": "draft length", "tokens_per_round": "tokens/round",
-            "predicted_speedup_engine": "predicted speed-up", "measured_speedup": "measured",
-            "engine_error": "relative error"})  # fmt: skip
+        shown = speed[
+            [
+                "pair",
+                "k",
+                "tokens_per_round",
+                "predicted_speedup_engine",
+                "measured_speedup",
+                "engine_error",
+            ]
+        ].rename(
+            columns={
+                "k": "draft length",
+                "tokens_per_round": "tokens/round",
+                "predicted_speedup_engine": "predicted speed-up",
+                "measured_speedup": "measured",
+                "engine_error": "relative error",
+            }
+        )
         text += (
             "\n\nSpeculative decoding over the large model alone, predicted from the oracle "
             "traces and measured (timings: this machine, one run).\n\n" + _table(shown)
@@ -169,15 +204,23 @@ def routers_section(root: Path) -> str:
 
 
 def estimates_section(root: Path) -> str:
-    from fsgen.estimates import estimate_table
-    from fsgen.ladder import load_profile, read_params
+    from fsgen.analysis.estimates import estimate_table
+    from fsgen.models.profiles import load_profile, read_params
 
     params = read_params(root / "params.yaml")
     logging = params["token_logging"]
-    hub = [load_profile(name, root / "params.yaml") for name, spec in params["profiles"].items()
-           if spec.get("kind") == "hub"]  # fmt: skip
-    table = estimate_table(hub, n_prompts=logging["n_prompts"], max_new_tokens=logging["max_new_tokens"],
-                           batch_size=logging["batch_size"], methods=logging["methods"].split(","))  # fmt: skip
+    hub = [
+        load_profile(name, root / "params.yaml")
+        for name, spec in params["profiles"].items()
+        if spec.get("kind") == "hub"
+    ]
+    table = estimate_table(
+        hub,
+        n_prompts=logging["n_prompts"],
+        max_new_tokens=logging["max_new_tokens"],
+        batch_size=logging["batch_size"],
+        methods=logging["methods"].split(","),
+    )
     return (
         "### GPU profiles: estimates from model sizes (not measurements)\n\n"
         f"Token logging with this `params.yaml` ({logging['n_prompts']} prompts per task, "

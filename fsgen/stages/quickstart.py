@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from fsgen.paths import resolve
+from fsgen.core.paths import resolve
 
 EMBEDDED = "data/models/embedded"
 HUB_PAIR = ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m")  # fp32: ~1 GB, fits Binder
@@ -28,22 +28,28 @@ def on_hosted_notebook() -> bool:
 
 
 def _random_pair(seed: int):
-    from fsgen.synthetic import generate_problems, plain_document
-    from fsgen.tokenizer import train_tokenizer
-    from fsgen.train import build_model
+    from fsgen.data.synthetic import generate_problems, plain_document
+    from fsgen.data.tokenizer import train_tokenizer
+    from fsgen.models.train import build_model
 
     problems = generate_problems(200, seed=seed)
     tokenizer = train_tokenizer([plain_document(p) for p in problems], 300)
-    small = build_model({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, len(tokenizer),
-                        tokenizer, 512, seed)  # fmt: skip
-    large = build_model({"hidden_size": 32, "num_layers": 2, "num_heads": 2}, len(tokenizer),
-                        tokenizer, 512, seed + 1)  # fmt: skip
+    small = build_model(
+        {"hidden_size": 16, "num_layers": 1, "num_heads": 2}, len(tokenizer), tokenizer, 512, seed
+    )
+    large = build_model(
+        {"hidden_size": 32, "num_layers": 2, "num_heads": 2},
+        len(tokenizer),
+        tokenizer,
+        512,
+        seed + 1,
+    )
     return small.eval(), large.eval(), tokenizer
 
 
 def quickstart_models(choice: str = "auto", seed: int = 0):
     """`(small, large, tokenizer, description)` for the quick start; see the module docstring."""
-    from fsgen.ladder import load_model
+    from fsgen.models.profiles import load_model
 
     if choice not in CHOICES:
         raise ValueError(f"unknown model choice {choice!r}; valid choices: {list(CHOICES)}")
@@ -67,13 +73,22 @@ def quickstart_models(choice: str = "auto", seed: int = 0):
 
 def quickstart_prompts() -> list[str]:
     """Three synthetic word problems in the plain prompt format."""
-    from fsgen.synthetic import generate_problems, plain_prompt
+    from fsgen.data.synthetic import generate_problems, plain_prompt
 
     return [plain_prompt(p.question) for p in generate_problems(3, split="test", seed=2024)]
 
 
 def trace_preview(trace: pd.DataFrame, rows: int = 12) -> pd.DataFrame:
     """The first `rows` tokens of the trace with the columns worth reading first."""
-    columns = ["prompt_id", "step", "token", "source", "large_called", "mismatch",
-               "small_top1_prob", "small_entropy", "large_top1_prob"]  # fmt: skip
+    columns = [
+        "prompt_id",
+        "step",
+        "token",
+        "source",
+        "large_called",
+        "mismatch",
+        "small_top1_prob",
+        "small_entropy",
+        "large_top1_prob",
+    ]
     return trace[columns].head(rows)

@@ -17,16 +17,29 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from fsgen.io import write_metrics
-from fsgen.ladder import Profile
-from fsgen.paths import resolve
-from fsgen.plots import save_figure
+from fsgen.core.io import write_metrics
+from fsgen.core.paths import resolve
+from fsgen.core.plots import save_figure
+from fsgen.models.profiles import Profile
 
 UNDER = 0.2  # FS-GEN: fewer than ~20% of tokens need the large model
 COLLABORATIONS = ("oracle", "contrastive", "speculative", "proxy")
-TABLE_COLUMNS = ["task", "method", "large", "small", "pair", "n_large", "n_small", "ratio",
-                 "tokens", "mismatches", "collaboration_frequency", "accuracy",
-                 "small_accuracy", "large_accuracy"]  # fmt: skip
+TABLE_COLUMNS = [
+    "task",
+    "method",
+    "large",
+    "small",
+    "pair",
+    "n_large",
+    "n_small",
+    "ratio",
+    "tokens",
+    "mismatches",
+    "collaboration_frequency",
+    "accuracy",
+    "small_accuracy",
+    "large_accuracy",
+]
 
 
 def ladder_sizes(profile: Profile, column: str = "params") -> dict[str, float]:
@@ -82,8 +95,15 @@ def falls_with_small_rung(table: pd.DataFrame) -> pd.DataFrame:
         if len(group) < 2:
             continue
         cf = group.sort_values("n_small")["collaboration_frequency"].to_numpy()
-        rows.append({"task": task, "method": method, "large": large, "smalls": len(group),
-                     "falls": bool((np.diff(cf) < 0).all())})  # fmt: skip
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "large": large,
+                "smalls": len(group),
+                "falls": bool((np.diff(cf) < 0).all()),
+            }
+        )
     return pd.DataFrame(rows, columns=["task", "method", "large", "smalls", "falls"])
 
 
@@ -114,9 +134,11 @@ def frequency_metrics(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, o
 
 
 def write_frequency_outputs(
-    table: pd.DataFrame, summary: pd.DataFrame, metrics_file: str | os.PathLike,
+    table: pd.DataFrame,
+    summary: pd.DataFrame,
+    metrics_file: str | os.PathLike,
     results_dir: str | os.PathLike,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """Write the CF table (CSV), the flat metrics and the figures; returns the metrics."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -138,18 +160,34 @@ def plot_frequency_heatmaps(table: pd.DataFrame, stem: str | os.PathLike | None 
     """One heatmap per task and method: large rung down, small rung across, CF in each cell."""
     sns.set_theme(style="white", context="notebook")
     tasks, methods = list(dict.fromkeys(table["task"])), list(dict.fromkeys(table["method"]))
-    fig, axes = plt.subplots(len(tasks), len(methods), squeeze=False,
-                             figsize=(3.2 * len(methods) + 0.5, 2.8 * len(tasks)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(tasks),
+        len(methods),
+        squeeze=False,
+        figsize=(3.2 * len(methods) + 0.5, 2.8 * len(tasks)),
+    )
     larges, smalls = _rungs(table, "large"), _rungs(table, "small")
     for i, task in enumerate(tasks):
         for j, method in enumerate(methods):
             part = table[(table["task"] == task) & (table["method"] == method)]
             grid = part.pivot(index="large", columns="small", values="collaboration_frequency")
             grid = grid.reindex(index=larges[::-1], columns=smalls)
-            sns.heatmap(grid, ax=axes[i, j], annot=True, fmt=".2f", vmin=0, vmax=max(0.5, grid.max().max()),
-                        cmap="rocket_r", cbar=False, annot_kws={"size": 8})  # fmt: skip
-            axes[i, j].set(title=f"{task} · {method}", xlabel="small (System 1)",
-                           ylabel="large (System 2)" if j == 0 else "")  # fmt: skip
+            sns.heatmap(
+                grid,
+                ax=axes[i, j],
+                annot=True,
+                fmt=".2f",
+                vmin=0,
+                vmax=max(0.5, grid.max().max()),
+                cmap="rocket_r",
+                cbar=False,
+                annot_kws={"size": 8},
+            )
+            axes[i, j].set(
+                title=f"{task} · {method}",
+                xlabel="small (System 1)",
+                ylabel="large (System 2)" if j == 0 else "",
+            )
     fig.suptitle("Collaboration frequency: share of tokens where System 2 overrides System 1")
     fig.tight_layout()
     if stem is not None:
@@ -160,9 +198,19 @@ def plot_frequency_heatmaps(table: pd.DataFrame, stem: str | os.PathLike | None 
 def plot_frequency_by_small(table: pd.DataFrame, stem: str | os.PathLike | None = None):
     """CF against the small rung's size, one line per large rung, one panel per task x method."""
     sns.set_theme(style="whitegrid", context="notebook")
-    grid = sns.relplot(data=table, x="n_small", y="collaboration_frequency", hue="large",
-                       col="method", row="task", kind="line", marker="o", height=3, aspect=1.1,
-                       facet_kws={"sharey": False})  # fmt: skip
+    grid = sns.relplot(
+        data=table,
+        x="n_small",
+        y="collaboration_frequency",
+        hue="large",
+        col="method",
+        row="task",
+        kind="line",
+        marker="o",
+        height=3,
+        aspect=1.1,
+        facet_kws={"sharey": False},
+    )
     for ax in grid.axes.flat:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -181,12 +229,23 @@ def plot_accuracy(table: pd.DataFrame, stem: str | os.PathLike | None = None):
         ["task", "pair", "small_accuracy", "large_accuracy"]
     ]
     alone = alone.melt(["task", "pair"], var_name="system", value_name="accuracy")
-    alone["system"] = alone["system"].map({"small_accuracy": "System 1 alone",
-                                           "large_accuracy": "System 2 alone"})  # fmt: skip
-    both = pd.concat([alone, table[["task", "pair", "method", "accuracy"]].rename(
-        columns={"method": "system"})], ignore_index=True)  # fmt: skip
-    grid = sns.catplot(data=both, x="pair", y="accuracy", hue="system", col="task", kind="bar",
-                       height=3.5, aspect=2)  # fmt: skip
+    alone["system"] = alone["system"].map(
+        {"small_accuracy": "System 1 alone", "large_accuracy": "System 2 alone"}
+    )
+    both = pd.concat(
+        [alone, table[["task", "pair", "method", "accuracy"]].rename(columns={"method": "system"})],
+        ignore_index=True,
+    )
+    grid = sns.catplot(
+        data=both,
+        x="pair",
+        y="accuracy",
+        hue="system",
+        col="task",
+        kind="bar",
+        height=3.5,
+        aspect=2,
+    )
     grid.set_axis_labels("pair (large-small)", "task accuracy")
     grid.figure.suptitle("Accuracy of each system and collaboration", y=1.02)
     if stem is not None:
@@ -197,5 +256,9 @@ def plot_accuracy(table: pd.DataFrame, stem: str | os.PathLike | None = None):
 def summarize_frequency(table: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
     """The CF table as a grid for display: one row per task and pair, one column per method."""
     part = table if methods is None else table[table["method"].isin(methods)]
-    return part.pivot_table(index=["task", "pair", "ratio"], columns="method",
-                            values="collaboration_frequency", sort=False).round(3)  # fmt: skip
+    return part.pivot_table(
+        index=["task", "pair", "ratio"],
+        columns="method",
+        values="collaboration_frequency",
+        sort=False,
+    ).round(3)

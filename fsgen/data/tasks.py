@@ -3,10 +3,10 @@ how answers are scored.
 
 | task        | data                                   | prompt                                  | score |
 |-------------|----------------------------------------|-----------------------------------------|-------|
-| `synthetic` | `fsgen.synthetic` (generated from seed) | zero-shot "Question: ...\\nAnswer:"      | last number == answer |
+| `synthetic` | `fsgen.data.synthetic` (generated from seed) | zero-shot "Question: ...\\nAnswer:"      | last number == answer |
 | `gsm8k`     | `openai/gsm8k` main, test              | 8-shot chain of thought                 | last number == "#### N" |
 | `mmlu_stem` | `TIGER-Lab/MMLU-STEM`, test            | 5-shot chain of thought, "(A) ... (D)"  | chosen letter == gold |
-| `mbpp`      | MBPP test tasks 11-510                 | 10-shot, the task's asserts shown       | the asserts pass in `fsgen.sandbox` |
+| `mbpp`      | MBPP test tasks 11-510                 | 10-shot, the task's asserts shown       | the asserts pass in `fsgen.data.sandbox` |
 | `mt_bench`  | `lighteval/mt-bench` (80), first turn  | the question alone                      | None, unless a judge is given |
 
 Data come from a local directory laid out like `../shared/data` (JSONL files, the few-shot texts
@@ -34,10 +34,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fsgen.paths import resolve
-from fsgen.sandbox import run_many
-from fsgen.scoring import last_number, parse_number
-from fsgen.synthetic import Problem, chat_prompt, generate_problems, plain_prompt
+from fsgen.core.paths import resolve
+from fsgen.data.sandbox import run_many
+from fsgen.data.scoring import last_number, parse_number
+from fsgen.data.synthetic import Problem, chat_prompt, generate_problems, plain_prompt
 
 DATA_ENV = "FSGEN_DATA_DIR"
 SYNTHETIC_SIZE = 1000  # synthetic examples drawn when n_prompts is not given
@@ -97,7 +97,7 @@ class Task:
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The local data directory: `data_dir`, else `$FSGEN_DATA_DIR`, else None (the hub).
 
-    Relative paths resolve from the repository root (`fsgen.paths.resolve`).
+    Relative paths resolve from the repository root (`fsgen.core.paths.resolve`).
     """
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
     return None if chosen is None else resolve(chosen)
@@ -359,7 +359,7 @@ def _synthetic_prompt(example: Example, few_shot: FewShot) -> str:
 
 
 def _synthetic_chat(example: Example, few_shot: FewShot) -> str:
-    """The user message of `fsgen.synthetic.chat_prompt` (what the tuned rungs were taught)."""
+    """The user message of `fsgen.data.synthetic.chat_prompt` (what the tuned rungs were taught)."""
     return _shots(few_shot) + f"Solve this problem step by step.\n{example.question}"
 
 
@@ -505,7 +505,7 @@ def build_prompts(
     `load_few_shot`). With `chat=True` each prompt becomes one user message wrapped in the
     tokenizer's chat template (with the generation prompt); a tokenizer without a template leaves
     the prompts plain, with a warning. Synthetic prompts need no tokenizer for `chat=True`: they
-    use `fsgen.synthetic.chat_prompt`, which the embedded ladder's template renders the same way.
+    use `fsgen.data.synthetic.chat_prompt`, which the embedded ladder's template renders the same way.
     """
     task = get_task(task)
     few_shot = load_few_shot(task, path=few_shot_file, data_dir=data_dir)
@@ -540,7 +540,7 @@ def score(
     """Score each prediction against its example: True/False, or None where unscored.
 
     `judge(example, prediction)`, when given, replaces the task's own scorer (MT-bench is
-    generation only without one). MBPP runs programs in `fsgen.sandbox`, `workers` at a time.
+    generation only without one). MBPP runs programs in `fsgen.data.sandbox`, `workers` at a time.
     """
     task = get_task(task)
     if len(predictions) != len(examples):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import yaml
 
-from fsgen.paths import resolve
+from fsgen.core.paths import resolve
 
 DEFAULT_PARAMS = "params.yaml"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -191,8 +191,18 @@ def _looks_local(source: str) -> bool:
 def _hub_unreachable(error: BaseException) -> bool:
     """Whether a loading error comes from a hub that cannot be reached (offline mode included)."""
     text = f"{type(error).__name__}: {error}".lower()
-    hints = ("offline", "connection", "couldn't connect", "cannot connect", "resolve", "timed out",
-             "network", "max retries", "not found in cache", "cannot find the requested files")  # fmt: skip
+    hints = (
+        "offline",
+        "connection",
+        "couldn't connect",
+        "cannot connect",
+        "resolve",
+        "timed out",
+        "network",
+        "max retries",
+        "not found in cache",
+        "cannot find the requested files",
+    )
     return any(hint in text for hint in hints) or (
         error.__cause__ is not None and _hub_unreachable(error.__cause__)
     )

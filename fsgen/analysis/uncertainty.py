@@ -17,8 +17,8 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import roc_auc_score
 
-from fsgen.io import write_metrics
-from fsgen.plots import save_figure
+from fsgen.core.io import write_metrics
+from fsgen.core.plots import save_figure
 
 SIGNALS = {"top1_prob": "small_top1_prob", "margin": "small_margin", "entropy": "small_entropy"}
 LESS_SURE = {"top1_prob": -1.0, "margin": -1.0, "entropy": 1.0}  # sign making larger = less sure
@@ -68,8 +68,12 @@ def signal_auroc(rows: pd.DataFrame) -> pd.DataFrame:
     pair (0.5 = no better than chance; NaN when a pair has only one class)."""
     records = []
     for (task, pair), group in rows.groupby(["task", "pair"], sort=False):
-        record = {"task": task, "pair": pair, "tokens": len(group),
-                  "mismatch_rate": float(group["mismatch"].mean())}  # fmt: skip
+        record = {
+            "task": task,
+            "pair": pair,
+            "tokens": len(group),
+            "mismatch_rate": float(group["mismatch"].mean()),
+        }
         for name, column in SIGNALS.items():
             y = group["mismatch"].to_numpy()
             score = LESS_SURE[name] * group[column].to_numpy(float)
@@ -104,8 +108,16 @@ def plot_position_heatmap(rows: pd.DataFrame, stem: str | os.PathLike | None = N
         grid = deciles[deciles["task"] == task].pivot(
             index="pair", columns="decile", values="mismatch_rate"
         )
-        sns.heatmap(grid, ax=ax, annot=True, fmt=".2f", cmap="rocket_r", vmin=0,
-                    annot_kws={"size": 7}, cbar_kws={"label": "mismatch rate"})  # fmt: skip
+        sns.heatmap(
+            grid,
+            ax=ax,
+            annot=True,
+            fmt=".2f",
+            cmap="rocket_r",
+            vmin=0,
+            annot_kws={"size": 7},
+            cbar_kws={"label": "mismatch rate"},
+        )
         ax.set(title=task, xlabel="decile of the generation (0 = start)", ylabel="pair")
     fig.suptitle("Where System 2 overrides System 1: mismatch rate by position")
     fig.tight_layout()
@@ -119,17 +131,27 @@ def plot_signal_densities(rows: pd.DataFrame, stem: str | os.PathLike | None = N
     tokens, one row per pair (densities normalised within each class)."""
     sns.set_theme(style="whitegrid", context="notebook")
     pairs = list(dict.fromkeys(rows["pair"]))
-    fig, axes = plt.subplots(len(pairs), len(SIGNALS), squeeze=False,
-                             figsize=(4 * len(SIGNALS), 2.4 * len(pairs)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(pairs), len(SIGNALS), squeeze=False, figsize=(4 * len(SIGNALS), 2.4 * len(pairs))
+    )
     label = rows["mismatch"].map({True: "mismatch", False: "match"})
     for i, pair in enumerate(pairs):
         part = rows[rows["pair"] == pair].assign(token=label)
         for j, (name, column) in enumerate(SIGNALS.items()):
             ax = axes[i, j]
             if part["token"].nunique() == 2 and part[column].nunique() > 1:
-                sns.kdeplot(data=part, x=column, hue="token", hue_order=["match", "mismatch"],
-                            common_norm=False, fill=True, ax=ax, cut=0, warn_singular=False,
-                            legend=(i == 0 and j == 0))  # fmt: skip
+                sns.kdeplot(
+                    data=part,
+                    x=column,
+                    hue="token",
+                    hue_order=["match", "mismatch"],
+                    common_norm=False,
+                    fill=True,
+                    ax=ax,
+                    cut=0,
+                    warn_singular=False,
+                    legend=(i == 0 and j == 0),
+                )
             ax.set(xlabel=name if i == len(pairs) - 1 else "", ylabel=pair if j == 0 else "")
     fig.suptitle("System 1's certainty at tokens where System 2 agrees vs overrides")
     fig.tight_layout()
@@ -142,8 +164,17 @@ def plot_entropy_bins(rows: pd.DataFrame, bins: int = 10, stem: str | os.PathLik
     """Mismatch rate against System 1's entropy, one line per pair."""
     sns.set_theme(style="whitegrid", context="notebook")
     table = entropy_bins(rows, bins)
-    grid = sns.relplot(data=table, x="entropy", y="mismatch_rate", hue="pair", col="task",
-                       kind="line", marker="o", height=3.5, aspect=1.4)  # fmt: skip
+    grid = sns.relplot(
+        data=table,
+        x="entropy",
+        y="mismatch_rate",
+        hue="pair",
+        col="task",
+        kind="line",
+        marker="o",
+        height=3.5,
+        aspect=1.4,
+    )
     grid.set_axis_labels("System 1 entropy (nats, bin centre)", "mismatch rate")
     grid.figure.suptitle("The less sure System 1 is, the more often System 2 overrides it", y=1.03)
     if stem is not None:
@@ -151,8 +182,9 @@ def plot_entropy_bins(rows: pd.DataFrame, bins: int = 10, stem: str | os.PathLik
     return grid.figure
 
 
-def example_generation(rows: pd.DataFrame, pair: str | None = None, prompt_id: int | None = None,
-                       max_tokens: int = 40) -> pd.DataFrame:  # fmt: skip
+def example_generation(
+    rows: pd.DataFrame, pair: str | None = None, prompt_id: int | None = None, max_tokens: int = 40
+) -> pd.DataFrame:
     """The first `max_tokens` tokens of one generation (default: the first pair and the prompt
     with the most mismatches in it), with System 1's top-k probabilities."""
     pair = pair or rows["pair"].iloc[0]
@@ -165,8 +197,9 @@ def example_generation(rows: pd.DataFrame, pair: str | None = None, prompt_id: i
     return part[part["prompt_id"] == prompt_id].sort_values("step").head(max_tokens)
 
 
-def plot_topk_example(example: pd.DataFrame, tokenizer=None, k: int = 3,
-                      stem: str | os.PathLike | None = None):  # fmt: skip
+def plot_topk_example(
+    example: pd.DataFrame, tokenizer=None, k: int = 3, stem: str | os.PathLike | None = None
+):
     """Per generated token, System 1's top-k probabilities as stacked bars; tokens where System
     2 overrode System 1 are marked in red."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -175,12 +208,24 @@ def plot_topk_example(example: pd.DataFrame, tokenizer=None, k: int = 3,
     x = np.arange(len(example))
     bottom = np.zeros(len(example))
     for j in range(k):
-        ax.bar(x, probs[:, j], bottom=bottom, color=sns.color_palette("Blues_r", k)[j],
-               edgecolor="white", linewidth=0.3, label=f"top-{j + 1}")  # fmt: skip
+        ax.bar(
+            x,
+            probs[:, j],
+            bottom=bottom,
+            color=sns.color_palette("Blues_r", k)[j],
+            edgecolor="white",
+            linewidth=0.3,
+            label=f"top-{j + 1}",
+        )
         bottom += probs[:, j]
     mismatch = example["mismatch"].to_numpy(bool)
-    ax.scatter(x[mismatch], np.full(mismatch.sum(), 1.04), marker="v", color="C3",
-               label="System 2 overrides")  # fmt: skip
+    ax.scatter(
+        x[mismatch],
+        np.full(mismatch.sum(), 1.04),
+        marker="v",
+        color="C3",
+        label="System 2 overrides",
+    )
     labels = [repr(t)[1:-1] if isinstance(t, str) else str(t) for t in example["token"]]
     ax.set_xticks(x, labels, rotation=90, fontsize=7)
     for tick, flagged in zip(ax.get_xticklabels(), mismatch, strict=True):
@@ -196,10 +241,15 @@ def plot_topk_example(example: pd.DataFrame, tokenizer=None, k: int = 3,
 
 
 def write_uncertainty_outputs(
-    traces: pd.DataFrame, *, metrics_file: str | os.PathLike, results_dir: str | os.PathLike,
-    method: str = "oracle", entropy_bin_count: int = 10, example_pair: str = "",
+    traces: pd.DataFrame,
+    *,
+    metrics_file: str | os.PathLike,
+    results_dir: str | os.PathLike,
+    method: str = "oracle",
+    entropy_bin_count: int = 10,
+    example_pair: str = "",
     example_tokens: int = 40,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """Stage 04: the tables (CSV), flat metrics and figures of the uncertainty study; returns
     the AUROC table."""
     results_dir = Path(results_dir)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from fsgen.ladder import Profile
-from fsgen.scaling import parse_size
+from fsgen.analysis.scaling import parse_size
+from fsgen.models.profiles import Profile
 
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 H100_BANDWIDTH = 3.35e12  # bytes/s, H100 SXM HBM3
@@ -30,16 +30,27 @@ def nominal_size(name: str) -> float:
 
 
 def _step_bytes(method: str, large: float, small: float, per_param: int) -> float:
-    read = {"alone": large, "oracle": large, "contrastive": large + small,
-            "speculative": large + small, "proxy": large + 2 * small}[method]  # fmt: skip
+    read = {
+        "alone": large,
+        "oracle": large,
+        "contrastive": large + small,
+        "speculative": large + small,
+        "proxy": large + 2 * small,
+    }[method]
     return read * per_param
 
 
 def estimate_profile(
-    profile: Profile, *, n_prompts: int, max_new_tokens: int, batch_size: int,
-    methods: Sequence[str], bandwidth: float = H100_BANDWIDTH, efficiency: float = 0.5,
+    profile: Profile,
+    *,
+    n_prompts: int,
+    max_new_tokens: int,
+    batch_size: int,
+    methods: Sequence[str],
+    bandwidth: float = H100_BANDWIDTH,
+    efficiency: float = 0.5,
     gpu_memory: float = H100_MEMORY,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """Peak memory, GPUs needed and token-logging hours of a hub profile (see module docstring)."""
     if profile.kind != "hub":
         raise ValueError(
@@ -55,9 +66,13 @@ def estimate_profile(
     for _task in profile.tasks:
         for j, (_rung, large) in enumerate(sizes):
             smalls = sizes[:j]
-            units = {"alone": [0.0], "oracle": [0.0] if smalls else [],
-                     "contrastive": [s for _, s in smalls], "speculative": [s for _, s in smalls],
-                     "proxy": [s for r, s in smalls if r.tuned]}  # fmt: skip
+            units = {
+                "alone": [0.0],
+                "oracle": [0.0] if smalls else [],
+                "contrastive": [s for _, s in smalls],
+                "speculative": [s for _, s in smalls],
+                "proxy": [s for r, s in smalls if r.tuned],
+            }
             for method in methods:
                 for small in units.get(method, []):
                     step = _step_bytes(method, large, small, per_param) / (bandwidth * efficiency)

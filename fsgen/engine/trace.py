@@ -22,12 +22,13 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from fsgen.io import atomic_write_bytes
+from fsgen.core.io import atomic_write_bytes
 
 STAT_FIELDS = ("top1_prob", "entropy", "margin", "topk_ids", "topk_probs")
 COLUMNS = (
@@ -72,6 +73,16 @@ def distribution_stats(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
         "margin": top.values[:, 0] - top.values[:, 1],
         "topk_ids": top.indices[:, :k],
         "topk_probs": top.values[:, :k],
+    }
+
+
+def host_stats(logits: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """`distribution_stats` of logits (N, V), computed on their device; only the N x k values
+    of the trace cross to the host, as numpy arrays."""
+    stats = distribution_stats(logits, k)
+    return {
+        name: values.cpu().numpy() if name == "topk_ids" else values.float().cpu().numpy()
+        for name, values in stats.items()
     }
 
 

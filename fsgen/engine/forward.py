@@ -1,0 +1,143 @@
+"""The engine's one forward: a model fed the columns of a `Batch` it has not seen yet.
+
+A stream is one model over one batch: it keeps the model's KV cache and the number of columns
+the model has seen. `advance(batch, keep)` feeds the missing columns in one forward pass and
+returns the logits of the last `keep` of them (the prefill computes no logits for the rest of
+the prompt); `crop(width)` forgets columns, for rejected drafts. So a model runs only when it is
+needed and catches up on every column since its last call at once.
+
+`open_stream` chooses the forward: GPT-NeoX models (the embedded ladder, Pythia) run through
+`fsgen.engine.fast_neox`, a lean forward over a static KV cache whose logits equal HF's; any
+other causal LM runs through its own HF forward with a `DynamicCache`. Every stage, method and
+benchmark goes through this choice. Logits stay on the model's device; only what a caller
+explicitly moves crosses to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from transformers import DynamicCache
+
+from fsgen.engine import fast_neox
+from fsgen.engine.batch import Batch
+
+FORWARDS = ("auto", "lean", "hf")
+
+
+class Stream(Protocol):
+    """One model over a `Batch`: its KV cache and how many columns it has seen."""
+
+    seen: int
+    device: torch.device
+
+    def advance(self, batch: Batch, keep: int = 1) -> torch.Tensor:
+        """Feed the unseen columns; float logits (B, keep, vocab) of the last `keep` fed."""
+        ...
+
+    def crop(self, width: int) -> None:
+        """Forget cached columns past `width`."""
+        ...
+
+
+def model_device(model) -> torch.device:
+    """The device a model takes its inputs on (its first parameter's)."""
+    return next(model.parameters()).device
+
+
+class HFStream:
+    """Any HF causal LM, fed through its own forward with a `DynamicCache`."""
+
+    def __init__(self, model, vocab: int):
+        self.model, self.vocab = model, vocab
+        self.device = model_device(model)  # looked up once: HF's `device` walks the parameters
+        self.cache = DynamicCache()
+        self.seen = 0
+
+    @torch.inference_mode()  # cheaper per op than no_grad: no version counters, no views
+    def advance(self, batch: Batch, keep: int = 1) -> torch.Tensor:
+        start, end = self.seen, batch.width
+        mask = batch.mask
+        mask = None if bool(mask.all()) else mask.to(self.device)  # no holes: the causal path
+        out = self.model(
+            input_ids=batch.seq[:, start:end].to(self.device),
+            attention_mask=mask,
+            position_ids=batch.pos[:, start:end].to(self.device),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
+        self.cache, self.seen = out.past_key_values, end
+        return out.logits[..., -keep:, : self.vocab].float()  # (B, keep, V)
+
+    def crop(self, width: int) -> None:
+        if self.seen > width:
+            self.cache.crop(width - self.seen)  # a negative count: drop that many columns
+            self.seen = width
+
+
+class LeanStream:
+    """A GPT-NeoX model (or a wrapper exposing `causal_lm` and `embed_columns`, as LLM-to-SLM's
+    `ConditionedSmall` does) run by `FastNeoX` over a static KV cache of `capacity` columns,
+    which doubles when a batch outgrows it. Pass `fast` to reuse one `FastNeoX` across calls."""
+
+    def __init__(self, model, vocab: int, rows: int, capacity: int, fast=None):
+        self.model, self.vocab = model, vocab
+        self.fast = fast if fast is not None else fast_neox.FastNeoX(fast_neox.causal_lm(model))
+        self.device = self.fast.device
+        self.embed_columns = getattr(model, "embed_columns", None)
+        self.rows, self.capacity = rows, max(capacity, 1)
+        self.fast.cover(self.capacity)
+        self.cache = self.fast.new_cache(rows, self.capacity)
+        self.seen = 0
+
+    def _grow(self, width: int) -> None:
+        capacity = max(width, 2 * self.capacity)
+        self.fast.cover(capacity)
+        cache = self.fast.new_cache(self.rows, capacity)
+        for (keys, values), (new_keys, new_values) in zip(self.cache, cache, strict=True):
+            new_keys[:, :, : self.seen] = keys[:, :, : self.seen]
+            new_values[:, :, : self.seen] = values[:, :, : self.seen]
+        self.cache, self.capacity = cache, capacity
+
+    @torch.inference_mode()
+    def advance(self, batch: Batch, keep: int = 1) -> torch.Tensor:
+        start, end = self.seen, batch.width
+        if end > self.capacity:
+            self._grow(end)
+        device = self.device
+        ids = batch.seq[:, start:end].to(device)  # (B, k)
+        embeds = self.embed_columns(ids, start) if self.embed_columns is not None else None
+        logits = self.fast.forward(
+            self.cache,
+            start,
+            batch.pos[:, start:end].to(device),
+            fast_neox.attention_mask(batch.mask.to(device), start, end),
+            input_ids=ids if embeds is None else None,
+            inputs_embeds=embeds,
+            keep=keep,
+        )  # (B, keep, V)
+        self.seen = end
+        return logits[..., : self.vocab].float()
+
+    def crop(self, width: int) -> None:
+        self.seen = min(self.seen, width)  # later columns are overwritten, never attended
+
+
+def lean_supported(model) -> bool:
+    """Whether the lean GPT-NeoX forward can run `model`."""
+    return fast_neox.supports(model)
+
+
+def open_stream(model, vocab: int, batch: Batch, *, spare: int, forward: str = "auto") -> Stream:
+    """A stream of `model` over `batch` (room for `spare` more columns): the lean forward for
+    GPT-NeoX models, HF's forward for the rest (`forward`: auto, lean or hf)."""
+    if forward not in FORWARDS:
+        raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
+    lean = lean_supported(model)
+    if forward == "lean" and not lean:
+        raise ValueError(f"forward='lean' runs GPT-NeoX models only, got {type(model).__name__}")
+    if lean and forward != "hf":
+        return LeanStream(model, vocab, batch.rows, batch.width + spare)
+    return HFStream(model, vocab)
