@@ -36,7 +36,7 @@ from fsgen.analysis.speedup import (
 from fsgen.core.io import atomic_write_bytes, read_metrics, write_metrics
 from fsgen.core.paths import repo_root, resolve
 from fsgen.core.plots import plot_ladder, plot_training_curves, save_figure
-from fsgen.core.shards import ShardStore, select_shard
+from fsgen.core.shards import ShardStore, merge_logs, select_shard
 from fsgen.data.sandbox import SandboxResult, run_many, run_python
 from fsgen.data.scoring import last_number, parse_number
 from fsgen.data.synthetic import Problem, generate_problems
@@ -96,7 +96,6 @@ from fsgen.models.train import (
 from fsgen.stages.token_logging import (
     default_tasks,
     log_tokens,
-    merge_logs,
     plan_units,
     summarize_logs,
     write_logging_outputs,

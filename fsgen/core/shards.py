@@ -73,3 +73,10 @@ def select_shard(items: Sequence, spec: str = "0/1") -> list:
     """The items of shard `spec` ('i/n'): every n-th item starting at i."""
     index, count = parse_shard(spec)
     return list(items[index::count])
+
+
+def merge_logs(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All traces and generations of a token-logging run (its `traces/` and `generations/`
+    shard folders), in a fixed order whatever the run order."""
+    out_dir = Path(out_dir)
+    return ShardStore(out_dir / "traces").merge(), ShardStore(out_dir / "generations").merge()

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from fsgen.core import source
 from fsgen.core.io import atomic_write_bytes, write_metrics
-from fsgen.core.shards import ShardStore, select_shard
+from fsgen.core.shards import ShardStore, merge_logs, select_shard
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
 from fsgen.engine.methods import METHODS as REGISTRY
@@ -303,12 +303,6 @@ def _start_or_resume(out_dir: Path, settings: dict) -> None:
         shutil.rmtree(out_dir)
     if not manifest.exists():
         atomic_write_bytes(manifest, text.encode())
-
-
-def merge_logs(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All traces and generations of a logging run, in a fixed order whatever the run order."""
-    out_dir = Path(out_dir)
-    return ShardStore(out_dir / "traces").merge(), ShardStore(out_dir / "generations").merge()
 
 
 def write_logging_outputs(out_dir, metrics_file, results_dir) -> pd.DataFrame:
