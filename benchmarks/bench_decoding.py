@@ -8,7 +8,11 @@ Compares, on the same prompts and the same machine, in one run:
    batched `large.generate`;
 2. greedy speculative decoding at batch 1 against transformers' assisted generation
    (`large.generate(assistant_model=small)`), tokens compared;
-3. every method at batch 8 against batch 1 (tokens per second).
+3. every method at batch 8 against batch 1 (tokens per second);
+4. the engine's two forwards on the same work: the lean GPT-NeoX forward (`forward="lean"`, what
+   `auto` picks for these models) against HF's forward with its dynamic cache (`forward="hf"`),
+   for oracle logging, speculative decoding at batch 1, and the large model alone at batch 1
+   and 8; tokens compared.
 Each timing is the median of `--repeats` runs. Nothing here is a pass/fail test.
 """
 
@@ -229,6 +233,28 @@ def main() -> None:
             )
             rates[batch_size] = out.summary["tokens"] / seconds
         result[f"throughput_batch8_vs_batch1.{method}"] = rates[8] / rates[1]
+
+    # 4. the lean forward against HF's, the same engine otherwise
+    work = {
+        "oracle_logging": {"method": "oracle", "batch_size": len(prompts), "prompts": prompts},
+        "speculative_batch1": {"method": "speculative", "batch_size": 1, "prompts": subset},
+        "large_batch1": {"method": "large", "batch_size": 1, "prompts": prompts[:16]},
+        "large_batch8": {"method": "large", "batch_size": 8, "prompts": prompts[:16]},
+    }
+    for label, how in work.items():
+        how = dict(how)
+        chosen = how.pop("prompts")
+        calls = {
+            forward: lambda f=forward, h=how, c=chosen: fsgen.collaborate(
+                small, large, tokenizer, c, max_new_tokens=n, forward=f, **h
+            )
+            for forward in ("lean", "hf")
+        }
+        seconds, runs = interleaved_medians(calls, reps)
+        result[f"forward.{label}.lean_seconds"] = seconds["lean"]
+        result[f"forward.{label}.hf_seconds"] = seconds["hf"]
+        result[f"forward.{label}.hf_over_lean"] = seconds["hf"] / seconds["lean"]
+        result[f"forward.{label}.tokens_equal"] = runs["lean"].tokens == runs["hf"].tokens
 
     out_path = fsgen.resolve(args.out)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from fsgen.analysis.routing import (
     split_prompts,
     summarize_sweep,
     sweep_routers,
-    write_router_outputs,
 )
 from fsgen.analysis.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
 from fsgen.analysis.speedup import (
@@ -93,6 +92,7 @@ from fsgen.models.train import (
     train_ladder,
     write_ladder_outputs,
 )
+from fsgen.stages.routers import write_router_outputs
 from fsgen.stages.token_logging import (
     default_tasks,
     log_tokens,

@@ -286,10 +286,11 @@ def _unscored(predictions, examples, workers):
 
 def _load_synthetic(data_dir: Path | None, split: str) -> list[Example]:
     problems = generate_problems(SYNTHETIC_SIZE, split=split, seed=0)
-    return [_synthetic_example(i, p) for i, p in enumerate(problems)]
+    return [synthetic_example(i, p) for i, p in enumerate(problems)]
 
 
-def _synthetic_example(i: int, problem: Problem) -> Example:
+def synthetic_example(i: int, problem: Problem) -> Example:
+    """A synthetic problem as an `Example` with id `i`."""
     return Example(
         "synthetic", i, problem.question, problem.answer, problem.solution, problem.to_dict()
     )

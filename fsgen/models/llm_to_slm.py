@@ -494,10 +494,10 @@ def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
         raise ValueError(f"task {task!r} has no train split (splits: {task_spec.splits})")
     if task_spec.name == "synthetic":
         from fsgen.data.synthetic import generate_problems
-        from fsgen.data.tasks import _synthetic_example
+        from fsgen.data.tasks import synthetic_example
 
         problems = generate_problems(n, split="train", seed=seed)
-        examples = [_synthetic_example(i, p) for i, p in enumerate(problems)]
+        examples = [synthetic_example(i, p) for i, p in enumerate(problems)]
     else:
         examples = load_examples(task_spec, n_prompts=n, seed=seed, split="train")
     prompts = build_prompts(task_spec, examples)

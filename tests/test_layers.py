@@ -1,0 +1,87 @@
+"""The package's architecture, enforced: subpackages import one way (core -> data -> engine ->
+models -> analysis -> stages), no module imports itself back through others, and no module
+imports another's private names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fsgen"
+LAYERS = ("core", "data", "engine", "models", "analysis", "stages")
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.parent != PACKAGE  # the package's own __init__ re-exports the public API
+    }
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(imported fsgen module, names taken from it) for every import in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fsgen."):
+            found.append((node.module.removeprefix("fsgen."), [a.name for a in node.names]))
+        elif isinstance(node, ast.ImportFrom) and node.module == "fsgen":
+            found += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [
+                (a.name.removeprefix("fsgen."), [])
+                for a in node.names
+                if a.name.startswith("fsgen.")
+            ]
+    return found
+
+
+def _layer(module: str) -> int:
+    return LAYERS.index(module.split(".")[0])
+
+
+def test_every_module_sits_in_a_layer():
+    assert {m.split(".")[0] for m in _modules()} <= set(LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_imports_flow_one_way(module):
+    path = _modules()[module]
+    for imported, _ in _imports(path):
+        assert imported.split(".")[0] in LAYERS, f"{module} imports fsgen.{imported}"
+        assert _layer(imported) <= _layer(module), (
+            f"{module} ({LAYERS[_layer(module)]}) imports fsgen.{imported} "
+            f"({LAYERS[_layer(imported)]}), a later layer"
+        )
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_no_private_names_cross_modules(module):
+    for imported, names in _imports(_modules()[module]):
+        private = [n for n in names if n.startswith("_")]
+        assert not private, f"{module} imports private {private} from fsgen.{imported}"
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {
+        m: {i for i, _ in _imports(p) if i in modules or i.split(".")[0] in LAYERS}
+        for m, p in modules.items()
+    }
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if nxt in graph and not state.get(nxt):
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module, [module])
