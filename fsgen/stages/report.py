@@ -226,7 +226,7 @@ def estimates_section(root: Path) -> str:
         f"Token logging with this `params.yaml` ({logging['n_prompts']} prompts per task, "
         f"{logging['max_new_tokens']} new tokens, batch {logging['batch_size']}, methods "
         f"{logging['methods']}), bf16, memory-bound decoding at half an H100's bandwidth; "
-        "assumptions in `fsgen/estimates.py`. Model download and loading time not included.\n\n"
+        "assumptions in `fsgen/analysis/estimates.py`. Model download and loading time not included.\n\n"
         + _table(table)
     )
 
