@@ -5,12 +5,13 @@
 Stage 05 times the four systems on 8 prompts, 3 repeats. This reruns the two that its speed-up
 compares, the large model alone and LLM-to-SLM, on more prompts and repeats, at each batch size,
 through both forwards the code offers:
-1. the lean loop (`fsgen.engine.fast_neox`, what the stage times) and
-2. the Hugging Face forward on the same loop (`fast=False`),
+1. the lean forward (`fsgen.engine.fast_neox`, what the stage times: `forward="lean"`) and
+2. the Hugging Face forward on the same loop (`forward="hf"`),
 and reports per system the median seconds, ms per generated token, the large model's encoding
 share of LLM-to-SLM's time, and the speed-up over the large model alone, with the tokens of both
-forwards compared. Contenders are interleaved within a repeat; each run starts after a
-full garbage collection, with the collector off (as `timeit` does and the stage does). Nothing here is a pass/fail test.
+forwards compared. Contenders are interleaved within a repeat; each run starts after a full
+garbage collection, with the collector off (as `timeit` does and the stage does). Nothing here
+is a pass/fail test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from fsgen.core.timing import timed
 from fsgen.data.tasks import build_prompts, get_task, load_examples
+from fsgen.engine.collaborate import generate
 from fsgen.models import llm_to_slm
 
 
@@ -61,16 +63,16 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
     }
 
-    def runner(system: str, fast: bool, run: dict):
+    def runner(system: str, forward: str, run: dict):
         if system == "large":
-            return lambda: llm_to_slm.generate_alone(large, tokenizer, prompts, fast=fast, **run)
-        return lambda: llm_to_slm.generate(model, prompts, fast=fast, **run)
+            return lambda: generate(large, tokenizer, prompts, forward=forward, **run)
+        return lambda: llm_to_slm.generate(model, prompts, forward=forward, **run)
 
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         run = {"max_new_tokens": args.max_new_tokens, "batch_size": batch_size, "stop": stop}
         contenders = {
-            (forward, system): runner(system, fast, run)
-            for forward, fast in (("lean", True), ("hf", False))
+            (forward, system): runner(system, forward, run)
+            for forward in ("lean", "hf")
             for system in ("large", "llm_to_slm")
         }
         times = {key: [] for key in contenders}

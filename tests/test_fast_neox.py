@@ -1,6 +1,6 @@
 """The lean GPT-NeoX forward: logits equal HF's (prefill and step by step, left padding, random
-configs and the embedded ladder), and stage 05's four systems generate the same tokens through it
-as through HF's forward."""
+configs and the embedded ladder, its static cache grown and cropped), and stage 05's four systems
+generate the same tokens through it as through HF's forward."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.engine.decoding import Batch, Stream
-from fsgen.engine.fast_neox import FastNeoX, LeanStream, attention_mask, supports
+from fsgen.engine.batch import Batch
+from fsgen.engine.collaborate import generate as generate_alone
+from fsgen.engine.fast_neox import FastNeoX, attention_mask, supports
+from fsgen.engine.forward import HFStream, LeanStream, open_stream
 from fsgen.models.llm_to_slm import (
     SYSTEMS,
     LLMToSLM,
     Systems,
     _run_system,
     generate,
-    generate_alone,
     lean_encoding,
 )
 from tests.test_llm_to_slm import PROMPTS, _randomize_projector
@@ -51,26 +52,34 @@ def _random_neox(tokenizer, hidden=24, layers=2, heads=3, seed=0, **overrides):
 
 
 def _compare_streams(model, tokenizer, prompts, steps=6, atol=1e-5):
-    """Feed the same left-padded batch to HF's `Stream` and a `LeanStream`: prefill, then one
-    column at a time (greedy), then a block of two columns; logits of real columns must agree."""
+    """Feed the same left-padded batch to an `HFStream` and a `LeanStream`: prefill (logits of
+    every column kept), then one column at a time (greedy), then a block of two columns; logits
+    of real columns must agree."""
     vocab = len(tokenizer)
     hf_batch = Batch.from_prompts(tokenizer, prompts, "cpu")
     lean_batch = Batch.from_prompts(tokenizer, prompts, "cpu")
-    hf, lean = Stream(model, vocab), LeanStream(model, vocab, len(prompts), hf_batch.width + 16)
+    hf = HFStream(model, vocab)
+    lean = LeanStream(model, vocab, len(prompts), hf_batch.width + 16)
     real = hf_batch.mask.bool()
-    a, b = hf.advance(hf_batch), lean.advance(lean_batch)
+    width = hf_batch.width
+    a, b = hf.advance(hf_batch, keep=width), lean.advance(lean_batch, keep=width)
+    assert a.shape == b.shape == (len(prompts), width, vocab)
     torch.testing.assert_close(b[real], a[real], atol=atol, rtol=0)
+    assert hf.seen == lean.seen == width
     for _ in range(steps):
         chosen = a[:, -1].argmax(-1, keepdim=True)
         assert torch.equal(chosen, b[:, -1].argmax(-1, keepdim=True))
         hf_batch.append(chosen)
         lean_batch.append(chosen)
-        a, b = hf.advance(hf_batch), lean.advance(lean_batch)
+        a, b = hf.advance(hf_batch, keep=1), lean.advance(lean_batch, keep=1)
+        assert a.shape == b.shape == (len(prompts), 1, vocab)
         torch.testing.assert_close(b, a, atol=atol, rtol=0)
     block = torch.tensor([[7, 11]] * len(prompts))  # two columns at once, past the prompt
     hf_batch.append(block)
     lean_batch.append(block)
-    torch.testing.assert_close(lean.advance(lean_batch), hf.advance(hf_batch), atol=atol, rtol=0)
+    a, b = hf.advance(hf_batch, keep=2), lean.advance(lean_batch, keep=2)
+    assert a.shape == b.shape == (len(prompts), 2, vocab)
+    torch.testing.assert_close(b, a, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
@@ -96,21 +105,24 @@ def test_logits_match_hf_on_the_embedded_ladder(repo, name):
 
 
 def _compare_decode_loop(model, tokenizer, prompts, steps=6, atol=1e-5):
-    """The plain loop (`prefill`, then `decode_one_token` with no growing batch) against HF's
-    `Stream` on a growing batch: the same logits at every step, so the same tokens."""
+    """The generation loop (a prefill keeping the last column's logits only, then one column a
+    step, the default `keep=1`) of a `LeanStream` whose static cache holds exactly the columns
+    it will see, against an `HFStream`: the same logits at every step, so the same tokens."""
     vocab = len(tokenizer)
     batch = Batch.from_prompts(tokenizer, prompts, "cpu")
-    hf, lean = Stream(model, vocab), LeanStream(model, vocab, len(prompts), batch.width + steps)
-    lean_logits = lean.prefill(Batch.from_prompts(tokenizer, prompts, "cpu"))
-    hf_logits = hf.advance(batch)[:, -1]
+    lean_batch = Batch.from_prompts(tokenizer, prompts, "cpu")
+    hf = HFStream(model, vocab)
+    lean = LeanStream(model, vocab, len(prompts), batch.width + steps)
+    hf_logits, lean_logits = hf.advance(batch)[:, -1], lean.advance(lean_batch)[:, -1]
     for _ in range(steps):
         torch.testing.assert_close(lean_logits, hf_logits, atol=atol, rtol=0)
         chosen = hf_logits.argmax(-1)  # (B,)
         assert torch.equal(chosen, lean_logits.argmax(-1))
         batch.append(chosen[:, None])
-        hf_logits = hf.advance(batch)[:, -1]
-        lean_logits = lean.decode_one_token(chosen)
+        lean_batch.append(chosen[:, None])
+        hf_logits, lean_logits = hf.advance(batch)[:, -1], lean.advance(lean_batch)[:, -1]
     torch.testing.assert_close(lean_logits, hf_logits, atol=atol, rtol=0)
+    assert lean.capacity == batch.width  # never grown: the cache was sized for the loop
 
 
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
@@ -140,18 +152,50 @@ def test_encode_matches_hf_last_hidden_state(tiny_tokenizer, overrides):
         torch.testing.assert_close(lean[real], hf[real], atol=1e-5, rtol=0)
 
 
-def test_decode_loop_misuse_is_a_clear_error(tiny_tokenizer):
-    model = _random_neox(tiny_tokenizer)
-    batch = Batch.from_prompts(tiny_tokenizer, PROMPTS[:1], "cpu")
-    stream = LeanStream(model, len(tiny_tokenizer), 1, batch.width + 1)
-    with pytest.raises(ValueError, match="prefill"):
-        stream.decode_one_token(torch.tensor([3]))
-    stream.prefill(batch)
-    with pytest.raises(ValueError, match="fresh stream"):
-        stream.prefill(batch)
-    stream.decode_one_token(torch.tensor([3]))
-    with pytest.raises(ValueError, match="all of them are used"):
-        stream.decode_one_token(torch.tensor([3]))
+@pytest.mark.parametrize("prompts", [PROMPTS, PROMPTS[:1]], ids=["padded", "unpadded"])
+def test_lean_cache_grows_and_crops_like_hf(tiny_tokenizer, prompts):
+    """A `LeanStream` whose static cache is smaller than the prompt grows it (doubling) on the
+    prefill and again while decoding; cropping rejected columns and feeding others instead gives
+    HF's logits, and those of a fresh HF stream over the final batch."""
+    torch.set_num_threads(1)
+    model = _random_neox(tiny_tokenizer, use_parallel_residual=False, rotary_pct=0.5)
+    vocab = len(tiny_tokenizer)
+    hf_batch = Batch.from_prompts(tiny_tokenizer, prompts, "cpu")
+    lean_batch = Batch.from_prompts(tiny_tokenizer, prompts, "cpu")
+    width = hf_batch.width
+    hf, lean = HFStream(model, vocab), LeanStream(model, vocab, len(prompts), 2)
+    assert lean.capacity == 2 < width
+    a, b = hf.advance(hf_batch, keep=width), lean.advance(lean_batch, keep=width)
+    assert lean.capacity >= width  # grown on the prefill
+    real = hf_batch.mask.bool()
+    torch.testing.assert_close(b[real], a[real], atol=1e-5, rtol=0)
+    capacity = lean.capacity
+    while lean_batch.width <= capacity:  # decode past the grown capacity: it grows again
+        chosen = a[:, -1].argmax(-1, keepdim=True)
+        hf_batch.append(chosen)
+        lean_batch.append(chosen)
+        a, b = hf.advance(hf_batch), lean.advance(lean_batch)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    assert lean.capacity > capacity and lean.seen == hf.seen == lean_batch.width
+    # four drafts, all rejected: crop back, then feed two other columns in their place
+    kept = lean_batch.width
+    drafts = torch.tensor([[5, 9, 14, 3]] * len(prompts))
+    hf_batch.append(drafts)
+    lean_batch.append(drafts)
+    hf.advance(hf_batch, keep=4)
+    lean.advance(lean_batch, keep=4)
+    for stream, batch in ((hf, hf_batch), (lean, lean_batch)):
+        batch.crop(kept)
+        stream.crop(kept)
+        assert stream.seen == batch.width == kept
+    other = torch.tensor([[11, 7]] * len(prompts))
+    hf_batch.append(other)
+    lean_batch.append(other)
+    a, b = hf.advance(hf_batch, keep=2), lean.advance(lean_batch, keep=2)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    fresh = HFStream(model, vocab).advance(hf_batch.copy(), keep=2)  # no cache history at all
+    torch.testing.assert_close(b, fresh, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a, fresh, atol=1e-5, rtol=0)
 
 
 def test_attention_mask_hides_padding_and_the_future():
@@ -175,7 +219,7 @@ def test_attention_mask_hides_padding_and_the_future():
 def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny_tokenizer):
     """Stage 05's systems (the large and small models, a second small one standing in for the
     fine-tuned small model, LLM-to-SLM) through the timed path, `_run_system`, at batch 1 and 3:
-    the same tokens as HF's forward in the lean loop and as the engine's traced loop."""
+    the same tokens as through HF's forward, the lean forward named, and the traced loop."""
     torch.set_num_threads(1)
     large = _random_neox(tiny_tokenizer, hidden=32, layers=2, heads=2, seed=1)
     small = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
@@ -193,13 +237,16 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
         for name in SYSTEMS:
             timed = _run_system(systems, name, PROMPTS, **run)  # the lean forward
             if name == "LLM-to-SLM":
-                hf = generate(model, PROMPTS, fast=False, **run)
+                hf = generate(model, PROMPTS, forward="hf", **run)
+                lean = generate(model, PROMPTS, forward="lean", **run)
                 traced = generate(model, PROMPTS, trace=True, **run)
             else:
                 lm = {"large": large, "small": small, "fine-tuned small": tuned}[name]
-                hf = generate_alone(lm, tiny_tokenizer, PROMPTS, fast=False, **run)
+                hf = generate_alone(lm, tiny_tokenizer, PROMPTS, forward="hf", **run)
+                lean = generate_alone(lm, tiny_tokenizer, PROMPTS, forward="lean", **run)
                 traced = generate_alone(lm, tiny_tokenizer, PROMPTS, trace=True, **run)
-            assert timed.tokens == hf.tokens == traced.tokens, (name, batch_size)
+            assert timed.tokens == hf.tokens == lean.tokens == traced.tokens, (name, batch_size)
+            assert len(traced.trace) == sum(map(len, traced.tokens)) > 0
             assert timed.texts == hf.texts
             tokens[name] = timed.tokens
         assert tokens["LLM-to-SLM"] != tokens["small"]  # conditioning shows
@@ -212,3 +259,7 @@ def test_only_gpt_neox_takes_the_lean_path():
     assert not supports(other)
     with pytest.raises(ValueError, match="GPT-NeoX"):
         LeanStream(other, 50, 1, 8)
+    batch = Batch.from_ids([[1, 2, 3]], 0)
+    assert isinstance(open_stream(other, 50, batch, spare=4), HFStream)  # auto: HF's forward
+    with pytest.raises(ValueError, match="GPT-NeoX"):
+        open_stream(other, 50, batch, spare=4, forward="lean")

@@ -4,6 +4,7 @@ stage notebook."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from types import SimpleNamespace
@@ -14,7 +15,9 @@ from transformers import T5Config, T5EncoderModel
 
 from fsgen.data.synthetic import generate_problems, plain_document
 from fsgen.data.tokenizer import train_tokenizer
-from fsgen.engine.decoding import Batch, collaborate
+from fsgen.engine.batch import Batch
+from fsgen.engine.collaborate import collaborate
+from fsgen.engine.collaborate import generate as generate_alone
 from fsgen.models.llm_to_slm import (
     ConditionedSmall,
     LLMToSLM,
@@ -23,7 +26,6 @@ from fsgen.models.llm_to_slm import (
     encode_pairs,
     fine_tune_small,
     generate,
-    generate_alone,
     load_large,
     response_labels,
     small_response_loss,
@@ -31,7 +33,7 @@ from fsgen.models.llm_to_slm import (
     train_llm_to_slm,
     training_pairs,
 )
-from tests.reference import naive_collaborate
+from tests.reference import _end_ids, naive_collaborate
 from tests.test_decoding import _model
 
 PROMPTS = [
@@ -108,6 +110,7 @@ def naive_generate(
 ) -> list[int]:
     prompt_ids = model.large_tokenizer(prompt, add_special_tokens=False)["input_ids"]
     tokenizer, vocab = model.small_tokenizer, len(model.small_tokenizer)
+    end_ids = _end_ids(tokenizer, [model.small], stop)  # the engine's stopping rule
     generator = torch.Generator().manual_seed(seed * 1_000_003 + prompt_id)
     tokens: list[int] = []
     while True:
@@ -118,12 +121,8 @@ def naive_generate(
         else:
             token = int(scores.argmax())
         tokens.append(token)
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
-        if (
-            len(tokens) >= max_new_tokens
-            or token == tokenizer.eos_token_id
-            or any(s in text for s in stop)
-        ):
+        text = tokenizer.decode(tokens, skip_special_tokens=False)
+        if len(tokens) >= max_new_tokens or token in end_ids or any(s in text for s in stop):
             return tokens
 
 
@@ -281,7 +280,11 @@ def test_different_tokenizers_align_prompt_positions(tiny_tokenizer, other_token
     fast = generate(model, PROMPTS, max_new_tokens=8, batch_size=2)
     for i, prompt in enumerate(PROMPTS):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=8)
-    assert fast.texts[0] == other_tokenizer.decode(fast.tokens[0], skip_special_tokens=True)
+    # texts are decoded in the small vocabulary, special tokens kept, cut before a stop id
+    end_ids = _end_ids(other_tokenizer, [small], None)
+    for tokens, text in zip(fast.tokens, fast.texts, strict=True):
+        shown = tokens[:-1] if tokens[-1] in end_ids else tokens
+        assert text == other_tokenizer.decode(shown, skip_special_tokens=False)
 
 
 def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
@@ -294,7 +297,7 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="lr must be > 0, got -1"):
         TrainConfig(lr=-1)
-    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1, got 0"):
         generate(model, PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         training_pairs("synthetic", 0)
@@ -306,10 +309,18 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
     wrapper.condition_on_prompts(Batch.from_prompts(tiny_tokenizer, PROMPTS[:2], "cpu"))
     with pytest.raises(ValueError, match="3 rows"):
         wrapper(torch.tensor([[1], [2], [3]]))
-    right = train_tokenizer(["a b c"] * 3, 270)
+    # a right-padded tokenizer is used as shipped (the engine pads itself), never changed
+    right = copy.deepcopy(tiny_tokenizer)
     right.padding_side = "right"
-    with pytest.raises(ValueError, match="'right'"):
-        LLMToSLM(large, small, tiny_tokenizer, right)
+    built = LLMToSLM(large, small, right, right)
+    assert built.large_tokenizer is right and built.small_tokenizer is right
+    assert right.padding_side == "right"
+    run = {"max_new_tokens": 6, "batch_size": 3}
+    assert generate(_randomize_projector(built), PROMPTS, **run).tokens == [
+        naive_generate(built, prompt, prompt_id=i, max_new_tokens=6)
+        for i, prompt in enumerate(PROMPTS)
+    ]
+    assert right.padding_side == "right"
 
 
 def test_training_pairs_use_the_ladder_format():
@@ -393,9 +404,12 @@ def test_t5_encoder_variant(tiny_tokenizer, tmp_path):
     )
     torch.manual_seed(0)
     T5EncoderModel(config).save_pretrained(tmp_path / "t5")
-    tiny_tokenizer.save_pretrained(tmp_path / "t5")
+    shipped = copy.deepcopy(tiny_tokenizer)
+    shipped.padding_side = "right"  # load_large leaves the tokenizer as it is shipped
+    shipped.save_pretrained(tmp_path / "t5")
     large, large_tokenizer = load_large(tmp_path / "t5")
-    assert isinstance(large, T5EncoderModel) and large_tokenizer.padding_side == "left"
+    assert isinstance(large, T5EncoderModel) and large_tokenizer.padding_side == "right"
+    assert large_tokenizer.pad_token == tiny_tokenizer.pad_token
     small = _neox(tiny_tokenizer, 16, 1, seed=2).float()
     model = LLMToSLM(
         large, small, large_tokenizer, tiny_tokenizer, large_source=str(tmp_path / "t5"), layer=1

@@ -4,7 +4,6 @@ tiny ladder."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import math
@@ -27,7 +26,6 @@ from fsgen.analysis.routing import (
     uncertainty,
 )
 from fsgen.analysis.speedup import (
-    _odd_rows_finished,
     _work_rows,
     draft_acceptance,
     predict_speedup,
@@ -147,7 +145,7 @@ def test_learned_router_is_deterministic_and_beats_chance(trace, learned):
 
 
 def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
-    from fsgen.engine.decoding import collaborate
+    from fsgen.engine.collaborate import collaborate
     from tests.test_decoding import PROMPTS, _model, _perturbed
 
     torch.set_num_threads(1)
@@ -251,8 +249,9 @@ def test_replay_work_on_known_runs():
 def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
     """The replayed forwards (columns fed, cache widths) and rounds are the engine's own, for
     the large model alone and speculative decoding, with and without rows finished at start."""
-    from fsgen.engine import decoding
-    from fsgen.engine.decoding import Batch, collaborate
+    from fsgen.engine import forward
+    from fsgen.engine.batch import Batch
+    from fsgen.engine.collaborate import Engine, collaborate
     from tests.test_decoding import PROMPTS, _model, _perturbed
 
     torch.set_num_threads(1)
@@ -262,24 +261,29 @@ def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
     flags = [g["mismatch"].to_numpy(bool) for _, g in oracle.trace.groupby("prompt_id")]
     assert any(f.any() for f in flags) and not all(f.all() for f in flags)
     width = Batch.from_prompts(tiny_tokenizer, PROMPTS, "cpu").width
-    seen, advance = [], decoding.Stream.advance
+    seen, kinds = [], set()
 
-    def recording(stream, batch):
-        first = stream.seen == 0
-        logits = advance(stream, batch)
-        seen.append(
-            ("large" if stream.model is large else "small", first, logits.shape[1], batch.width)
-        )
-        return logits
+    def recorder(advance):
+        def recording(stream, batch, keep=1):
+            first, fed = stream.seen == 0, batch.width - stream.seen
+            logits = advance(stream, batch, keep)
+            name = "large" if stream.model is large else "small"
+            seen.append((name, first, fed, batch.width))
+            kinds.add(type(stream).__name__)
+            return logits
 
-    monkeypatch.setattr(decoding.Stream, "advance", recording)
+        return recording
+
+    for stream in (forward.HFStream, forward.LeanStream):  # whichever forward the engine opens
+        monkeypatch.setattr(stream, "advance", recorder(stream.advance))
+    odd_rows = [i % 8 % 2 == 1 for i in range(len(PROMPTS))]  # batch_size 8
     for k, finished in ((None, False), (1, False), (2, False), (3, True), (None, True)):
         seen.clear()
         how = {"method": "large"} if k is None else {"method": "speculative", "num_draft": k}
-        with _odd_rows_finished() if finished else contextlib.nullcontext():
-            out = collaborate(
-                small, large, tiny_tokenizer, PROMPTS, max_new_tokens=10, batch_size=8, **how
-            )
+        runner = Engine(
+            {"small": small, "large": large}, tiny_tokenizer, max_new_tokens=10, batch_size=8, **how
+        )
+        out = runner.run(PROMPTS, finished=odd_rows if finished else None)
         if finished:
             assert all(not tokens for tokens in out.tokens[1::2]) and any(out.tokens[0::2])
         run = "probe_finished" if finished else "full"
@@ -291,6 +295,7 @@ def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
             count, total = engine.get((model, columns), (0, 0))
             engine[(model, columns)] = (count + 1, total + cache_width)
         assert replayed == engine, (k, finished)
+        assert kinds == {"LeanStream"}  # GPT-NeoX models: the engine's lean forward
         rounds = out.summary["large_forwards"] if k else max(map(len, out.tokens))
         assert rows[0]["rounds"] == rounds
         assert rows[0]["row_rounds"] == (out.summary["large_calls"] if k else out.summary["tokens"])

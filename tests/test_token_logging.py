@@ -6,7 +6,7 @@ import pytest
 
 from fsgen.models.profiles import load_profile
 from fsgen.models.train import LadderConfig, build_ladder
-from fsgen.stages.token_logging import log_tokens, merge_logs, plan_units
+from fsgen.stages.token_logging import log_tokens, logging_methods, merge_logs, plan_units
 
 TINY = LadderConfig(
     vocab_size=300,
@@ -66,7 +66,8 @@ def test_resume_after_a_crash_gives_identical_outputs(tiny_ladder, tmp_path, mon
     first = log_tokens(profile, tmp_path / "full", **RUN)
     traces, generations = merge_logs(tmp_path / "full")
     assert first["skipped"] == 0 and first["run"] == first["units"]
-    assert set(generations["method"]) == {"alone", "oracle", "contrastive", "speculative", "proxy"}
+    logged = {"alone", "oracle", "contrastive", "contrastive_obrien", "speculative", "proxy"}
+    assert set(generations["method"]) == logged == set(logging_methods("all"))
     assert sorted(generations[generations.method == "alone"]["prompt_id"].unique()) == list(
         range(5)
     )
