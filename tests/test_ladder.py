@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import yaml
@@ -83,7 +85,12 @@ def test_loader_on_a_saved_tiny_model(tiny_tokenizer, tmp_path):
     saved = _save_tiny(tiny_tokenizer, tmp_path / "m")
     model, tokenizer = load_model(tmp_path / "m", dtype="float32", device="cpu")
     assert type(model).__name__ == "GPTNeoXForCausalLM"
-    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+    assert tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
+    shipped = copy.deepcopy(tiny_tokenizer)  # as most hub tokenizers ship: right, no pad token
+    shipped.padding_side, shipped.pad_token = "right", None
+    shipped.save_pretrained(tmp_path / "m")
+    _, raw = load_model(tmp_path / "m", dtype="float32", device="cpu")
+    assert raw.padding_side == "right" and raw.pad_token is None  # left as shipped
     for a, b in zip(saved.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     half, _ = load_model(tmp_path / "m", dtype="bfloat16", with_tokenizer=False)

@@ -274,7 +274,7 @@ class LLMToSLM(torch.nn.Module):
 
 
 def load_large(source: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
-    """Load a large model for LLM-to-SLM with its tokenizer (left padded): the encoder of an
+    """Load a large model for LLM-to-SLM with its tokenizer (as shipped): the encoder of an
     encoder-decoder model (T5 and the like), else a causal LM."""
     from transformers import AutoConfig, AutoModelForTextEncoding, AutoTokenizer
 

@@ -146,7 +146,8 @@ def load_model(
 
     `device` is `cpu`, `cuda`, or `auto` (sharded across GPUs by accelerate's `device_map`).
     Relative local paths are resolved from the repository root. Returns `(model, tokenizer)`,
-    the tokenizer padded on the left for batched generation (None if `with_tokenizer` is off).
+    the tokenizer as `from_pretrained` returns it (None if `with_tokenizer` is off): the engine
+    pads batches itself.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -176,10 +177,6 @@ def load_model(
     if device == "cuda":
         model = model.to("cuda")
     model.eval()
-    if tokenizer is not None:
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
