@@ -341,48 +341,19 @@ def test_training_pairs_use_the_ladder_format():
 def test_conditioned_small_as_system1_matches_naive_reference(model, method, router, threshold):
     tokenizer, large = model.small_tokenizer, model.large
     system1 = ConditionedSmall(model)
-    fast = collaborate(
-        system1,
-        large,
-        tokenizer,
-        PROMPTS,
-        method=method,
-        router=router,
-        threshold=threshold,
-        batch_size=2,
-        max_new_tokens=10,
-        num_draft=3,
-    )
+    run = {"method": method, "router": router, "threshold": threshold}
+    run |= {"max_new_tokens": 10, "num_draft": 3}
+    fast = collaborate(system1, large, tokenizer, PROMPTS, batch_size=2, **run)
     for i, prompt in enumerate(PROMPTS):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ref = naive_collaborate(
-            NaiveConditioned(model, prompt_ids),
-            large,
-            tokenizer,
-            prompt,
-            prompt_id=i,
-            method=method,
-            router=router,
-            threshold=threshold,
-            max_new_tokens=10,
-            num_draft=3,
+            NaiveConditioned(model, prompt_ids), large, tokenizer, prompt, prompt_id=i, **run
         )
         assert fast.tokens[i] == ref["tokens"], f"prompt {i}"
         rows = fast.trace[fast.trace.prompt_id == i]
         assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
         assert int(rows["mismatch"].sum()) == ref["mismatches"], f"prompt {i}"
-    plain = collaborate(
-        model.small,
-        large,
-        tokenizer,
-        PROMPTS,
-        method=method,
-        router=router,
-        threshold=threshold,
-        batch_size=2,
-        max_new_tokens=10,
-        num_draft=3,
-    )
+    plain = collaborate(model.small, large, tokenizer, PROMPTS, batch_size=2, **run)
     assert plain.trace["small_top1_prob"].tolist() != fast.trace["small_top1_prob"].tolist()
 
 
@@ -452,26 +423,15 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
 @pytest.mark.timeout(240)
 def test_notebook_05_runs_with_tiny_parameters(tmp_path, monkeypatch):
     from fsgen.models.profiles import load_profile
-    from fsgen.models.train import LadderConfig, build_ladder
+    from fsgen.models.train import build_ladder
     from tests.conftest import REPO
     from tests.test_notebooks import run_notebook
+    from tests.test_token_logging import TINY
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
-    tiny = LadderConfig(
-        vocab_size=300,
-        train_problems=200,
-        test_problems=4,
-        block_size=64,
-        batch_size=4,
-        steps=3,
-        warmup_steps=1,
-        tune_problems=20,
-        tune_steps=2,
-        max_new_tokens=8,
-    )
-    build_ladder(load_profile("tiny"), tiny, progress=False)
+    build_ladder(load_profile("tiny"), TINY, progress=False)
     run_notebook("05_llm_to_slm.ipynb", tmp_path)
     metrics = json.loads((tmp_path / "scratch/metrics/llm_to_slm.json").read_text())
     for system in ("large", "small", "fine_tuned_small", "llm_to_slm"):

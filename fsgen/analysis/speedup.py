@@ -211,7 +211,8 @@ def forward_costs(
 ) -> dict:
     """Median seconds of the forwards the engine runs, after a prefill of `prompts` (one batch):
     the small model over 1 and 2 new columns, the large model over 1 and k+1 new columns, each
-    at two cache widths (the prompt's, and `extra` filler columns more). Keys are
+    at two cache widths (the prompt's, and `extra` filler columns more), keeping the logits the
+    engine keeps (the small model's last column, every column of a large verification). Keys are
     (model, columns fed, cache width after the forward)."""
     vocab = len(tokenizer)
     timings: dict[tuple[str, int, int], list[float]] = {}
@@ -232,7 +233,7 @@ def forward_costs(
                 for w in columns:
                     batch.append(filler.repeat(1, w))  # (B, w)
                     began = time.perf_counter()
-                    stream.advance(batch)
+                    stream.advance(batch, keep=w if name == "large" else 1)  # as the engine
                     seconds = time.perf_counter() - began
                     timings.setdefault((name, w, width + w), []).append(seconds)
                     batch.crop(width)

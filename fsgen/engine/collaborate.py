@@ -107,7 +107,7 @@ class Engine:
         self.router_name, self.router = make_router(router, threshold)
         _check_number("max_new_tokens", max_new_tokens, 1, integer=True)
         _check_number("batch_size", batch_size, 1, integer=True)
-        _check_number("trace_top_k", trace_top_k, 2, integer=True)
+        _check_number("trace_top_k", trace_top_k, 1, integer=True)
         if self.method.drafts:
             _check_number("num_draft", num_draft, 1, integer=True)
         if do_sample:
@@ -159,8 +159,10 @@ class Engine:
     # ------------------------------------------------------------------------- strategies
 
     def _spare(self) -> int:
-        """Columns a batch may grow by: the new tokens, plus a speculative round's drafts."""
-        return self.max_new_tokens * (self.extra or 1) + self.extra
+        """Columns a batch is first given room for: the new tokens, plus a speculative round's
+        drafts. Masked drafts can widen a speculative batch further; batches and lean caches
+        then grow by doubling, so the worst case is never allocated up front."""
+        return self.max_new_tokens + self.extra
 
     def _stream(self, model, vocab: int, batch: Batch):
         return open_stream(model, vocab, batch, spare=self._spare(), forward=self.forward)
@@ -198,9 +200,7 @@ class Engine:
         smalls = smalls if smalls is not None else {"": self.models["small"]}
         forward = self.forward
         return TeacherForced(
-            alone,
-            smalls,
-            lambda model, b, spare: open_stream(model, vocab, b, spare=spare, forward=forward),
+            alone, smalls, lambda model, b: open_stream(model, vocab, b, spare=0, forward=forward)
         )
 
     # ------------------------------------------------------------------------- running

@@ -125,17 +125,12 @@ class LeanStream:
         self.seen = min(self.seen, width)  # later columns are overwritten, never attended
 
 
-def lean_supported(model) -> bool:
-    """Whether the lean GPT-NeoX forward can run `model`."""
-    return fast_neox.supports(model)
-
-
 def open_stream(model, vocab: int, batch: Batch, *, spare: int, forward: str = "auto") -> Stream:
     """A stream of `model` over `batch` (room for `spare` more columns): the lean forward for
     GPT-NeoX models, HF's forward for the rest (`forward`: auto, lean or hf)."""
     if forward not in FORWARDS:
         raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
-    lean = lean_supported(model)
+    lean = fast_neox.supports(model)
     if forward == "lean" and not lean:
         raise ValueError(f"forward='lean' runs GPT-NeoX models only, got {type(model).__name__}")
     if lean and forward != "hf":

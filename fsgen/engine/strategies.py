@@ -280,7 +280,7 @@ class TeacherForced:
     """The oracle with every step consulted, greedy: the large model generates alone (through
     `alone`, a `TokenLevel` of the large model), then `finish` teacher-forces each model of
     `smalls` ({name: model}) over the generated tokens in one forward and scores its
-    agreement. `open_stream(model, batch, spare)` gives each small model its stream."""
+    agreement. `open_stream(model, batch)` gives each small model its stream."""
 
     alone: TokenLevel
     smalls: Mapping[str, object]
@@ -298,8 +298,9 @@ class TeacherForced:
     def finish(self, batch: Batch, output: Output) -> dict[str, Output]:
         """One `Output` per small model: the large model's tokens with its oracle trace rows."""
         width = self.prompt.width
-        generated = batch.seq[:, width:]  # (B, n)
-        rows, n = generated.shape
+        generated = batch.seq[:, width:]  # (B, n), n >= 1: every row emitted at least once
+        n = generated.shape[1]
+        token_ids = generated.flatten().cpu().numpy()  # (B*n,)
         kept = [len(t) for t in output.tokens]
         keep = np.concatenate([np.arange(r * n, r * n + t) for r, t in enumerate(kept)])  # flat
         if self.alone.trace:  # the large model's statistics, in (prompt, step) order
@@ -308,10 +309,10 @@ class TeacherForced:
         for name, small in self.smalls.items():
             scored = self.prompt.copy(spare=n)
             scored.append(generated)
-            stream = self.open_stream(small, scored, 0)
+            stream = self.open_stream(small, scored)
             logits = stream.advance(scored, keep=n + 1)[:, :-1]  # (B, n, V): before each token
             flat = logits.flatten(0, 1)  # (B*n, V)
-            mismatch = (generated.flatten() != flat.argmax(-1)).cpu().numpy()  # (B*n,)
+            mismatch = token_ids != flat.argmax(-1).cpu().numpy()  # (B*n,)
             scored_output = Output(
                 output.tokenizer,
                 output.prompt_ids,
@@ -323,8 +324,8 @@ class TeacherForced:
             scored_output.tokens = [list(t) for t in output.tokens]
             frame = {
                 "prompt_id": np.repeat(output.prompt_ids, kept),
-                "step": keep % n if n else keep,
-                "token_id": generated.flatten().cpu().numpy()[keep],
+                "step": keep % n,
+                "token_id": token_ids[keep],
                 "source": "large",
                 "large_called": True,
                 "mismatch": mismatch[keep],
