@@ -96,6 +96,7 @@ from fsgen.stages.routers import write_router_outputs
 from fsgen.stages.token_logging import (
     default_tasks,
     log_tokens,
+    logging_methods,
     plan_units,
     summarize_logs,
     write_logging_outputs,
@@ -139,6 +140,7 @@ __all__ = [
     "summarize_logs",
     "log_tokens",
     "merge_logs",
+    "logging_methods",
     "plan_units",
     "ShardStore",
     "select_shard",

@@ -129,3 +129,17 @@ def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
     assert ((table.collaboration_frequency >= 0) & (table.collaboration_frequency <= 1)).all()
     assert (table.prompts == 5).all() and table.accuracy.between(0, 1).all()
     assert (table[table.method == "oracle"].collaboration_frequency_vs_base == 0).all()
+
+
+def test_logging_methods_read_params_yaml_and_strings():
+    """The value `dvc repro` passes (params.yaml's) and the notebook's own parse agree."""
+    from fsgen.engine.methods import METHODS
+    from fsgen.models.profiles import read_params
+
+    everything = ["alone", *(name for name, m in METHODS.items() if m.pairs)]
+    assert logging_methods(read_params()["token_logging"]["methods"]) == everything
+    assert logging_methods("all") == everything
+    assert logging_methods(" alone, oracle ") == ["alone", "oracle"]
+    assert logging_methods(["oracle"]) == ["oracle"]
+    with pytest.raises(ValueError, match=r"unknown logging methods \['beam'\]"):
+        logging_methods("alone,beam")
