@@ -92,6 +92,7 @@ from fsgen.models.train import (
     train_ladder,
     write_ladder_outputs,
 )
+from fsgen.stages.config import stage_config
 from fsgen.stages.routers import write_router_outputs
 from fsgen.stages.token_logging import (
     default_tasks,
@@ -128,6 +129,7 @@ __all__ = [
     "summarize_sweep",
     "sweep_routers",
     "write_router_outputs",
+    "stage_config",
     "ConditionedSmall",
     "LLMToSLM",
     "fine_tune_small",

@@ -409,14 +409,20 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
     from fsgen.models.profiles import load_profile
+    from fsgen.stages.config import stage_config
 
-    profile = load_profile("embedded")
-    pair = stage_pair(profile)
+    config = stage_config("llm_to_slm", "params.yaml", {})
+    assert config.profile == "embedded"
+    profile = load_profile(config.profile)
+    pair = stage_pair(profile, **config.pair().model_dump())
     assert (pair["large"], pair["small"]) == ("e3", "e0")
     assert pair["large_source"] == "data/models/embedded/e3"
-    assert stage_pair(profile, small="e1")["small_source"] == "data/models/embedded/e1"
+    assert stage_pair(profile, "e3", "e1")["small_source"] == "data/models/embedded/e1"
     hub = load_profile("pythia")
-    assert "t5" in stage_pair(hub)["large_source"].lower()
+    pythia = config.pairs["pythia"]
+    assert "t5" in stage_pair(hub, pythia.large, pythia.small)["large_source"].lower()
+    with pytest.raises(ValueError, match="no small model"):
+        stage_pair(profile, "e3", "")
 
 
 @pytest.mark.slow

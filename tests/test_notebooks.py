@@ -76,6 +76,80 @@ def test_every_parameter_dvc_passes_is_declared():
         assert executed in stage["outs"], f"stage {name} must declare {executed} as an output"
 
 
+def _notebook_section(notebook: str) -> tuple[str, dict]:
+    """The params.yaml section a notebook reads (its `stage_config` call) and its tiny values."""
+    import ast
+
+    cells = nbformat.read(REPO / notebook, as_version=4).cells
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    found = re.findall(r'fsgen\.stage_config\("(\w+)", params_file, tiny\)', code)
+    assert len(found) == 1, f"{notebook} must call fsgen.stage_config once, found {found}"
+    parameters = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    tiny = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(parameters.source).body
+        if node.targets[0].id == "tiny"
+    )
+    return found[0], tiny
+
+
+def test_each_stage_reads_its_values_from_its_params_section():
+    """A value is written once: params.yaml holds the real ones, the notebook its tiny ones, and
+    dvc.yaml passes only the params file and paths. Both sets satisfy the section's schema."""
+    from fsgen.stages.config import stage_config
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in _dvc_stages().items():
+        notebook, passed = _passed_parameters(stage["cmd"])
+        section, tiny = _notebook_section(notebook)
+        assert passed.get("params_file") == "params.yaml", f"stage {name} must pass params_file"
+        assert section in stage["params"], f"stage {name} must declare params {section!r}"
+        assert "${" not in stage["cmd"], f"stage {name} passes a value on its command line"
+        assert set(passed) <= {"params_file"} | {k for k in passed if k.endswith(("_file", "_dir"))}
+        real = stage_config(section, REPO / "params.yaml", {})
+        small = stage_config(section, "", tiny)
+        assert set(real.model_dump()) == set(small.model_dump())
+        assert set(params[section]) | {"profile"} >= set(real.model_dump())
+        if "profile" in real.model_dump():
+            assert "profile" in stage["params"], f"stage {name} reads params.yaml's profile"
+            assert real.profile == params["profile"]
+
+
+def test_a_changed_params_value_reaches_the_stage(tmp_path):
+    """What `dvc exp run -S token_logging.n_prompts=128 -S profile=tiny` does to params.yaml."""
+    from fsgen.stages.config import stage_config
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["token_logging"]["n_prompts"] = 128
+    params["routers"]["pairs"] = "t2-t1,t2-t0"  # a list given as one comma-separated string
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    config = stage_config("token_logging", tmp_path / "params.yaml", {})
+    assert (config.profile, config.n_prompts) == ("tiny", 128)
+    assert stage_config("routers", tmp_path / "params.yaml", {}).pairs == ["t2-t1", "t2-t0"]
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"n_prompt": 3}, "n_prompt"),  # a misspelt key
+        ({"n_prompts": "many"}, "n_prompts"),  # the wrong type
+        ({"n_prompts": 2.5}, "n_prompts"),
+    ],
+)
+def test_a_bad_params_value_names_the_file_and_the_key(tmp_path, change, named):
+    from fsgen.stages.config import stage_config
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["token_logging"].update(change)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*token_logging.*{named}"):
+        stage_config("token_logging", path, {})
+    with pytest.raises(ValueError, match="section 'nope'|unknown stage section 'nope'"):
+        stage_config("nope", path, {})
+
+
 def test_stages_depend_on_every_fsgen_module_they_run():
     """A stage's notebook, and every fsgen module it reaches through imports, are stage deps
     (the package's `__init__` only re-exports, so it is left out), so that editing any code a

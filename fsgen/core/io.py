@@ -9,6 +9,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
+
+from fsgen.core.paths import resolve
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file and a rename, so a crash never leaves a
@@ -44,3 +48,17 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, object]) -> Pat
 def read_metrics(path: str | os.PathLike) -> dict[str, object]:
     """Read a metrics file written by `write_metrics`."""
     return json.loads(Path(path).read_text())
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from `path` (resolved from the repository root); errors name the file."""
+    path = resolve(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no params file at {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded

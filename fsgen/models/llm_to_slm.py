@@ -45,7 +45,7 @@ from fsgen.engine import fast_neox
 from fsgen.engine.batch import Batch, padding_id
 from fsgen.engine.collaborate import Collaboration, collaborate_ladder
 from fsgen.engine.collaborate import generate as engine_generate
-from fsgen.models.profiles import DTYPES, Profile, count_parameters, load_model, read_params
+from fsgen.models.profiles import DTYPES, Profile, count_parameters, load_model
 from fsgen.models.train import batch_order, optimize
 
 FUSIONS = ("add", "replace")
@@ -638,20 +638,13 @@ class Systems:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def stage_pair(
-    profile: Profile, params_file: str = "params.yaml", large: str = "", small: str = ""
-) -> dict[str, str]:
-    """The (large, small) pair of `profile` from the `llm_to_slm.pairs` section of params.yaml,
-    unless `large`/`small` name others. A name is a rung of the profile or a path / hub id."""
-    pairs = (read_params(params_file).get("llm_to_slm") or {}).get("pairs") or {}
-    chosen = dict(pairs.get(profile.name) or {})
-    chosen = {"large": large or chosen.get("large", ""), "small": small or chosen.get("small", "")}
+def stage_pair(profile: Profile, large: str, small: str) -> dict[str, str]:
+    """The (large, small) pair as names and sources: a name is a rung of `profile` (its
+    source is the rung's model) or a path / hub id (its own source)."""
+    chosen = {"large": large, "small": small}
     for role, name in chosen.items():
         if not name:
-            raise ValueError(
-                f"no {role} model for profile {profile.name!r}: add llm_to_slm.pairs."
-                f"{profile.name}.{role} to {params_file}, or pass {role}="
-            )
+            raise ValueError(f"no {role} model given for profile {profile.name!r}, got {name!r}")
     rungs = {r.name: r.model for r in profile.rungs}
     return {
         "large": chosen["large"],

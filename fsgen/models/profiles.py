@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 
+from fsgen.core.io import read_yaml
 from fsgen.core.paths import resolve
 
 DEFAULT_PARAMS = "params.yaml"
@@ -55,16 +55,15 @@ class Profile:
 
 def read_params(params_file: str | os.PathLike = DEFAULT_PARAMS) -> dict:
     """The parsed `params.yaml` (resolved from the repository root)."""
-    path = resolve(params_file)
-    if not path.exists():
-        raise FileNotFoundError(f"no params file at {path}")
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml(params_file)
 
 
 def load_profile(
     name: str | None = None, params_file: str | os.PathLike = DEFAULT_PARAMS
 ) -> Profile:
-    """The profile `name` from `params_file` (default: the file's own `profile` key)."""
+    """The profile `name` from `params_file` (default: the file's own `profile` key; an empty
+    `params_file` is the repository's params.yaml)."""
+    params_file = params_file or DEFAULT_PARAMS
     params = read_params(params_file)
     profiles = params.get("profiles") or {}
     name = name or params.get("profile")

@@ -1,0 +1,198 @@
+"""Each stage's values, written once: the real ones in its section of `params.yaml`, the tiny ones
+in its notebook's parameters cell.
+
+A notebook calls `stage_config(section, params_file, tiny)`: with `params_file` (what
+`dvc repro` passes) the values come from that file's section (and its top-level `profile`), so
+`dvc exp run -S token_logging.n_prompts=128` reaches the notebook; with `params_file=""` they are
+the notebook's own tiny values. Either way they are checked against the section's schema below:
+an unknown or missing key, or a value of the wrong type, is an error naming the file, the key and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from fsgen.core.io import read_yaml
+
+
+def _split_commas(value: Any) -> Any:
+    """'a,b' -> ['a', 'b'] (a list written as one string, as on a command line); else as is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_split_commas)]
+IntList = Annotated[list[int], BeforeValidator(_split_commas)]
+FloatList = Annotated[list[float], BeforeValidator(_split_commas)]
+
+
+class StageConfig(BaseModel):
+    """The values of one stage: every key required, none unknown, types checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    uses_profile: ClassVar[bool] = True  # whether the stage reads params.yaml's `profile`
+
+
+class TrainLadder(StageConfig):
+    """Stage 00: how the embedded ladder is trained (see `fsgen.models.train.LadderConfig`)."""
+
+    profile: str
+    seed: int
+    vocab_size: int
+    train_problems: int
+    test_problems: int
+    block_size: int
+    batch_size: int
+    steps: int
+    warmup_steps: int
+    tune_problems: int
+    tune_steps: int
+    tune_lr: float
+    max_new_tokens: int
+    threads: int
+
+
+class TokenLogging(StageConfig):
+    """Stage 01: which methods are logged on how many prompts of each task."""
+
+    profile: str
+    methods: str | list[str]  # "all" (the registry's every method), or their names
+    data_dir: str  # a local data directory (like ../shared/data); "": FSGEN_DATA_DIR or none
+    n_prompts: int
+    chunk_size: int
+    max_new_tokens: int
+    batch_size: int
+    seed: int
+    shard: str  # "i/n": this process logs every n-th unit from the i-th
+
+
+class Frequency(StageConfig):
+    """Stage 02: which parameter count of the ladder table sizes a rung."""
+
+    profile: str
+    size_column: str
+
+
+class ScalingLaw(StageConfig):
+    """Stage 03: the scaling-law fits and the paper's dataset they are drawn beside."""
+
+    uses_profile: ClassVar[bool] = False
+    bootstrap: int
+    seed: int
+    paper_dataset: str
+
+
+class Uncertainty(StageConfig):
+    """Stage 04: the uncertainty study on one method's traces."""
+
+    uses_profile: ClassVar[bool] = False
+    method: str
+    entropy_bin_count: int
+    example_pair: str  # the pair of the top-k example, like "e3-e0"; "": the first pair
+    example_tokens: int
+
+
+class LLMToSLMPair(BaseModel):
+    """The large model that encodes and the small one that generates: a rung name or a path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    large: str
+    small: str
+
+
+class LLMToSLM(StageConfig):
+    """Stage 05: LLM-to-SLM against the large model and a fine-tuned small one."""
+
+    profile: str
+    pairs: dict[str, LLMToSLMPair]  # per profile
+    task: str
+    layer: int  # hidden layer of a decoder-only large model (-1: the last)
+    fusion: str  # "add" or "replace"
+    projector_hidden: int  # 0: the wider of the two models
+    train_pairs: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    n_prompts: int
+    eval_batch_size: int
+    timing_prompts: int
+    batch_sizes: IntList
+    repeats: int
+    max_new_tokens: int
+    seed: int
+    threads: int
+
+    def pair(self) -> LLMToSLMPair:
+        """The pair of this config's profile."""
+        if self.profile not in self.pairs:
+            raise ValueError(
+                f"llm_to_slm.pairs has no pair for profile {self.profile!r} (it has "
+                f"{sorted(self.pairs)}): add llm_to_slm.pairs.{self.profile}.large and .small"
+            )
+        return self.pairs[self.profile]
+
+
+class Routers(StageConfig):
+    """Stage 06: the router sweep and the speed-up study."""
+
+    profile: str
+    task: str
+    pairs: StrList  # large-small, like "e3-e1"
+    target_call_rates: FloatList
+    n_prompts: int
+    prompt_offset: int
+    seed: int
+    fit_fraction: float
+    top_k: int
+    max_new_tokens: int
+    batch_size: int
+    speedup_pairs: StrList  # empty: no speed-up study
+    draft_lengths: IntList
+    speedup_prompts: int
+    repeats: int
+    probe_tokens: IntList
+    threads: int
+
+
+SECTIONS: dict[str, type[StageConfig]] = {
+    "train_ladder": TrainLadder,
+    "token_logging": TokenLogging,
+    "frequency": Frequency,
+    "scaling_law": ScalingLaw,
+    "uncertainty": Uncertainty,
+    "llm_to_slm": LLMToSLM,
+    "routers": Routers,
+}
+
+
+def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> StageConfig:
+    """The stage's values: `params_file`'s `section` (and top-level `profile`) when a file is
+    given, else the notebook's `tiny` values; validated against the section's schema."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown stage section {section!r}; sections: {sorted(SECTIONS)}")
+    schema = SECTIONS[section]
+    if params_file:
+        params = read_yaml(params_file)
+        values = params.get(section)
+        if not isinstance(values, dict):
+            raise ValueError(f"{params_file} has no {section!r} section (a mapping of values)")
+        values = dict(values)
+        if schema.uses_profile:
+            values["profile"] = params.get("profile")
+        where = f"{params_file}, section {section!r}"
+    else:
+        values, where = dict(tiny), f"the notebook's tiny values for {section!r}"
+    try:
+        return schema.model_validate(values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or section}: {e['msg']} (got {e.get('input')!r})"
+            for e in error.errors()
+        )
+        raise ValueError(f"invalid values in {where}: {problems}") from None
