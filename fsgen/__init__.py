@@ -1,60 +1,26 @@
 """fsgen: a reproducible, fast companion to FS-GEN and LLM-to-SLM.
 
-The public functions that notebooks call are re-exported here.
+What a notebook user calls, by layer; everything else lives in its subpackage
+(`fsgen.core`, `fsgen.data`, `fsgen.engine`, `fsgen.models`, `fsgen.analysis`, `fsgen.stages`).
 """
 
-from fsgen.analysis.routing import (
-    Calibration,
-    LearnedRouter,
-    SweepResult,
-    area_under_curve,
-    calibrate_router,
-    call_rate_to_reach,
-    fit_learned_router,
-    mismatch_auc,
-    oracle_trace,
-    parse_pairs,
-    plot_router_sweep,
-    random_router,
-    router_metrics,
-    split_prompts,
-    summarize_sweep,
-    sweep_routers,
-)
-from fsgen.analysis.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
-from fsgen.analysis.speedup import (
-    SpeedupResult,
-    draft_acceptance,
-    plot_speedups,
-    predict_speedup,
-    recommend_draft_length,
-    replay_rounds,
-    speedup_study,
-    speedup_table,
-)
-from fsgen.core.io import atomic_write_bytes, read_metrics, write_metrics
+from fsgen.analysis.routing import calibrate_router, plot_router_sweep, sweep_routers
+from fsgen.analysis.scaling import fit_scaling_law
+from fsgen.analysis.speedup import plot_speedups, speedup_study
+from fsgen.core.io import read_metrics
 from fsgen.core.paths import repo_root, resolve
-from fsgen.core.plots import plot_ladder, plot_training_curves, save_figure
-from fsgen.core.shards import ShardStore, merge_logs, select_shard
-from fsgen.data.sandbox import SandboxResult, run_many, run_python
-from fsgen.data.scoring import last_number, parse_number
-from fsgen.data.synthetic import Problem, generate_problems
+from fsgen.core.plots import plot_ladder, plot_training_curves
+from fsgen.core.shards import merge_logs
+from fsgen.data.sandbox import run_python
 from fsgen.data.tasks import (
     TASKS,
     DataUnavailableError,
-    Example,
-    Task,
     accuracy,
     build_prompts,
-    extract_choice,
-    extract_code,
     get_task,
     load_examples,
-    load_few_shot,
-    resolve_data_dir,
     score,
 )
-from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import (
     Collaboration,
     Engine,
@@ -62,148 +28,79 @@ from fsgen.engine.collaborate import (
     collaborate_ladder,
     generate,
 )
-from fsgen.engine.methods import METHODS, Method, get_method
+from fsgen.engine.methods import METHODS, get_method
 from fsgen.engine.routers import ROUTERS, make_router
 from fsgen.engine.trace import read_trace, write_trace
-from fsgen.models.llm_to_slm import (
-    ConditionedSmall,
-    LLMToSLM,
-    fine_tune_small,
-    load_large,
-    train_llm_to_slm,
-    training_pairs,
-)
-from fsgen.models.llm_to_slm import generate as generate_llm_to_slm  # noqa: I001
+from fsgen.models.llm_to_slm import LLMToSLM
 from fsgen.models.profiles import (
     ModelUnavailableError,
-    Profile,
-    Rung,
     count_parameters,
     load_model,
     load_profile,
     load_rung,
-    read_params,
 )
-from fsgen.models.train import (
-    LadderConfig,
-    build_ladder,
-    describe_hub_ladder,
-    ladder_metrics,
-    train_ladder,
-    write_ladder_outputs,
-)
+from fsgen.models.train import LadderConfig, build_ladder, write_ladder_outputs
 from fsgen.stages.config import stage_config
 from fsgen.stages.routers import write_router_outputs
 from fsgen.stages.token_logging import (
     default_tasks,
     log_tokens,
     logging_methods,
-    plan_units,
-    summarize_logs,
     write_logging_outputs,
 )
 
 __all__ = [
-    "Calibration",
-    "LearnedRouter",
-    "SpeedupResult",
-    "SweepResult",
-    "area_under_curve",
-    "calibrate_router",
-    "call_rate_to_reach",
-    "draft_acceptance",
-    "fit_learned_router",
-    "mismatch_auc",
-    "oracle_trace",
-    "parse_pairs",
-    "plot_router_sweep",
-    "plot_speedups",
-    "predict_speedup",
-    "random_router",
-    "recommend_draft_length",
-    "replay_rounds",
-    "router_metrics",
-    "speedup_study",
-    "speedup_table",
-    "split_prompts",
-    "summarize_sweep",
-    "sweep_routers",
-    "write_router_outputs",
-    "stage_config",
-    "ConditionedSmall",
-    "LLMToSLM",
-    "fine_tune_small",
-    "generate_llm_to_slm",
-    "load_large",
-    "train_llm_to_slm",
-    "training_pairs",
-    "write_logging_outputs",
-    "default_tasks",
-    "summarize_logs",
-    "log_tokens",
+    # core: paths from the repository root, metrics, token logs, figures
     "merge_logs",
-    "logging_methods",
-    "plan_units",
-    "ShardStore",
-    "select_shard",
-    "fit_scaling_law",
-    "paper_frequencies",
-    "parse_size",
-    "scaling_law",
+    "plot_ladder",
+    "plot_training_curves",
+    "read_metrics",
+    "repo_root",
+    "resolve",
+    # data: benchmark tasks, prompts, scoring, the sandbox for generated code
+    "DataUnavailableError",
+    "TASKS",
+    "accuracy",
+    "build_prompts",
+    "get_task",
+    "load_examples",
+    "run_python",
+    "score",
+    # engine: the one decoding loop, its methods and routers, token traces
     "Collaboration",
     "Engine",
-    "generate",
     "METHODS",
-    "Method",
     "ROUTERS",
     "collaborate",
     "collaborate_ladder",
+    "generate",
     "get_method",
     "make_router",
     "read_trace",
     "write_trace",
+    # models: ladders and loading, the embedded ladder's training, LLM-to-SLM
+    "LLMToSLM",
     "LadderConfig",
     "ModelUnavailableError",
-    "Problem",
-    "Profile",
-    "Rung",
-    "atomic_write_bytes",
     "build_ladder",
     "count_parameters",
-    "describe_hub_ladder",
-    "generate_problems",
-    "ladder_metrics",
-    "last_number",
     "load_model",
     "load_profile",
     "load_rung",
-    "parse_number",
-    "plot_ladder",
-    "plot_training_curves",
-    "read_metrics",
-    "read_params",
-    "repo_root",
-    "resolve",
-    "save_figure",
-    "train_ladder",
-    "train_tokenizer",
     "write_ladder_outputs",
-    "write_metrics",
-    "DataUnavailableError",
-    "Example",
-    "SandboxResult",
-    "TASKS",
-    "Task",
-    "accuracy",
-    "build_prompts",
-    "extract_choice",
-    "extract_code",
-    "get_task",
-    "load_examples",
-    "load_few_shot",
-    "resolve_data_dir",
-    "run_many",
-    "run_python",
-    "score",
+    # analysis: scaling laws, routers, speculative speed-ups
+    "calibrate_router",
+    "fit_scaling_law",
+    "plot_router_sweep",
+    "plot_speedups",
+    "speedup_study",
+    "sweep_routers",
+    # stages: each stage's values, token logging, the router stage's outputs
+    "default_tasks",
+    "log_tokens",
+    "logging_methods",
+    "stage_config",
+    "write_logging_outputs",
+    "write_router_outputs",
 ]
 __version__ = "0.1.0"

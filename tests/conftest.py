@@ -13,6 +13,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from fsgen.data.synthetic import chat_document, generate_problems, plain_document
+from fsgen.data.tokenizer import train_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,8 +27,6 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE trained on a few hundred synthetic problems."""
-    from fsgen.data.synthetic import chat_document, generate_problems, plain_document
-    from fsgen.data.tokenizer import train_tokenizer
 
     problems = generate_problems(300, seed=7)
     return train_tokenizer(

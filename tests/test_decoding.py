@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from scipy.stats import chi2_contingency, chisquare
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.engine.collaborate import collaborate
+from fsgen.engine.batch import Batch
+from fsgen.engine.collaborate import collaborate, collaborate_ladder
+from fsgen.engine.output import text_decoder
+from fsgen.engine.trace import COLUMNS, empty_trace, read_trace, write_trace
 from tests.reference import naive_collaborate
 
 PROMPTS = [
@@ -187,7 +193,6 @@ def test_batching_does_not_change_results(models, tiny_tokenizer):
 
 
 def test_trace_schema(models, tiny_tokenizer):
-    from fsgen.engine.trace import COLUMNS
 
     small, large, _ = models
     out = collaborate(
@@ -261,7 +266,6 @@ def test_different_vocabularies_are_rejected(models, tiny_tokenizer):
 
 
 def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
-    from fsgen.engine.collaborate import collaborate_ladder
 
     small, large, tuned = models
     ladder = collaborate_ladder(
@@ -288,7 +292,6 @@ def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
 
 
 def test_trace_parquet_round_trip(models, tiny_tokenizer, tmp_path):
-    from fsgen.engine.trace import read_trace, write_trace
 
     small, large, tuned = models
     out = collaborate(
@@ -316,7 +319,6 @@ def test_trace_parquet_round_trip(models, tiny_tokenizer, tmp_path):
 def test_speculative_sampling_matches_sampling_from_large(models, tiny_tokenizer):
     """Lossless: the first token follows the large model's distribution exactly (chi-square),
     and the first two tokens are distributed like plain sampling from the large model."""
-    from scipy.stats import chi2_contingency, chisquare
 
     small, large, _ = models
     prompt, n = "Question: Ann has", 600
@@ -386,7 +388,6 @@ def test_callable_router_equals_named_router(models, tiny_tokenizer):
 def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
     """Declare a token the method often emits end-of-sequence: rows stop early, at different
     steps, exactly as in the reference."""
-    import copy
 
     small, large, tuned = models
     free = collaborate(
@@ -405,7 +406,6 @@ def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
 @pytest.mark.parametrize("k", [1, 3])
 def test_batch_append_positions(k):
     """Appended columns continue each row's positions; masked-out columns take no position."""
-    from fsgen.engine.batch import Batch
 
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding on row 0
     batch = Batch(torch.ones_like(mask), mask, (mask.cumsum(-1) - 1).clamp(min=0))
@@ -421,7 +421,6 @@ def test_batch_append_positions(k):
 
 
 def test_untraced_calls_return_an_empty_trace_with_every_column(models, tiny_tokenizer):
-    from fsgen.engine.trace import empty_trace
 
     small, large, _ = models
     for method in ("oracle", "contrastive", "speculative", "small"):
@@ -440,9 +439,6 @@ def test_stop_check_decodes_exactly_as_the_tokenizer(tiny_tokenizer):
     """The stop strings are looked for in `text_decoder`'s text: for a plain fast tokenizer it
     calls the backend directly, and the text must be `decode`'s, special tokens, partial UTF-8
     bytes and all; a tokenizer that cleans up spaces keeps its own `decode`."""
-    import copy
-
-    from fsgen.engine.output import text_decoder
 
     generator = torch.Generator().manual_seed(0)
     vocab = len(tiny_tokenizer)

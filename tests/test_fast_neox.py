@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import generate as generate_alone
@@ -16,10 +16,11 @@ from fsgen.models.llm_to_slm import (
     SYSTEMS,
     LLMToSLM,
     Systems,
-    _run_system,
     generate,
     lean_encoding,
+    run_system,
 )
+from fsgen.models.profiles import load_model
 from tests.test_llm_to_slm import PROMPTS, _randomize_projector
 
 CONFIGS = {
@@ -93,7 +94,6 @@ def test_logits_match_hf_on_random_configs(tiny_tokenizer, overrides):
 
 @pytest.mark.parametrize("name", ["e0", "e3"])
 def test_logits_match_hf_on_the_embedded_ladder(repo, name):
-    from fsgen.models.profiles import load_model
 
     folder = repo / "data" / "models" / "embedded" / name
     if not (folder / "model.safetensors").is_file():
@@ -218,7 +218,7 @@ def test_attention_mask_hides_padding_and_the_future():
 
 def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny_tokenizer):
     """Stage 05's systems (the large and small models, a second small one standing in for the
-    fine-tuned small model, LLM-to-SLM) through the timed path, `_run_system`, at batch 1 and 3:
+    fine-tuned small model, LLM-to-SLM) through the timed path, `run_system`, at batch 1 and 3:
     the same tokens as through HF's forward, the lean forward named, and the traced loop."""
     torch.set_num_threads(1)
     large = _random_neox(tiny_tokenizer, hidden=32, layers=2, heads=2, seed=1)
@@ -235,7 +235,7 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
         run = {"max_new_tokens": 12, "batch_size": batch_size, "stop": stop}
         tokens = {}
         for name in SYSTEMS:
-            timed = _run_system(systems, name, PROMPTS, **run)  # the lean forward
+            timed = run_system(systems, name, PROMPTS, **run)  # the lean forward
             if name == "LLM-to-SLM":
                 hf = generate(model, PROMPTS, forward="hf", **run)
                 lean = generate(model, PROMPTS, forward="lean", **run)
@@ -253,7 +253,6 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
 
 
 def test_only_gpt_neox_takes_the_lean_path():
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     other = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))
     assert not supports(other)

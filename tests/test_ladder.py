@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 
+from fsgen.data.synthetic import generate_problems, plain_document
 from fsgen.models.profiles import (
     ModelUnavailableError,
     count_parameters,
@@ -11,7 +12,7 @@ from fsgen.models.profiles import (
     load_profile,
     read_params,
 )
-from fsgen.models.train import build_model
+from fsgen.models.train import build_model, heldout_loss
 
 
 def test_repository_profiles_parse():
@@ -136,8 +137,6 @@ def test_bad_dtype_or_device():
 
 
 def test_heldout_loss_does_not_depend_on_padding(tiny_tokenizer):
-    from fsgen.data.synthetic import generate_problems, plain_document
-    from fsgen.models.train import heldout_loss
 
     model = build_model(
         {"hidden_size": 16, "num_layers": 1, "num_heads": 2},

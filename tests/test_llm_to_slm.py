@@ -33,8 +33,14 @@ from fsgen.models.llm_to_slm import (
     train_llm_to_slm,
     training_pairs,
 )
+from fsgen.models.profiles import load_profile
+from fsgen.models.train import build_ladder
+from fsgen.stages.config import stage_config
+from tests.conftest import REPO
 from tests.reference import _end_ids, naive_collaborate
 from tests.test_decoding import _model
+from tests.test_notebooks import run_notebook
+from tests.test_token_logging import TINY
 
 PROMPTS = [
     "Question: Ann has 3 coins. How many coins does Ann have now?\nAnswer:",
@@ -403,13 +409,10 @@ def test_t5_encoder_variant(tiny_tokenizer, tmp_path):
 
 
 def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
-    from tests.conftest import REPO
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
-    from fsgen.models.profiles import load_profile
-    from fsgen.stages.config import stage_config
 
     config = stage_config("llm_to_slm", "params.yaml", {})
     assert config.profile == "embedded"
@@ -428,11 +431,6 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_05_runs_with_tiny_parameters(tmp_path, monkeypatch):
-    from fsgen.models.profiles import load_profile
-    from fsgen.models.train import build_ladder
-    from tests.conftest import REPO
-    from tests.test_notebooks import run_notebook
-    from tests.test_token_logging import TINY
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")

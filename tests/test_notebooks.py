@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -16,6 +19,7 @@ import pytest
 import yaml
 
 from fsgen.core.source import fsgen_imports, module_files
+from fsgen.stages.config import stage_config
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -54,7 +58,6 @@ def test_notebook_is_committed_clean(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameters_cell_holds_literals_only(path):
-    import ast
 
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
@@ -78,7 +81,6 @@ def test_every_parameter_dvc_passes_is_declared():
 
 def _notebook_section(notebook: str) -> tuple[str, dict]:
     """The params.yaml section a notebook reads (its `stage_config` call) and its tiny values."""
-    import ast
 
     cells = nbformat.read(REPO / notebook, as_version=4).cells
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
@@ -96,7 +98,6 @@ def _notebook_section(notebook: str) -> tuple[str, dict]:
 def test_each_stage_reads_its_values_from_its_params_section():
     """A value is written once: params.yaml holds the real ones, the notebook its tiny ones, and
     dvc.yaml passes only the params file and paths. Both sets satisfy the section's schema."""
-    from fsgen.stages.config import stage_config
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, stage in _dvc_stages().items():
@@ -117,7 +118,6 @@ def test_each_stage_reads_its_values_from_its_params_section():
 
 def test_a_changed_params_value_reaches_the_stage(tmp_path):
     """What `dvc exp run -S token_logging.n_prompts=128 -S profile=tiny` does to params.yaml."""
-    from fsgen.stages.config import stage_config
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "tiny"
@@ -138,7 +138,6 @@ def test_a_changed_params_value_reaches_the_stage(tmp_path):
     ],
 )
 def test_a_bad_params_value_names_the_file_and_the_key(tmp_path, change, named):
-    from fsgen.stages.config import stage_config
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["token_logging"].update(change)
@@ -163,8 +162,6 @@ def test_stages_depend_on_every_fsgen_module_they_run():
 
 
 def test_dvc_accepts_the_pipeline():
-    import subprocess
-    import sys
 
     dvc = Path(sys.executable).with_name("dvc")
     done = subprocess.run([str(dvc), "dag"], cwd=REPO, capture_output=True, text=True)

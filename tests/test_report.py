@@ -1,9 +1,13 @@
 """The README's results block is the pipeline's outputs, and the quick start runs in a minute."""
 
+import nbformat
 import pytest
 
+from fsgen.analysis.estimates import estimate_profile, nominal_size
+from fsgen.models.profiles import Profile, Rung
 from fsgen.stages.report import END, START, render_results, update_readme
 from tests.conftest import REPO
+from tests.test_notebooks import run_notebook
 
 
 def test_readme_results_match_the_committed_outputs():
@@ -34,9 +38,6 @@ def test_every_number_comes_from_the_outputs(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(60)  # the issue's budget for the quick start: under a minute on a CPU
 def test_quickstart_runs_offline(tmp_path, monkeypatch):
-    import nbformat
-
-    from tests.test_notebooks import run_notebook
 
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))  # no trained ladder there: random models
     out = run_notebook("00_quickstart.ipynb", tmp_path)
@@ -46,8 +47,6 @@ def test_quickstart_runs_offline(tmp_path, monkeypatch):
 
 
 def test_gpu_estimates_from_nominal_sizes():
-    from fsgen.analysis.estimates import estimate_profile, nominal_size
-    from fsgen.models.profiles import Profile, Rung
 
     assert nominal_size("qwen1.5-1.8b") == 1.8e9 and nominal_size("pythia-70m") == 70e6
     with pytest.raises(ValueError, match="got 'gpt2'"):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from fsgen.analysis.routing import (
     KINDS,
@@ -26,14 +27,24 @@ from fsgen.analysis.routing import (
     uncertainty,
 )
 from fsgen.analysis.speedup import (
-    _work_rows,
     draft_acceptance,
     predict_speedup,
     replay_rounds,
     replay_work,
     speedup_table,
+    work_rows,
 )
 from fsgen.core.timing import timed
+from fsgen.engine import forward
+from fsgen.engine.batch import Batch
+from fsgen.engine.collaborate import Engine, collaborate
+from fsgen.models.profiles import load_profile
+from fsgen.models.train import build_ladder
+from fsgen.stages.token_logging import log_tokens
+from tests.conftest import REPO
+from tests.test_decoding import PROMPTS, _model, _perturbed
+from tests.test_notebooks import run_notebook
+from tests.test_token_logging import TINY
 
 
 def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -138,15 +149,12 @@ def test_split_prompts_is_deterministic_and_disjoint():
 def test_learned_router_is_deterministic_and_beats_chance(trace, learned):
     again = fit_learned_router(trace[trace.prompt_id < 20])
     assert np.array_equal(again.coef, learned.coef) and again.intercept == learned.intercept
-    from sklearn.metrics import roc_auc_score
 
     held = trace[trace.prompt_id >= 20]
     assert roc_auc_score(held["mismatch"], learned.score_trace(held)) > 0.6
 
 
 def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
-    from fsgen.engine.collaborate import collaborate
-    from tests.test_decoding import PROMPTS, _model, _perturbed
 
     torch.set_num_threads(1)
     large = _model(tiny_tokenizer, 32, 2, seed=1)
@@ -249,10 +257,6 @@ def test_replay_work_on_known_runs():
 def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
     """The replayed forwards (columns fed, cache widths) and rounds are the engine's own, for
     the large model alone and speculative decoding, with and without rows finished at start."""
-    from fsgen.engine import forward
-    from fsgen.engine.batch import Batch
-    from fsgen.engine.collaborate import Engine, collaborate
-    from tests.test_decoding import PROMPTS, _model, _perturbed
 
     torch.set_num_threads(1)
     large = _model(tiny_tokenizer, 32, 2, seed=1)
@@ -287,7 +291,7 @@ def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
         if finished:
             assert all(not tokens for tokens in out.tokens[1::2]) and any(out.tokens[0::2])
         run = "probe_finished" if finished else "full"
-        rows = _work_rows("p", "m", run, k, 10, [flags], [width])
+        rows = work_rows("p", "m", run, k, 10, [flags], [width])
         replayed = {(r["model"], r["columns"]): (r["count"], r["width_sum"]) for r in rows}
         engine: dict = {}
         for model, first, columns, cache_width in seen:  # a prefill counts as 1 or k+1 columns
@@ -322,7 +326,7 @@ def test_engine_cost_model_recovers_known_costs():
     work, timings, truth = [], [], {}
     for name, k in (("large", None), ("k1", 1), ("k2", 2)):
         for run, tokens in lengths.items():
-            part = _work_rows("p", name, run, k, tokens, batches, widths)
+            part = work_rows("p", name, run, k, tokens, batches, widths)
             work += part
             forwards = sum(
                 r["count"] * lines[(r["model"], r["columns"])][0]
@@ -403,12 +407,6 @@ def test_area_and_call_rate_to_reach_on_known_curves():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
-    from fsgen.models.profiles import load_profile
-    from fsgen.models.train import build_ladder
-    from fsgen.stages.token_logging import log_tokens
-    from tests.conftest import REPO
-    from tests.test_notebooks import run_notebook
-    from tests.test_token_logging import TINY
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")

@@ -3,7 +3,16 @@ import pandas as pd
 import pytest
 from scipy.optimize import curve_fit
 
-from fsgen.analysis.scaling import fit_scaling_law, paper_frequencies, parse_size, scaling_law
+from fsgen.analysis.scaling import (
+    aic,
+    compare_forms,
+    fit_scaling_law,
+    fit_table,
+    leave_one_out_error,
+    paper_frequencies,
+    parse_size,
+    scaling_law,
+)
 
 
 def _authors_fit(large, small, cf):
@@ -81,7 +90,6 @@ def test_bad_input(ratios, frequencies, message):
 
 
 def test_aic_prefers_the_form_the_data_came_from():
-    from fsgen.analysis.scaling import aic, compare_forms
 
     observed, predicted = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])
     assert aic(observed, predicted, 2) == pytest.approx(3 * np.log(1 / 3) + 4)
@@ -95,7 +103,6 @@ def test_aic_prefers_the_form_the_data_came_from():
 
 
 def test_leave_one_out_and_fit_table():
-    from fsgen.analysis.scaling import fit_table, leave_one_out_error
 
     ratios = np.array([2, 3, 4, 6, 8, 12, 16, 32], dtype=float)
     cf = scaling_law(ratios, 0.3, 0.7, 0.25)

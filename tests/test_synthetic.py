@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from fsgen.data.scoring import last_number
@@ -73,7 +75,6 @@ def test_bad_arguments_name_the_value(kwargs, message):
 
 
 def test_make_problem_rejects_unknown_level():
-    import random
 
     with pytest.raises(ValueError, match="level must be one of .* got 0"):
         make_problem(random.Random(0), 0)

@@ -4,9 +4,17 @@ import shutil
 
 import pytest
 
-from fsgen.models.profiles import load_profile
+from fsgen.engine.methods import METHODS
+from fsgen.models.profiles import load_profile, read_params
 from fsgen.models.train import LadderConfig, build_ladder
-from fsgen.stages.token_logging import log_tokens, logging_methods, merge_logs, plan_units
+from fsgen.stages.token_logging import (
+    log_tokens,
+    logging_methods,
+    merge_logs,
+    plan_units,
+    summarize_logs,
+)
+from tests.conftest import REPO
 
 TINY = LadderConfig(
     vocab_size=300,
@@ -32,7 +40,6 @@ RUN = {
 
 @pytest.fixture(scope="module")
 def tiny_ladder(tmp_path_factory):
-    from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("root")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
@@ -114,7 +121,6 @@ def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
 
 
 def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
-    from fsgen.stages.token_logging import summarize_logs
 
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))
@@ -133,8 +139,6 @@ def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
 
 def test_logging_methods_read_params_yaml_and_strings():
     """The value `dvc repro` passes (params.yaml's) and the notebook's own parse agree."""
-    from fsgen.engine.methods import METHODS
-    from fsgen.models.profiles import read_params
 
     everything = ["alone", *(name for name, m in METHODS.items() if m.pairs)]
     assert logging_methods(read_params()["token_logging"]["methods"]) == everything

@@ -1,4 +1,8 @@
+import pytest
+from transformers import AutoTokenizer
+
 from fsgen.data.synthetic import chat_prompt, generate_problems, plain_document
+from fsgen.data.tokenizer import train_tokenizer
 
 
 def test_round_trip_is_lossless(tiny_tokenizer):
@@ -15,7 +19,6 @@ def test_digits_are_single_tokens(tiny_tokenizer):
 
 
 def test_special_tokens_and_chat_template(tiny_tokenizer, tmp_path):
-    from transformers import AutoTokenizer
 
     tiny_tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
@@ -32,9 +35,6 @@ def test_special_tokens_and_chat_template(tiny_tokenizer, tmp_path):
 
 
 def test_vocab_size_too_small_is_rejected():
-    import pytest
-
-    from fsgen.data.tokenizer import train_tokenizer
 
     with pytest.raises(ValueError, match="vocab_size must be at least .* got 100"):
         train_tokenizer(["a b c"], vocab_size=100)

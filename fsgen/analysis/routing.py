@@ -23,10 +23,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
+from fsgen.core.plots import save_figure
 from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
 from fsgen.engine.collaborate import collaborate
 from fsgen.engine.routers import Router, entropy, make_router
@@ -123,8 +128,6 @@ class LearnedRouter:
 
     def fit(self, trace: pd.DataFrame) -> LearnedRouter:
         """Fit on oracle trace rows (features of the small model, label `mismatch`)."""
-        from sklearn.linear_model import LogisticRegression
-
         _check_trace(trace, ("mismatch", "small_topk_probs", "small_entropy"))
         x = trace_features(trace, self.top_k)  # (N, F)
         y = trace["mismatch"].to_numpy(bool)
@@ -343,8 +346,6 @@ def _sorted_curve(call_rates, accuracies) -> tuple[np.ndarray, np.ndarray]:
 def mismatch_auc(trace: pd.DataFrame, learned: LearnedRouter | None = None) -> dict[str, float]:
     """ROC AUC of each router's uncertainty score for predicting a mismatch on trace rows
     (0.5: no better than chance; NaN when the rows hold one class)."""
-    from sklearn.metrics import roc_auc_score
-
     y = trace["mismatch"].to_numpy(bool)
     kinds = KINDS if learned is not None else KINDS[:3]
     if y.all() or not y.any():
@@ -511,11 +512,6 @@ def summarize_sweep(runs: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
 def plot_router_sweep(runs: pd.DataFrame, x: str = "call_rate", stem=None):
     """Task accuracy against `x` (realised call rate, or wall_seconds) per router, one panel per
     pair; the dotted line is 95% of the large model's accuracy."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from fsgen.core.plots import save_figure
-
     sns.set_theme(style="whitegrid", context="notebook")
     pairs = runs[["task", "large", "small"]].drop_duplicates().to_records(index=False)
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)

@@ -13,11 +13,16 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from scipy.optimize import curve_fit
 
+from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
+from fsgen.core.plots import save_figure
 
 PAPER_FREQUENCIES = "data/paper/fsgen_collaboration_frequency.csv"
 LOWER_BOUND = 0.05
@@ -263,10 +268,6 @@ def plot_scaling_fits(
     """Per task and method: CF against r^-alpha (where the law is a straight line) and against
     log r, with the fit; the paper's Qwen1.5 points for the same method on `paper_dataset`
     and their fit overlaid."""
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    import seaborn as sns
-
     sns.set_theme(style="whitegrid", context="notebook")
     groups = fits.dropna(subset=["a"]).to_dict("records")
     fig, axes = plt.subplots(
@@ -311,8 +312,6 @@ def plot_scaling_fits(
     fig.suptitle("CF = b - a·r^(-α): data and least-squares fits")
     fig.tight_layout()
     if stem is not None:
-        from fsgen.core.plots import save_figure
-
         save_figure(fig, stem)
     return fig
 
@@ -321,10 +320,6 @@ def plot_paper_fits(
     paper: pd.DataFrame, paper_fits: pd.DataFrame, stem: str | os.PathLike | None = None
 ):
     """The paper's published Qwen1.5 frequencies per method and dataset against r, refitted."""
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    import seaborn as sns
-
     sns.set_theme(style="whitegrid", context="notebook")
     methods, datasets = sorted(set(paper.method)), sorted(set(paper.dataset))
     fig, axes = plt.subplots(
@@ -355,8 +350,6 @@ def plot_paper_fits(
     fig.suptitle("The FS-GEN paper's Qwen1.5 frequencies, fitted with fsgen.fit_scaling_law")
     fig.tight_layout()
     if stem is not None:
-        from fsgen.core.plots import save_figure
-
         save_figure(fig, stem)
     return fig
 
@@ -373,10 +366,6 @@ def write_scaling_outputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stage 03: fit every task x method of the CF `table` and every method x dataset of the
     paper's points; write both fit tables (CSV), the flat metrics and the figures."""
-    import matplotlib.pyplot as plt
-
-    from fsgen.core.io import write_metrics
-
     results_dir = Path(resolve(results_dir))
     results_dir.mkdir(parents=True, exist_ok=True)
     fits = fit_table(table, bootstrap=bootstrap, seed=seed)

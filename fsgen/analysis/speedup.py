@@ -51,11 +51,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
+from scipy.optimize import nnls
 
 from fsgen.analysis.routing import load_rung_cached, oracle_trace, parse_pairs
+from fsgen.core.plots import save_figure
 from fsgen.core.timing import timed
 from fsgen.data.tasks import build_prompts, get_task, load_examples
 from fsgen.engine.batch import Batch
@@ -325,7 +329,7 @@ def speedup_study(
         ]
         for name, how in methods.items():
             for label in RUNS:
-                work += _work_rows(
+                work += work_rows(
                     pair,
                     name,
                     label,
@@ -396,7 +400,7 @@ def speedup_study(
     )
 
 
-def _work_rows(pair, method, run, k, tokens, batches, widths) -> list[dict]:
+def work_rows(pair, method, run, k, tokens, batches, widths) -> list[dict]:
     """`replay_work` of one timed run summed over its batches: one row per forward kind."""
     rounds = row_rounds = 0
     forwards: dict[tuple[str, int], list[int]] = {}
@@ -520,8 +524,6 @@ def engine_costs(medians, work: pd.DataFrame, lines: pd.DataFrame, name: str) ->
     and round. Each probe's time, less its full garbage collections and its replayed forwards,
     is setup + a * rounds + b * running row-rounds; the probes with every row running and with
     half of them finished tell a from b (non-negative least squares)."""
-    from scipy.optimize import nnls
-
     design, target = [], []
     for run in ("probe_short", "probe_long", "probe_finished"):
         part = work[work["run"] == run]
@@ -553,11 +555,6 @@ def recommend_draft_length(table: pd.DataFrame, column: str = "measured_speedup"
 def plot_speedups(table: pd.DataFrame, stem=None):
     """Predicted (two cost models) and measured speed-up against draft length, one panel per
     pair; the dotted line marks no speed-up."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from fsgen.core.plots import save_figure
-
     sns.set_theme(style="whitegrid", context="notebook")
     long = table.melt(
         id_vars=["pair", "k"],

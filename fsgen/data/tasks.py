@@ -115,7 +115,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def _hub(path: str, *args: str, split: str) -> list[dict]:
     """Rows of a hub dataset through `datasets`; a clear error when it cannot be had."""
     try:
-        from datasets import load_dataset
+        from datasets import load_dataset  # noqa: PLC0415 (slow to import; only the hub path needs it)
 
         return [dict(row) for row in load_dataset(path, *args, split=split)]
     except Exception as err:  # offline, not cached, renamed upstream, ...

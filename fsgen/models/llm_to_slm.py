@@ -34,13 +34,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForTextEncoding, AutoTokenizer
 
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
+from fsgen.core.plots import save_figure
 from fsgen.core.timing import timed
-from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
+from fsgen.data.synthetic import generate_problems
+from fsgen.data.tasks import (
+    accuracy,
+    build_prompts,
+    get_task,
+    load_examples,
+    score,
+    synthetic_example,
+)
 from fsgen.engine import fast_neox
 from fsgen.engine.batch import Batch, padding_id
 from fsgen.engine.collaborate import Collaboration, collaborate_ladder
@@ -208,8 +221,6 @@ class LLMToSLM(torch.nn.Module):
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write the config (JSON), the projector (and prompt embedding) weights, and the small
         model with its tokenizer. The large model is referenced by `large_source`, not copied."""
-        from safetensors.torch import save_file
-
         if not self.large_source:
             raise ValueError("large_source is empty: say where the large model is loaded from")
         folder = Path(folder)
@@ -243,8 +254,6 @@ class LLMToSLM(torch.nn.Module):
     ) -> LLMToSLM:
         """Load what `save_pretrained` wrote; the large model is loaded from the recorded source
         unless `large` (with `large_tokenizer`) is given."""
-        from safetensors.torch import load_file
-
         folder = resolve(folder)
         config_path = folder / CONFIG_FILE
         if not config_path.is_file():
@@ -276,8 +285,6 @@ class LLMToSLM(torch.nn.Module):
 def load_large(source: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
     """Load a large model for LLM-to-SLM with its tokenizer (as shipped): the encoder of an
     encoder-decoder model (T5 and the like), else a causal LM."""
-    from transformers import AutoConfig, AutoModelForTextEncoding, AutoTokenizer
-
     local = resolve(source)
     target = str(local) if local.exists() else str(source)
     config = AutoConfig.from_pretrained(target)
@@ -493,9 +500,6 @@ def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
     if "train" not in task_spec.splits:
         raise ValueError(f"task {task!r} has no train split (splits: {task_spec.splits})")
     if task_spec.name == "synthetic":
-        from fsgen.data.synthetic import generate_problems
-        from fsgen.data.tasks import synthetic_example
-
         problems = generate_problems(n, split="train", seed=seed)
         examples = [synthetic_example(i, p) for i, p in enumerate(problems)]
     else:
@@ -710,7 +714,7 @@ def _compared(systems: Systems) -> tuple[str, ...]:
     return SYSTEMS
 
 
-def _run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
+def run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
     """Generate with one of the compared systems (greedy; the same loop for all four)."""
     if name == "LLM-to-SLM":
         return generate(systems.llm_to_slm, prompts, **kwargs)
@@ -739,7 +743,7 @@ def evaluate_systems(
     run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
     rows = []
     for name in _compared(systems):
-        result = _run_system(systems, name, prompts, **run)
+        result = run_system(systems, name, prompts, **run)
         rows.append(
             {
                 "system": name,
@@ -791,7 +795,7 @@ def time_systems(
             for name in _compared(systems):
                 run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
                 seconds, _, result = timed(
-                    lambda n=name, r=run: _run_system(systems, n, prompts, **r)
+                    lambda n=name, r=run: run_system(systems, n, prompts, **r)
                 )
                 rows.append(
                     {
@@ -883,11 +887,6 @@ def write_llm_to_slm_outputs(
 
 def plot_llm_to_slm(table: pd.DataFrame, stem: str | os.PathLike | None = None):
     """Accuracy against median wall time, one marker per system and batch size."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from fsgen.core.plots import save_figure
-
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(7, 4))
     data = table.assign(batch=table["batch_size"].map(lambda b: f"batch {b}"))

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
 from fsgen.core.paths import resolve
@@ -148,8 +149,6 @@ def load_model(
     the tokenizer as `from_pretrained` returns it (None if `with_tokenizer` is off): the engine
     pads batches itself.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     _check_dtype_device(dtype, device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")

@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.core.io import write_metrics
+from fsgen.core.paths import resolve
 from fsgen.data.scoring import last_number
 from fsgen.data.synthetic import (
     Problem,
@@ -367,8 +368,6 @@ def write_ladder_outputs(
 
 def describe_hub_ladder(profile: Profile) -> pd.DataFrame:
     """Parameter counts of a hub ladder from each rung's config alone (no weights downloaded)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     rows = []
     for rung in profile.rungs:
         for name, source, variant in (
@@ -402,8 +401,6 @@ def build_ladder(
     Either way the ladder table is also written as `ladder.csv` into the profile's models_dir,
     and `(ladder, curves)` are returned (curves is empty for a hub ladder).
     """
-    from fsgen.core.paths import resolve
-
     models_dir = resolve(profile.models_dir)
     if models_dir.exists():
         shutil.rmtree(models_dir)

@@ -16,6 +16,10 @@ import sys
 import pandas as pd
 
 from fsgen.core.paths import resolve
+from fsgen.data.synthetic import generate_problems, plain_document, plain_prompt
+from fsgen.data.tokenizer import train_tokenizer
+from fsgen.models.profiles import load_model
+from fsgen.models.train import build_model
 
 EMBEDDED = "data/models/embedded"
 HUB_PAIR = ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m")  # fp32: ~1 GB, fits Binder
@@ -28,9 +32,6 @@ def on_hosted_notebook() -> bool:
 
 
 def _random_pair(seed: int):
-    from fsgen.data.synthetic import generate_problems, plain_document
-    from fsgen.data.tokenizer import train_tokenizer
-    from fsgen.models.train import build_model
 
     problems = generate_problems(200, seed=seed)
     tokenizer = train_tokenizer([plain_document(p) for p in problems], 300)
@@ -49,8 +50,6 @@ def _random_pair(seed: int):
 
 def quickstart_models(choice: str = "auto", seed: int = 0):
     """`(small, large, tokenizer, description)` for the quick start; see the module docstring."""
-    from fsgen.models.profiles import load_model
-
     if choice not in CHOICES:
         raise ValueError(f"unknown model choice {choice!r}; valid choices: {list(CHOICES)}")
     if choice == "auto":
@@ -73,8 +72,6 @@ def quickstart_models(choice: str = "auto", seed: int = 0):
 
 def quickstart_prompts() -> list[str]:
     """Three synthetic word problems in the plain prompt format."""
-    from fsgen.data.synthetic import generate_problems, plain_prompt
-
     return [plain_prompt(p.question) for p in generate_problems(3, split="test", seed=2024)]
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fsgen.analysis.estimates import estimate_table
 from fsgen.core.io import atomic_write_bytes, read_metrics
 from fsgen.core.paths import resolve
+from fsgen.models.profiles import load_profile, read_params
 
 START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -204,8 +206,6 @@ def routers_section(root: Path) -> str:
 
 
 def estimates_section(root: Path) -> str:
-    from fsgen.analysis.estimates import estimate_table
-    from fsgen.models.profiles import load_profile, read_params
 
     params = read_params(root / "params.yaml")
     logging = params["token_logging"]
