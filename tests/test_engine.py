@@ -16,7 +16,7 @@ from scipy.stats import binomtest, chisquare
 from transformers import AutoTokenizer, DynamicCache
 
 from fsgen.engine import fast_neox
-from fsgen.engine.collaborate import collaborate, generate
+from fsgen.engine.collaborate import Engine, collaborate, generate
 from fsgen.engine.sampler import Sampler
 from fsgen.engine.strategies import accept_greedy, accept_sampled
 from tests.reference import naive_collaborate
@@ -512,3 +512,20 @@ def test_untraced_call_returns_what_the_traced_call_does(models, tiny_tokenizer,
     assert {k: v for k, v in bare.summary.items() if k != "wall_seconds"} == {
         k: v for k, v in traced.summary.items() if k != "wall_seconds"
     }
+
+
+def test_an_engine_over_several_small_models_is_the_greedy_oracle_only(models, tiny_tokenizer):
+    small, large, _ = models
+    smalls = {"a": small, "b": copy.deepcopy(small)}
+    ladder = Engine({"large": large}, tiny_tokenizer, max_new_tokens=6, smalls=smalls)
+    results = ladder.run_ladder(PROMPTS[:2])
+    alone = collaborate(small, large, tiny_tokenizer, PROMPTS[:2], max_new_tokens=6)
+    assert set(results) == {"a", "b"} and results["a"].tokens == alone.tokens
+    with pytest.raises(ValueError, match="run_ladder"):
+        ladder.run(PROMPTS[:2])
+    with pytest.raises(ValueError, match="'threshold'"):
+        Engine({"large": large}, tiny_tokenizer, router="threshold", threshold=0.5, smalls=smalls)
+    with pytest.raises(ValueError, match="do_sample=True"):
+        Engine({"large": large}, tiny_tokenizer, do_sample=True, smalls=smalls)
+    with pytest.raises(ValueError, match="smalls="):
+        Engine({"large": large, "small": small}, tiny_tokenizer).run_ladder(PROMPTS[:2])

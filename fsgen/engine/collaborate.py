@@ -78,8 +78,9 @@ def _check_number(name: str, value, low: float, *, integer: bool = False) -> Non
 
 class Engine:
     """One configured decoding: the models by role (`small`, `large`, `tuned`), the method, the
-    router, sampling and stopping. `run(prompts)` decodes; `run_ladder(prompts)` is the oracle
-    over several small models (`smalls`, {name: model}) with one generation of `large`."""
+    router, sampling and stopping. `run(prompts)` decodes. Given `smalls` ({name: model})
+    instead of a `small` model, it is the ladder-wide oracle: `run_ladder(prompts)` scores one
+    greedy generation of `large` with every model of `smalls`."""
 
     def __init__(
         self,
@@ -102,9 +103,23 @@ class Engine:
         trace: bool = True,
         forward: str = "auto",
         prompt_tokenizer=None,
+        smalls: Mapping[str, object] | None = None,
     ):
         self.method: Method = get_method(method)
         self.router_name, self.router = make_router(router, threshold)
+        # The oracle's fast path: System 1 never changes the text, so one greedy generation of
+        # the large model, scored by each small model in one forward, is the whole run.
+        self.teacher_forced = self.method.ladder_wide and self.router is always and not do_sample
+        if smalls is not None:
+            if not self.teacher_forced:
+                raise ValueError(
+                    "several small models (smalls=) need the greedy oracle with router 'always', "
+                    f"got method {method!r}, router {self.router_name!r}, do_sample={do_sample!r}"
+                )
+            if not smalls:
+                raise ValueError(f"smalls names no small model, got {smalls!r}")
+            models = {**models, "small": next(iter(smalls.values()))}
+        self.smalls = dict(smalls) if smalls is not None else None
         _check_number("max_new_tokens", max_new_tokens, 1, integer=True)
         _check_number("batch_size", batch_size, 1, integer=True)
         _check_number("trace_top_k", trace_top_k, 1, integer=True)
@@ -121,7 +136,7 @@ class Engine:
             hint = " (the tuned small model: small_tuned=)" if "tuned" in missing else ""
             raise ValueError(f"method {method!r} needs the models {missing}{hint}, got None")
         self.models = {role: models[role] for role in self.method.roles}
-        for model in self.models.values():
+        for model in [*self.models.values(), *(self.smalls or {}).values()]:
             model.eval()  # decoding never runs dropout
         self.tokenizer = tokenizer
         self.prompt_tokenizer = prompt_tokenizer or tokenizer
@@ -185,19 +200,18 @@ class Engine:
             system1_is_large=method.system1 == "large",
         )
 
-    def _strategy(self, batch: Batch, sampler: Sampler, vocab: int, smalls=None):
+    def _strategy(self, batch: Batch, sampler: Sampler, vocab: int):
         if self.method.drafts:
             small = self._stream(self.models["small"], vocab, batch)
             large = self._stream(self.models["large"], vocab, batch)
             return Speculative(sampler, small, large, self.num_draft, self.trace)
-        teacher_forced = self.method.ladder_wide and self.router is always and not self.do_sample
-        if not teacher_forced:
+        if not self.teacher_forced:
             return self._token_level(batch, sampler, vocab)
         large = self._stream(self.models["large"], vocab, batch)
         alone = TokenLevel(
             get_method("large"), always, sampler, large, trace=self.trace, system1_is_large=True
         )
-        smalls = smalls if smalls is not None else {"": self.models["small"]}
+        smalls = self.smalls if self.smalls is not None else {"": self.models["small"]}
         forward = self.forward
         return TeacherForced(
             alone, smalls, lambda model, b: open_stream(model, vocab, b, spare=0, forward=forward)
@@ -211,9 +225,10 @@ class Engine:
             rows = list(range(start, min(start + self.batch_size, len(ids))))
             yield rows, Batch.from_ids([ids[i] for i in rows], pad, device, spare=self._spare())
 
-    def _runs(self, prompts, smalls=None, finished: Sequence[bool] | None = None):
-        """Decode every batch; yields (rows, outputs by small name, stats, seconds)."""
-        models = list(self.models.values()) + list((smalls or {}).values())
+    def _runs(self, prompts, finished: Sequence[bool] | None = None):
+        """Decode every batch; yields (outputs by small name, stats, seconds)."""
+        every = [*self.models.values(), *(self.smalls or {}).values()]
+        models = list({id(model): model for model in every}.values())
         ids, vocab = self._prepare(prompts, models)
         if finished is not None and len(finished) != len(ids):
             raise ValueError(f"finished has {len(finished)} entries for {len(ids)} prompts")
@@ -225,16 +240,18 @@ class Engine:
             output = Output(self.tokenizer, rows, rule, self.trace_top_k, start, self.trace)
             sampler = Sampler(self.do_sample, self.temperature, self.seed, rows, device)
             condition_on_prompts(models, batch)
-            strategy = self._strategy(batch, sampler, vocab, smalls)
+            strategy = self._strategy(batch, sampler, vocab)
             outputs = decode_batch(strategy, batch, output)
-            yield rows, outputs, strategy.stats(), time.perf_counter() - began
+            yield outputs, strategy.stats(), time.perf_counter() - began
 
     def run(self, prompts: Sequence[str], finished: Sequence[bool] | None = None) -> Collaboration:
         """Decode `prompts`; `finished` marks prompts whose rows start done (fed, never
         emitting: how the speed-up study measures the cost of finished rows)."""
+        if self.smalls is not None:
+            raise ValueError("an engine over several small models runs with run_ladder(prompts)")
         started = time.perf_counter()
         outputs, forwards, rounds = [], 0, 0
-        for _, produced, stats, _ in self._runs(prompts, finished=finished):
+        for produced, stats, _ in self._runs(prompts, finished=finished):
             outputs.append(produced[""])
             forwards += stats["large_forwards"]
             rounds += stats.get("large_calls", 0)
@@ -242,15 +259,14 @@ class Engine:
         calls = rounds if self.method.drafts else None  # a call is a verification round
         return _collect(outputs, self.method.name, self.router_name, forwards, seconds, calls)
 
-    def run_ladder(self, prompts: Sequence[str], smalls: Mapping[str, object]):
+    def run_ladder(self, prompts: Sequence[str]) -> dict[str, Collaboration]:
         """The oracle for every model of `smalls` with one greedy generation of `large`."""
-        if not (self.method.ladder_wide and self.router is always and not self.do_sample):
-            raise ValueError("a ladder-wide run is the greedy oracle with router 'always'")
-        for model in smalls.values():
-            model.eval()
+        if self.smalls is None:
+            raise ValueError("run_ladder needs the engine built with smalls={name: model}")
+        smalls = self.smalls
         parts: dict[str, list[Output]] = {name: [] for name in smalls}
         forwards, seconds = 0, 0.0
-        for _, produced, stats, spent in self._runs(prompts, smalls=smalls):
+        for produced, stats, spent in self._runs(prompts):
             for name in smalls:
                 parts[name].append(produced[name])
             forwards += stats["large_forwards"]
@@ -368,15 +384,16 @@ def collaborate_ladder(
     router="always")`, at the cost of one generation instead of one per pair.
     """
     engine = Engine(
-        {"large": large, "small": large},
+        {"large": large},
         tokenizer,
         method="oracle",
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         trace_top_k=trace_top_k,
         stop=stop,
+        smalls=smalls,
     )
-    return engine.run_ladder(prompts, smalls)
+    return engine.run_ladder(prompts)
 
 
 def generate(
