@@ -4,10 +4,11 @@ import pytest
 from scipy.optimize import curve_fit
 
 from fsgen.analysis.scaling import (
-    aic,
     compare_forms,
+    fit_linear_form,
     fit_scaling_law,
     fit_table,
+    least_squares_criteria,
     leave_one_out_error,
     paper_frequencies,
     parse_size,
@@ -89,17 +90,38 @@ def test_bad_input(ratios, frequencies, message):
         fit_scaling_law(ratios, frequencies)
 
 
-def test_aic_prefers_the_form_the_data_came_from():
+N_LARGE = np.array([4, 8, 8, 16, 16, 16, 32, 32, 32, 32], dtype=float)
+N_SMALL = np.array([1, 1, 2, 1, 2, 4, 1, 2, 4, 8], dtype=float)
 
-    observed, predicted = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])
-    assert aic(observed, predicted, 2) == pytest.approx(3 * np.log(1 / 3) + 4)
+
+def test_criteria_of_a_prediction_are_statsmodels_own_for_an_ols_fit():
     rng = np.random.default_rng(0)
-    n_large = np.array([4, 8, 8, 16, 16, 16, 32, 32, 32, 32], dtype=float)
-    n_small = np.array([1, 1, 2, 1, 2, 4, 1, 2, 4, 8], dtype=float)
-    by_sizes = 0.5 + 0.02 * np.log(n_large) - 0.1 * np.log(n_small)
-    forms = compare_forms(n_large, n_small, by_sizes + rng.normal(0, 1e-3, len(n_large)))
-    assert forms["log_sizes.aic"] < min(forms["power_law.aic"], forms["log_linear.aic"])
+    cf = 0.3 - 0.05 * np.log(N_LARGE / N_SMALL) + rng.normal(0, 0.01, len(N_LARGE))
+    ols = fit_linear_form("log_linear", N_LARGE, N_SMALL, cf)
+    criteria = least_squares_criteria(cf, ols.fittedvalues, 2)
+    assert criteria["aic"] == pytest.approx(ols.aic)
+    assert criteria["bic"] == pytest.approx(ols.bic)
+    assert criteria["r2"] == pytest.approx(ols.rsquared)
+
+
+def test_model_comparison_prefers_the_form_the_data_came_from():
+    rng = np.random.default_rng(0)
+    by_sizes = 0.5 + 0.02 * np.log(N_LARGE) - 0.1 * np.log(N_SMALL)
+    forms = compare_forms(N_LARGE, N_SMALL, by_sizes + rng.normal(0, 1e-3, len(N_LARGE)))
+    for criterion in ("aic", "bic"):
+        others = min(forms[f"power_law.{criterion}"], forms[f"log_linear.{criterion}"])
+        assert forms[f"log_sizes.{criterion}"] < others
     assert forms["log_sizes.r2"] > 0.99
+    assert forms["nested.df"] == 1 and forms["nested.p"] < 1e-6  # both sizes, not r alone
+    law = scaling_law(N_LARGE / N_SMALL, 0.3, 0.7, 0.4) + rng.normal(0, 1e-4, len(N_LARGE))
+    forms = compare_forms(N_LARGE, N_SMALL, law)
+    assert forms["power_law.aic"] < min(forms["log_linear.aic"], forms["log_sizes.aic"])
+
+
+def test_the_nested_test_needs_sizes_that_vary_apart_from_their_ratio():
+    n_large = np.array([2.0, 4.0, 8.0, 16.0])
+    forms = compare_forms(n_large, np.ones(4), [0.1, 0.2, 0.25, 0.27])
+    assert forms["nested.df"] == 0 and np.isnan(forms["nested.p"])
 
 
 def test_leave_one_out_and_fit_table():

@@ -18,7 +18,12 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import statsmodels.api as sm
 from scipy.optimize import curve_fit
+from sklearn.metrics import r2_score
+from statsmodels.regression.linear_model import RegressionResultsWrapper
+from statsmodels.tools.eval_measures import aic, bic
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
@@ -65,13 +70,6 @@ def _fit(ratios: np.ndarray, frequencies: np.ndarray, start=INITIAL_GUESS, jac=N
     return params
 
 
-def r_squared(observed: np.ndarray, predicted: np.ndarray) -> float:
-    """Coefficient of determination of `predicted` against `observed`."""
-    total = float(((observed - observed.mean()) ** 2).sum())
-    residual = float(((observed - predicted) ** 2).sum())
-    return 1.0 - residual / total if total > 0 else float("nan")
-
-
 def fit_scaling_law(
     ratios: Sequence[float],
     frequencies: Sequence[float],
@@ -104,7 +102,8 @@ def fit_scaling_law(
         raise ValueError(f"frequencies must be finite, got {cf.tolist()}")
     params = _fit(r, cf)
     result = dict(zip(PARAMETERS, map(float, params), strict=True))
-    result |= {"r2": r_squared(cf, scaling_law(r, *params)), "n": int(len(r))}
+    fitted = least_squares_criteria(cf, scaling_law(r, *params), len(PARAMETERS))
+    result |= {"r2": fitted["r2"], "n": int(len(r))}
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(bootstrap):
@@ -137,49 +136,62 @@ def paper_frequencies(path: str | os.PathLike = PAPER_FREQUENCIES) -> pd.DataFra
 # ----------------------------------------------------------------------------- stage 03
 
 FORMS = ("power_law", "log_linear", "log_sizes")
+# The linear forms, as regressors of an OLS with a constant: CF on log r ("r alone"), and CF on
+# log N_large and log N_small ("both sizes"), which holds "r alone" as the case c_small = -c_large.
+LINEAR_FORMS = {
+    "log_linear": lambda n_large, n_small: [np.log(n_large / n_small)],
+    "log_sizes": lambda n_large, n_small: [np.log(n_large), np.log(n_small)],
+}
 
 
-def _least_squares(design: np.ndarray, cf: np.ndarray) -> np.ndarray:
-    coef, *_ = np.linalg.lstsq(design, cf, rcond=None)
-    return design @ coef
+def fit_linear_form(form: str, n_large, n_small, frequencies) -> RegressionResultsWrapper:
+    """The statsmodels OLS fit of one linear form (`log_linear` or `log_sizes`)."""
+    if form not in LINEAR_FORMS:
+        raise ValueError(f"unknown linear form {form!r}; valid: {list(LINEAR_FORMS)}")
+    columns = LINEAR_FORMS[form](np.asarray(n_large, float), np.asarray(n_small, float))
+    design = sm.add_constant(np.column_stack(columns), has_constant="add")
+    return sm.OLS(np.asarray(frequencies, float), design).fit()
 
 
-def _form_predictions(form: str, n_large, n_small, cf) -> tuple[np.ndarray, int]:
-    """In-sample predictions of one functional form and its number of parameters.
-
-    `power_law`: CF = b - a r^-alpha (3); `log_linear`: CF = c0 + c1 log r (2);
-    `log_sizes`: CF = c0 + c1 log N_large + c2 log N_small, sizes separately (3)."""
-    r = n_large / n_small
-    if form == "power_law":
-        return scaling_law(r, *_fit(r, cf)), 3
-    ones = np.ones_like(r)
-    if form == "log_linear":
-        return _least_squares(np.column_stack([ones, np.log(r)]), cf), 2
-    if form == "log_sizes":
-        return _least_squares(np.column_stack([ones, np.log(n_large), np.log(n_small)]), cf), 3
-    raise ValueError(f"unknown form {form!r}; valid forms: {list(FORMS)}")
-
-
-def aic(observed: np.ndarray, predicted: np.ndarray, k: int) -> float:
-    """Akaike's information criterion of a least-squares fit with `k` parameters (Gaussian
-    errors, variance profiled out): n log(RSS / n) + 2k. Lower is better."""
+def least_squares_criteria(observed, predicted, k: int) -> dict[str, float]:
+    """`aic`, `bic` and `r2` of a least-squares fit with `k` parameters and these predictions,
+    on the scale statsmodels' OLS uses (Gaussian errors, variance profiled out), so that the
+    nonlinear power law compares with the OLS forms. The log-likelihood is statsmodels' own: an
+    OLS whose one regressor is the prediction, evaluated at coefficient 1."""
+    observed, predicted = np.asarray(observed, float), np.asarray(predicted, float)
+    llf = float(sm.OLS(observed, predicted[:, None]).loglike(np.ones(1)))
     n = len(observed)
-    rss = max(float(((observed - predicted) ** 2).sum()), 1e-300)
-    return n * float(np.log(rss / n)) + 2 * k
+    r2 = r2_score(observed, predicted) if np.ptp(observed) > 0 else float("nan")
+    return {"aic": float(aic(llf, n, k)), "bic": float(bic(llf, n, k)), "r2": float(r2)}
 
 
 def compare_forms(n_large, n_small, frequencies) -> dict[str, float]:
-    """AIC and R^2 of each form in `FORMS` on the same points (`<form>.aic`, `<form>.r2`)."""
+    """Each form of `FORMS` on the same points (`<form>.aic`, `.bic`, `.r2`; the power law
+    fitted as `fit_scaling_law` fits it), and the nested F test of "r alone" (`log_linear`)
+    against "both sizes" (`log_sizes`): `nested.f`, `nested.p` (small p: the two sizes matter
+    apart from their ratio), `nested.df`."""
     n_large, n_small = np.asarray(n_large, float), np.asarray(n_small, float)
     cf = np.asarray(frequencies, float)
-    out = {}
-    for form in FORMS:
-        try:
-            predicted, k = _form_predictions(form, n_large, n_small, cf)
-        except RuntimeError:  # the power law did not converge
-            out[f"{form}.aic"] = out[f"{form}.r2"] = float("nan")
-            continue
-        out[f"{form}.aic"], out[f"{form}.r2"] = aic(cf, predicted, k), r_squared(cf, predicted)
+    out: dict[str, float] = {}
+    r = n_large / n_small
+    try:
+        params = _fit(r, cf)
+        criteria = least_squares_criteria(cf, scaling_law(r, *params), len(PARAMETERS))
+    except RuntimeError:  # the power law did not converge
+        criteria = dict.fromkeys(("aic", "bic", "r2"), float("nan"))
+    out |= {f"power_law.{name}": value for name, value in criteria.items()}
+    with warnings.catch_warnings():  # sizes collinear with r (one small rung): tested below
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        fits = {form: fit_linear_form(form, n_large, n_small, cf) for form in LINEAR_FORMS}
+    for form, fit in fits.items():
+        criteria = {"aic": fit.aic, "bic": fit.bic, "r2": fit.rsquared}
+        out |= {f"{form}.{name}": float(value) for name, value in criteria.items()}
+    both, alone = fits["log_sizes"], fits["log_linear"]
+    if both.df_model > alone.df_model and both.df_resid > 0:
+        f_value, p_value, df_diff = both.compare_f_test(alone)
+        out |= {"nested.f": float(f_value), "nested.p": float(p_value), "nested.df": df_diff}
+    else:  # the sizes are collinear with the ratio here: nothing to test
+        out |= {"nested.f": float("nan"), "nested.p": float("nan"), "nested.df": 0.0}
     return out
 
 
@@ -208,6 +220,11 @@ def leave_one_out_error(ratios, frequencies) -> dict[str, float]:
     }
 
 
+def _best_form(row: dict, criterion: str) -> str:
+    """The form of `FORMS` with the lowest `criterion` (NaN counts as worst)."""
+    return min(FORMS, key=lambda form: np.nan_to_num(row[f"{form}.{criterion}"], nan=np.inf))
+
+
 def fit_table(
     table: pd.DataFrame,
     by: Sequence[str] = ("task", "method"),
@@ -233,7 +250,8 @@ def fit_table(
             continue
         row |= leave_one_out_error(r, cf)
         row |= compare_forms(group["n_large"], group["n_small"], cf)
-        row["best_form"] = min(FORMS, key=lambda f: np.nan_to_num(row[f"{f}.aic"], nan=np.inf))
+        row["best_form"] = _best_form(row, "aic")
+        row["best_form_bic"] = _best_form(row, "bic")
         rows.append(row)
     return pd.DataFrame(rows)
 
