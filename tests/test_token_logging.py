@@ -2,6 +2,7 @@
 
 import shutil
 
+import pandas as pd
 import pytest
 
 from fsgen.engine.methods import METHODS
@@ -135,6 +136,11 @@ def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
     assert ((table.collaboration_frequency >= 0) & (table.collaboration_frequency <= 1)).all()
     assert (table.prompts == 5).all() and table.accuracy.between(0, 1).all()
     assert (table[table.method == "oracle"].collaboration_frequency_vs_base == 0).all()
+    for name in ("collaboration_frequency", "accuracy"):
+        inside = table[f"{name}_low"].le(table[name]) & table[name].le(table[f"{name}_high"])
+        assert inside.all(), table[[name, f"{name}_low", f"{name}_high"]]
+    again = summarize_logs(*merge_logs(tmp_path / "s"))
+    pd.testing.assert_frame_equal(table, again)  # the bootstrap is seeded
 
 
 def test_logging_methods_read_params_yaml_and_strings():

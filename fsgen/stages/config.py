@@ -69,6 +69,7 @@ class TokenLogging(StageConfig):
     batch_size: int
     seed: int
     shard: str  # "i/n": this process logs every n-th unit from the i-th
+    bootstrap: int  # resamples of the prompts for each collaboration frequency's interval
 
 
 class Frequency(StageConfig):

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from fsgen.core import source
 from fsgen.core.io import atomic_write_bytes, write_metrics
 from fsgen.core.shards import ShardStore, merge_logs, select_shard
+from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
 from fsgen.engine.methods import METHODS as REGISTRY
@@ -273,23 +274,42 @@ def default_tasks(profile: Profile, data_dir: str | os.PathLike | None = None) -
     return tasks
 
 
-def summarize_logs(traces: pd.DataFrame, generations: pd.DataFrame) -> pd.DataFrame:
+def summarize_logs(
+    traces: pd.DataFrame, generations: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Per task, method and pair: tokens, large calls, mismatches, collaboration frequency
-    (and against the base small model for proxy), and accuracy of the generations."""
+    (and against the base small model for proxy), and accuracy of the generations, each with a
+    95% interval: Wilson for accuracy, a bootstrap over prompts (`bootstrap` resamples, seeded)
+    for the collaboration frequency."""
     keys = ["task", "method", "large", "small"]
     if traces.empty:
         return pd.DataFrame(columns=keys)
     calls = traces.assign(vs_base=traces["mismatch_vs_base"].astype("boolean").fillna(False))
-    table = calls.groupby(keys).agg(
+    per_prompt = calls.groupby([*keys, "prompt_id"]).agg(
         tokens=("token_id", "size"),
         large_calls=("large_called", "sum"),
         mismatches=("mismatch", "sum"),
         mismatches_vs_base=("vs_base", "sum"),
     )
+    table = per_prompt.groupby(keys).sum()
     table["collaboration_frequency"] = table["mismatches"] / table["tokens"]
     table["collaboration_frequency_vs_base"] = table["mismatches_vs_base"] / table["tokens"]
+    intervals = {
+        key: bootstrap_ratio_interval(
+            group["mismatches"], group["tokens"], resamples=bootstrap, seed=seed
+        )
+        for key, group in per_prompt.groupby(keys)
+    }
+    table["collaboration_frequency_low"] = [intervals[key][0] for key in table.index]
+    table["collaboration_frequency_high"] = [intervals[key][1] for key in table.index]
     correct = generations.assign(correct=pd.to_numeric(generations["correct"], errors="coerce"))
-    table["accuracy"] = correct.groupby(keys)["correct"].mean()
+    scored = correct.groupby(keys)["correct"].agg(["sum", "count"])
+    table["accuracy"] = scored["sum"] / scored["count"]
+    wilson = {
+        key: wilson_interval(int(row["sum"]), int(row["count"])) for key, row in scored.iterrows()
+    }
+    table["accuracy_low"] = [wilson.get(key, (float("nan"),) * 2)[0] for key in table.index]
+    table["accuracy_high"] = [wilson.get(key, (float("nan"),) * 2)[1] for key in table.index]
     table["prompts"] = generations.groupby(keys).size()
     return table.reset_index()
 
@@ -305,10 +325,13 @@ def _start_or_resume(out_dir: Path, settings: dict) -> None:
         atomic_write_bytes(manifest, text.encode())
 
 
-def write_logging_outputs(out_dir, metrics_file, results_dir) -> pd.DataFrame:
-    """Merge the shards, write the summary table (CSV) and flat metrics; returns the table."""
+def write_logging_outputs(
+    out_dir, metrics_file, results_dir, *, bootstrap: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Merge the shards, write the summary table (CSV, with intervals: see `summarize_logs`)
+    and flat metrics; returns the table."""
     traces, generations = merge_logs(out_dir)
-    table = summarize_logs(traces, generations)
+    table = summarize_logs(traces, generations, bootstrap=bootstrap, seed=seed)
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(results_dir / "summary.csv", index=False, float_format="%.6g")
@@ -316,8 +339,12 @@ def write_logging_outputs(out_dir, metrics_file, results_dir) -> pd.DataFrame:
     for row in table.to_dict("records"):
         pair = f"{row['large']}-{row['small']}" if row["small"] else row["large"]
         stem = f"{row['task']}.{row['method']}.{pair}"
-        metrics[f"{stem}.accuracy"] = row["accuracy"]
+        for name in ("accuracy", "accuracy_low", "accuracy_high"):
+            metrics[f"{stem}.{name}"] = row[name]
         if row["method"] != "alone":
-            metrics[f"{stem}.collaboration_frequency"] = row["collaboration_frequency"]
+            for name in ("", "_low", "_high"):
+                metrics[f"{stem}.collaboration_frequency{name}"] = row[
+                    f"collaboration_frequency{name}"
+                ]
     write_metrics(metrics_file, metrics)
     return table

@@ -1,0 +1,53 @@
+"""Intervals for the study's estimates: Wilson intervals for accuracies (statsmodels) and
+percentile-bootstrap intervals over prompts for ratios such as the collaboration frequency."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from statsmodels.stats.proportion import proportion_confint
+
+LEVEL = 0.95
+
+
+def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of `successes` out of `trials` (NaNs when `trials` is 0)."""
+    if successes < 0 or trials < 0 or successes > trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
+    if trials == 0:
+        return float("nan"), float("nan")
+    low, high = proportion_confint(successes, trials, alpha=1 - level, method="wilson")
+    return float(low), float(high)
+
+
+def bootstrap_ratio_interval(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    resamples: int,
+    seed: int,
+    level: float = LEVEL,
+) -> tuple[float, float]:
+    """A percentile-bootstrap interval of sum(numerators) / sum(denominators), resampling the
+    units (one entry each, such as a prompt's mismatches and tokens) with replacement,
+    `resamples` times, seeded. NaNs when there are no units or no resamples."""
+    top, bottom = np.asarray(numerators, float), np.asarray(denominators, float)
+    if top.shape != bottom.shape or top.ndim != 1:
+        raise ValueError(
+            f"numerators and denominators must be 1-D and equally long, got "
+            f"{top.shape} and {bottom.shape}"
+        )
+    if resamples < 0:
+        raise ValueError(f"resamples must be >= 0, got {resamples}")
+    if not len(top) or not resamples:
+        return float("nan"), float("nan")
+    picks = np.random.default_rng(seed).integers(0, len(top), (resamples, len(top)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = top[picks].sum(axis=1) / bottom[picks].sum(axis=1)  # (resamples,)
+    ratios = ratios[np.isfinite(ratios)]
+    if not len(ratios):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)

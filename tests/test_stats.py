@@ -1,0 +1,42 @@
+"""Intervals: Wilson for proportions, the percentile bootstrap over units for ratios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
+
+
+def test_wilson_interval_matches_the_closed_form():
+    low, high = wilson_interval(5, 64)
+    p, n, z = 5 / 64, 64, 1.959963984540054
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert (low, high) == pytest.approx((centre - half, centre + half))
+    assert wilson_interval(0, 10)[0] == 0 and wilson_interval(10, 10)[1] == pytest.approx(1)
+    assert all(np.isnan(wilson_interval(0, 0)))
+
+
+@pytest.mark.parametrize("successes, trials", [(-1, 5), (6, 5)])
+def test_wilson_interval_rejects_impossible_counts(successes, trials):
+    with pytest.raises(ValueError, match=f"got {successes} of {trials}"):
+        wilson_interval(successes, trials)
+
+
+def test_bootstrap_ratio_interval_covers_the_ratio_and_narrows_with_more_units():
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(20, 60, 400)
+    mismatches = rng.binomial(tokens, 0.15)
+    ratio = mismatches.sum() / tokens.sum()
+    wide = bootstrap_ratio_interval(mismatches[:40], tokens[:40], resamples=500, seed=0)
+    narrow = bootstrap_ratio_interval(mismatches, tokens, resamples=500, seed=0)
+    assert narrow[0] < ratio < narrow[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    assert narrow == bootstrap_ratio_interval(mismatches, tokens, resamples=500, seed=0)
+    assert all(np.isnan(bootstrap_ratio_interval([], [], resamples=10, seed=0)))
+
+
+def test_bootstrap_ratio_interval_rejects_unequal_lengths():
+    with pytest.raises(ValueError, match=r"\(2,\) and \(3,\)"):
+        bootstrap_ratio_interval([1, 2], [3, 4, 5], resamples=10, seed=0)
