@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsgen.core.paths import resolve
+from fsgen.core.stats import wilson_interval
 from fsgen.data.sandbox import run_many
 from fsgen.data.scoring import last_number, parse_number
 from fsgen.data.synthetic import Problem, chat_prompt, generate_problems, plain_prompt
@@ -561,3 +562,12 @@ def accuracy(scores: Sequence[bool | float | None]) -> float | None:
     """The mean of the scored entries (None entries skipped); None when nothing was scored."""
     scored = [float(s) for s in scores if s is not None]
     return sum(scored) / len(scored) if scored else None
+
+
+def accuracy_interval(scores: Sequence[bool | float | None]) -> tuple[float, float]:
+    """The Wilson 95% interval of `accuracy(scores)` when every scored entry is right or wrong
+    (0 or 1); NaNs for graded scores or when nothing was scored."""
+    scored = [float(s) for s in scores if s is not None]
+    if not scored or any(s not in (0.0, 1.0) for s in scored):
+        return float("nan"), float("nan")
+    return wilson_interval(int(sum(scored)), len(scored))

@@ -48,6 +48,7 @@ from fsgen.core.timing import timed
 from fsgen.data.synthetic import generate_problems
 from fsgen.data.tasks import (
     accuracy,
+    accuracy_interval,
     build_prompts,
     get_task,
     load_examples,
@@ -744,10 +745,14 @@ def evaluate_systems(
     rows = []
     for name in _compared(systems):
         result = run_system(systems, name, prompts, **run)
+        scores = score(task, result.texts, examples)
+        low, high = accuracy_interval(scores)
         rows.append(
             {
                 "system": name,
-                "accuracy": accuracy(score(task, result.texts, examples)),
+                "accuracy": accuracy(scores),
+                "accuracy_low": low,
+                "accuracy_high": high,
                 "tokens_per_prompt": result.summary["tokens"] / len(prompts),
             }
         )
@@ -854,7 +859,8 @@ def write_llm_to_slm_outputs(
     }
     metrics: dict[str, object] = {"prompts": int(quality["prompts"].iloc[0])}
     for row in quality.itertuples():
-        metrics[f"{key[row.system]}.accuracy"] = row.accuracy
+        for name in ("accuracy", "accuracy_low", "accuracy_high"):
+            metrics[f"{key[row.system]}.{name}"] = getattr(row, name)
         metrics[f"{key[row.system]}.params"] = params[row.system]
         if row.system != "large":
             metrics[f"{key[row.system]}.collaboration_frequency"] = row.collaboration_frequency

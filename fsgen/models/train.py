@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig, GPTNeo
 
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
+from fsgen.core.stats import wilson_interval
 from fsgen.data.scoring import last_number
 from fsgen.data.synthetic import (
     Problem,
@@ -312,20 +313,21 @@ def train_ladder(
 
 def _evaluate(name, variant, model, tokenizer, test, test_docs, config, seconds) -> dict:
     counts = count_parameters(model)
-    return {
+    row = {
         "model": name,
         "variant": variant,
         "params": counts["total"],
         "non_embedding_params": counts["non_embedding"],
         "heldout_loss": heldout_loss(model, tokenizer, test_docs, config.eval_batch_size),
-        "accuracy": answer_accuracy(
-            model, tokenizer, test, plain_prompt, config.max_new_tokens, config.eval_batch_size
-        ),
-        "chat_accuracy": answer_accuracy(
-            model, tokenizer, test, chat_prompt, config.max_new_tokens, config.eval_batch_size
-        ),
         "train_seconds": seconds,
     }
+    for column, prompt_fn in (("accuracy", plain_prompt), ("chat_accuracy", chat_prompt)):
+        share = answer_accuracy(
+            model, tokenizer, test, prompt_fn, config.max_new_tokens, config.eval_batch_size
+        )
+        low, high = wilson_interval(round(share * len(test)), len(test))
+        row |= {column: share, f"{column}_low": low, f"{column}_high": high}
+    return row
 
 
 def _save(model, tokenizer, folder: Path) -> None:
@@ -333,7 +335,10 @@ def _save(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-MEASURED = ("params", "non_embedding_params", "heldout_loss", "accuracy", "chat_accuracy")
+ACCURACIES = tuple(
+    f"{a}{end}" for a in ("accuracy", "chat_accuracy") for end in ("", "_low", "_high")
+)
+MEASURED = ("params", "non_embedding_params", "heldout_loss", *ACCURACIES)
 
 
 def ladder_metrics(ladder: pd.DataFrame, columns: Sequence[str] = MEASURED) -> dict[str, float]:
