@@ -250,7 +250,7 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     ):
         assert key in metrics, key
     frequency = sandbox / "scratch/results/frequency"
-    assert len(pd.read_csv(frequency / "frequency.csv")) == 3 * 4  # 3 pairs x 4 methods
+    assert len(pd.read_csv(frequency / "frequency.csv")) == 3 * 5  # 3 pairs x 5 methods
     for stem in ("frequency_heatmaps", "frequency_by_small", "accuracy"):
         assert (frequency / f"{stem}.svg").stat().st_size > 0
 

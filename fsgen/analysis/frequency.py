@@ -23,7 +23,7 @@ from fsgen.core.plots import save_figure
 from fsgen.models.profiles import Profile
 
 UNDER = 0.2  # FS-GEN: fewer than ~20% of tokens need the large model
-COLLABORATIONS = ("oracle", "contrastive", "speculative", "proxy")
+COLLABORATIONS = ("oracle", "contrastive", "contrastive_obrien", "speculative", "proxy")
 TABLE_COLUMNS = [
     "task",
     "method",
@@ -36,7 +36,11 @@ TABLE_COLUMNS = [
     "tokens",
     "mismatches",
     "collaboration_frequency",
+    "collaboration_frequency_low",  # 95% bootstrap interval over prompts (stage 01)
+    "collaboration_frequency_high",
     "accuracy",
+    "accuracy_low",  # 95% Wilson interval
+    "accuracy_high",
     "small_accuracy",
     "large_accuracy",
 ]
@@ -80,6 +84,9 @@ def frequency_table(summary: pd.DataFrame, sizes: dict[str, float]) -> pd.DataFr
     pairs["large_accuracy"] = [
         lookup.get(k, np.nan) for k in zip(pairs.task, pairs.large, strict=True)
     ]
+    for column in TABLE_COLUMNS:  # a summary written before intervals were logged
+        if column.endswith(("_low", "_high")) and column not in pairs:
+            pairs[column] = np.nan
     order = {m: i for i, m in enumerate(COLLABORATIONS)}
     pairs = pairs.assign(_m=pairs["method"].map(order)).sort_values(
         ["task", "_m", "n_large", "n_small"], kind="stable"
@@ -119,7 +126,10 @@ def frequency_metrics(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, o
     metrics: dict[str, object] = {}
     for row in table.itertuples():
         key = f"{row.task}.{row.method}.{row.pair}"
-        metrics[f"{key}.collaboration_frequency"] = round(float(row.collaboration_frequency), 6)
+        for name in ("", "_low", "_high"):
+            value = float(getattr(row, f"collaboration_frequency{name}"))
+            if name == "" or not np.isnan(value):  # no interval in a summary without one
+                metrics[f"{key}.collaboration_frequency{name}"] = round(value, 6)
         metrics[f"{key}.accuracy"] = row.accuracy
     for row in summary[summary["method"] == "alone"].itertuples():
         metrics[f"{row.task}.alone.{row.large}.accuracy"] = row.accuracy
@@ -195,6 +205,15 @@ def plot_frequency_heatmaps(table: pd.DataFrame, stem: str | os.PathLike | None 
     return fig
 
 
+def _interval_bars(data: pd.DataFrame, x: str, y: str, color=None, **_) -> None:
+    """Error bars from the `<y>_low` / `<y>_high` columns, on the current seaborn facet."""
+    low, high = data[f"{y}_low"], data[f"{y}_high"]
+    if low.isna().all():
+        return
+    spread = [(data[y] - low).clip(lower=0), (high - data[y]).clip(lower=0)]
+    plt.errorbar(data[x], data[y], yerr=spread, fmt="none", ecolor=color, capsize=2, lw=1)
+
+
 def plot_frequency_by_small(table: pd.DataFrame, stem: str | os.PathLike | None = None):
     """CF against the small rung's size, one line per large rung, one panel per task x method."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -211,11 +230,12 @@ def plot_frequency_by_small(table: pd.DataFrame, stem: str | os.PathLike | None 
         aspect=1.1,
         facet_kws={"sharey": False},
     )
+    grid.map_dataframe(_interval_bars, x="n_small", y="collaboration_frequency")
     for ax in grid.axes.flat:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axhline(UNDER, color="grey", linestyle=":", linewidth=1)
-    grid.set_axis_labels("small model parameters (System 1)", "collaboration frequency")
+    grid.set_axis_labels("small model parameters (System 1)", "collaboration frequency (95% CI)")
     grid.figure.suptitle("For a fixed large model, CF falls as System 1 grows", y=1.02)
     if stem is not None:
         save_figure(grid.figure, stem)
