@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
+from fsgen.core.stats import bootstrap_over_units, bootstrap_ratio_interval, wilson_interval
 
 
 def test_wilson_interval_matches_the_closed_form():
@@ -40,3 +40,20 @@ def test_bootstrap_ratio_interval_covers_the_ratio_and_narrows_with_more_units()
 def test_bootstrap_ratio_interval_rejects_unequal_lengths():
     with pytest.raises(ValueError, match=r"\(2,\) and \(3,\)"):
         bootstrap_ratio_interval([1, 2], [3, 4, 5], resamples=10, seed=0)
+
+
+def test_bootstrap_over_units_moves_whole_units_and_is_seeded():
+    units = np.repeat(np.arange(30), 5)  # 30 prompts of 5 tokens
+    values = np.repeat(np.random.default_rng(2).normal(size=30), 5)  # constant within a prompt
+    seen = []
+
+    def mean(picked: np.ndarray) -> float:
+        counts = np.bincount(units[picked], minlength=30)
+        seen.append(set(counts[counts > 0]) <= {5, 10, 15, 20, 25, 30})  # whole prompts only
+        return float(values[picked].mean())
+
+    low, high = bootstrap_over_units(units, mean, resamples=200, seed=0)
+    assert low < values.mean() < high and all(seen)
+    assert (low, high) == bootstrap_over_units(units, mean, resamples=200, seed=0)
+    nan = bootstrap_over_units(units, lambda picked: float("nan"), resamples=5, seed=0)
+    assert all(np.isnan(nan))

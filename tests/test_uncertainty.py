@@ -67,6 +67,16 @@ def test_auroc_orients_every_signal_towards_mismatch():
     assert signal_auroc(one_class)["entropy"].isna().all()
 
 
+def test_auroc_intervals_resample_prompts_and_cover_the_estimate():
+    rows = pair_traces(_traces())
+    auroc = signal_auroc(rows, bootstrap=50, seed=0)
+    for signal in ("top1_prob", "margin", "entropy"):
+        assert (auroc[f"{signal}_low"] <= auroc[signal]).all()
+        assert (auroc[signal] <= auroc[f"{signal}_high"]).all()
+    pd.testing.assert_frame_equal(auroc, signal_auroc(rows, bootstrap=50, seed=0))
+    assert "entropy_low" not in signal_auroc(rows)  # no bootstrap asked, no interval
+
+
 def test_entropy_bins_count_every_token():
     rows = pair_traces(_traces())
     bins = entropy_bins(rows, 5)
@@ -90,12 +100,17 @@ def test_example_picks_the_prompt_with_most_mismatches():
 
 def test_outputs_and_metric_keys(tmp_path):
     auroc = write_uncertainty_outputs(
-        _traces(), metrics_file=tmp_path / "m.json", results_dir=tmp_path / "r", example_pair="b-a"
+        _traces(),
+        metrics_file=tmp_path / "m.json",
+        results_dir=tmp_path / "r",
+        example_pair="b-a",
+        bootstrap=20,
     )
     metrics = json.loads((tmp_path / "m.json").read_text())
     for pair in ("b-a", "c-a"):
         for signal in ("top1_prob", "margin", "entropy"):
-            assert f"t.oracle.{pair}.auroc.{signal}" in metrics
+            for end in ("", "_low", "_high"):
+                assert f"t.oracle.{pair}.auroc.{signal}{end}" in metrics
         assert f"t.oracle.{pair}.decile0.mismatch_rate" in metrics
     assert metrics["t.oracle.b-a.auroc.entropy"] == round(auroc.iloc[0]["entropy"], 6)
     for stem in ("position_heatmap", "signal_densities", "entropy_bins", "topk_example"):

@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from fsgen.core.io import write_metrics
 from fsgen.core.plots import save_figure
+from fsgen.core.stats import bootstrap_over_units, wilson_interval
 
 SIGNALS = {"top1_prob": "small_top1_prob", "margin": "small_margin", "entropy": "small_entropy"}
 LESS_SURE = {"top1_prob": -1.0, "margin": -1.0, "entropy": 1.0}  # sign making larger = less sure
@@ -41,9 +42,17 @@ def pair_traces(traces: pd.DataFrame, method: str = "oracle") -> pd.DataFrame:
 
 
 def mismatch_by_decile(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mismatch rate per task, pair and decile of relative position (long form)."""
+    """Mismatch rate per task, pair and decile of relative position (long form), with the
+    mismatch count and a Wilson 95% interval of the rate (tokens counted as independent)."""
     grouped = rows.groupby(["task", "pair", "decile"], sort=False)["mismatch"]
-    return grouped.agg(mismatch_rate="mean", tokens="size").reset_index()
+    table = grouped.agg(mismatches="sum", tokens="size").reset_index()
+    table["mismatch_rate"] = table["mismatches"] / table["tokens"]
+    bounds = [
+        wilson_interval(int(m), int(n)) for m, n in zip(table.mismatches, table.tokens, strict=True)
+    ]
+    table["mismatch_rate_low"] = [low for low, _ in bounds]
+    table["mismatch_rate_high"] = [high for _, high in bounds]
+    return table
 
 
 def entropy_bins(rows: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
@@ -63,21 +72,35 @@ def entropy_bins(rows: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
     return out
 
 
-def signal_auroc(rows: pd.DataFrame) -> pd.DataFrame:
+def _auroc(mismatch: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of `score` for `mismatch`; NaN when only one class is present."""
+    return float(roc_auc_score(mismatch, score)) if 0 < mismatch.sum() < len(mismatch) else np.nan
+
+
+def signal_auroc(rows: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
     """AUROC of each signal of System 1's uncertainty for predicting a mismatch, per task and
-    pair (0.5 = no better than chance; NaN when a pair has only one class)."""
+    pair (0.5 = no better than chance; NaN when a pair has only one class), with a 95% interval
+    (`<signal>_low`, `<signal>_high`) from `bootstrap` resamples of the prompts (0: none)."""
     records = []
     for (task, pair), group in rows.groupby(["task", "pair"], sort=False):
+        y = group["mismatch"].to_numpy()
         record = {
             "task": task,
             "pair": pair,
             "tokens": len(group),
-            "mismatch_rate": float(group["mismatch"].mean()),
+            "mismatch_rate": float(y.mean()),
         }
         for name, column in SIGNALS.items():
-            y = group["mismatch"].to_numpy()
             score = LESS_SURE[name] * group[column].to_numpy(float)
-            record[name] = float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else np.nan
+            record[name] = _auroc(y, score)
+            if bootstrap:
+                low, high = bootstrap_over_units(
+                    group["prompt_id"].to_numpy(),
+                    lambda picked, y=y, score=score: _auroc(y[picked], score[picked]),
+                    resamples=bootstrap,
+                    seed=seed,
+                )
+                record |= {f"{name}_low": low, f"{name}_high": high}
         records.append(record)
     return pd.DataFrame(records)
 
@@ -90,7 +113,9 @@ def uncertainty_metrics(auroc: pd.DataFrame, rows: pd.DataFrame, method: str) ->
         key = f"{row['task']}.{method}.{row['pair']}"
         metrics[f"{key}.mismatch_rate"] = round(row["mismatch_rate"], 6)
         for name in SIGNALS:
-            metrics[f"{key}.auroc.{name}"] = round(row[name], 6)
+            for end in ("", "_low", "_high"):
+                if f"{name}{end}" in row:
+                    metrics[f"{key}.auroc.{name}{end}"] = round(row[f"{name}{end}"], 6)
     deciles = mismatch_by_decile(rows)
     for row in deciles[deciles["decile"].isin([0, 9])].to_dict("records"):
         key = f"{row['task']}.{method}.{row['pair']}.decile{row['decile']}.mismatch_rate"
@@ -249,13 +274,15 @@ def write_uncertainty_outputs(
     entropy_bin_count: int = 10,
     example_pair: str = "",
     example_tokens: int = 40,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Stage 04: the tables (CSV), flat metrics and figures of the uncertainty study; returns
-    the AUROC table."""
+    the AUROC table (with intervals from `bootstrap` resamples of the prompts)."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     rows = pair_traces(traces, method)
-    auroc = signal_auroc(rows)
+    auroc = signal_auroc(rows, bootstrap=bootstrap, seed=seed)
     auroc.to_csv(results_dir / "auroc.csv", index=False, float_format="%.6g")
     mismatch_by_decile(rows).to_csv(results_dir / "position.csv", index=False, float_format="%.6g")
     bins = entropy_bins(rows, entropy_bin_count)

@@ -3,9 +3,10 @@ percentile-bootstrap intervals over prompts for ratios such as the collaboration
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 LEVEL = 0.95
@@ -50,4 +51,38 @@ def bootstrap_ratio_interval(
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_over_units(
+    units: Sequence,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    resamples: int,
+    seed: int,
+    level: float = LEVEL,
+) -> tuple[float, float]:
+    """A percentile-bootstrap interval of `statistic(rows)` resampling whole units with
+    replacement: `units[i]` is row i's unit (a prompt, so that the tokens of one generation
+    move together), and `statistic` gets the row indices of one resample. Resamples where it is
+    NaN are dropped; NaNs when none is left."""
+    if resamples < 0:
+        raise ValueError(f"resamples must be >= 0, got {resamples}")
+    codes, _ = pd.factorize(pd.Series(units), sort=True)
+    members = (
+        [np.flatnonzero(codes == unit) for unit in range(codes.max() + 1)] if len(codes) else []
+    )
+    if not members or not resamples:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(members), len(members))
+        value = statistic(np.concatenate([members[unit] for unit in picked]))
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)

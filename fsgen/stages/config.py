@@ -96,6 +96,7 @@ class Uncertainty(StageConfig):
     entropy_bin_count: int
     example_pair: str  # the pair of the top-k example, like "e3-e0"; "": the first pair
     example_tokens: int
+    bootstrap: int  # resamples of the prompts for each AUROC's interval
 
 
 class LLMToSLMPair(BaseModel):
