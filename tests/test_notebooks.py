@@ -280,3 +280,23 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
             assert f"synthetic.oracle.{pair}.{key}" in metrics, (pair, key)
     for stem in ("position_heatmap", "signal_densities", "entropy_bins", "topk_example"):
         assert (sandbox / f"scratch/results/uncertainty/{stem}.png").stat().st_size > 0
+
+    run_notebook("07_findings.ipynb", sandbox)  # stages 05 and 06 not run: their rows say so
+    findings = pd.read_csv(sandbox / "scratch/results/findings/findings.csv")
+    assert list(findings.columns[:8]) == [
+        "id",
+        "paper",
+        "claim",
+        "paper_figure",
+        "ours",
+        "low",
+        "high",
+        "verdict",
+    ]
+    assert set(findings.verdict) <= {"holds", "does not hold", "inconclusive"}
+    by_id = findings.set_index("id")
+    assert by_id.loc["llm_to_slm_speed", "verdict"] == "inconclusive"  # no stage 05 output
+    assert 0 <= by_id.loc["cf_under_20pct", "ours"] <= 1
+    assert by_id.loc["uncertainty_auroc", "low"] <= by_id.loc["uncertainty_auroc", "ours"]
+    metrics = json.loads((sandbox / "scratch/metrics/findings.json").read_text())
+    assert metrics["cf_under_20pct.verdict"] == by_id.loc["cf_under_20pct", "verdict"]

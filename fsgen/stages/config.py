@@ -162,6 +162,13 @@ class Routers(StageConfig):
     threads: int
 
 
+class Findings(StageConfig):
+    """Stage 07: the findings table (its verdict rules are fixed in fsgen.analysis.findings)."""
+
+    uses_profile: ClassVar[bool] = False
+    task: str  # the task whose frequencies, fits and traces the FS-GEN rows read
+
+
 SECTIONS: dict[str, type[StageConfig]] = {
     "train_ladder": TrainLadder,
     "token_logging": TokenLogging,
@@ -170,6 +177,7 @@ SECTIONS: dict[str, type[StageConfig]] = {
     "uncertainty": Uncertainty,
     "llm_to_slm": LLMToSLM,
     "routers": Routers,
+    "findings": Findings,
 }
 
 

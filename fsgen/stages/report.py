@@ -41,6 +41,15 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def findings_section(root: Path) -> str:
+    table = pd.read_csv(root / "results/findings/findings.csv")
+    caption = (root / "results/findings/caption.md").read_text().strip()
+    shown = table[["paper", "claim", "paper_figure", "ours", "low", "high", "verdict", "rule"]]
+    shown = shown.rename(columns={"paper_figure": "paper's figure", "low": "95% low"})
+    shown = shown.rename(columns={"high": "95% high"})
+    return "### Findings: each claim, tested (stage 07)\n\n" + _table(shown) + "\n\n" + caption
+
+
 def ladder_section(root: Path) -> str:
     ladder = pd.read_csv(root / "results/train_ladder/ladder.csv")
     shown = ladder[["model", "params", "heldout_loss", "accuracy"]].rename(
@@ -232,6 +241,7 @@ def estimates_section(root: Path) -> str:
 
 
 SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
+    ("results/findings/findings.csv", findings_section),
     ("results/train_ladder/ladder.csv", ladder_section),
     ("results/frequency/frequency.csv", frequency_section),
     ("results/scaling_law/fits.csv", scaling_section),

@@ -1,0 +1,411 @@
+"""The findings table: one row per claim of the two papers (and one of ours), the paper's figure,
+ours with its 95% interval, and a verdict by a rule fixed here before any number was seen.
+
+Each row is computed from the outputs of the earlier stages. A verdict is `holds`, `does not
+hold` or `inconclusive`; a row whose figure cannot be computed (a missing output, a rung without
+a tuned copy) is `inconclusive` and says why in `detail`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fsgen.analysis.frequency import UNDER
+from fsgen.analysis.scaling import paper_frequencies
+from fsgen.core.io import write_metrics
+from fsgen.core.paths import resolve
+
+HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
+COLUMNS = [
+    "id",
+    "paper",
+    "claim",
+    "paper_figure",
+    "ours",
+    "low",
+    "high",
+    "verdict",
+    "rule",
+    "detail",
+]
+CAPTION = (
+    "One row per claim. `ours` is our figure with its 95% interval (`low`, `high`; Wilson for "
+    "accuracies, bootstrap over prompts for frequencies and AUROCs, empty where the figure is a "
+    "single fit or timing). The verdict follows the row's `rule`, fixed in "
+    "fsgen/analysis/findings.py before the numbers were seen: `holds`, `does not hold`, or "
+    "`inconclusive` when the interval straddles the threshold or the figure is missing."
+)
+CLAIMS = {  # id: (paper, claim)
+    "cf_under_20pct": ("FS-GEN", "CF under 20% in most pairs"),
+    "power_law": ("FS-GEN", "oracle CF follows b - a*r^(-alpha) in r"),
+    "ratio_alone": ("FS-GEN", "CF depends on the sizes only through r (oracle)"),
+    "early_mismatches": ("FS-GEN", "mismatches fall early in the generation"),
+    "uncertainty_auroc": ("FS-GEN", "System 1's uncertainty predicts interventions"),
+    "proxy_gap": ("proxy tuning", "proxy tuning closes most of the tuning gap"),
+    "llm_to_slm_speed": ("LLM-to-SLM", "at least 2x faster than the large model"),
+    "llm_to_slm_quality": ("LLM-to-SLM", "at a small quality cost (1-2%)"),
+    "router_pareto": (
+        "fsgen",
+        "a router reaches 95% of the large model's accuracy calling it for < 20% of tokens",
+    ),
+}
+PROXY_TUNING_PAPER = 0.88  # Liu et al. 2024: proxy tuning closes 88-91% of Llama-2's tuning gap
+
+
+@dataclass(frozen=True)
+class StageOutputs:
+    """Where the earlier stages wrote what the findings read (paths from the repository root)."""
+
+    frequency: str = "results/frequency/frequency.csv"
+    fits: str = "results/scaling_law/fits.csv"
+    paper_fits: str = "results/scaling_law/paper_fits.csv"
+    paper_points: str = "data/paper/fsgen_collaboration_frequency.csv"
+    auroc: str = "results/uncertainty/auroc.csv"
+    position: str = "results/uncertainty/position.csv"
+    ladder: str = "results/train_ladder/ladder.csv"
+    llm_to_slm: str = "metrics/llm_to_slm.json"
+    llm_to_slm_timing: str = "metrics/llm_to_slm_timing.json"
+    routers: str = "results/routers/summary.csv"
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def by_interval(low: float, high: float, threshold: float) -> str:
+    """`holds` when the interval lies above `threshold`, `does not hold` when below,
+    `inconclusive` when it straddles it or is missing."""
+    if math.isnan(low) or math.isnan(high):
+        return OPEN
+    return HOLDS if low > threshold else FAILS if high < threshold else OPEN
+
+
+def _row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
+    paper, claim = CLAIMS[id_]
+    return dict(
+        zip(
+            COLUMNS,
+            [id_, paper, claim, paper_figure, ours, low, high, verdict, rule, detail],
+            strict=True,
+        )
+    )
+
+
+def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
+    """FS-GEN: fewer than 20% of tokens need the large model, in most pairs."""
+    cf = frequency["collaboration_frequency"]
+    low = frequency.get("collaboration_frequency_high", cf).fillna(
+        cf
+    )  # surely under: the whole interval
+    high = frequency.get("collaboration_frequency_low", cf).fillna(
+        cf
+    )  # possibly under: its lower end
+    ours = float((cf < UNDER).mean())
+    surely, possibly = float((low < UNDER).mean()), float((high < UNDER).mean())
+    rule = "share of (method, pair) under 20%: holds if low > 0.5, fails if high < 0.5"
+    detail = f"{len(frequency)} method x pair rows; low/high: share whose CF interval is under"
+    paper_share = float((paper["collaboration_frequency"] < UNDER).mean())
+    return _row(
+        "cf_under_20pct",
+        paper_share,
+        ours,
+        surely,
+        possibly,
+        by_interval(surely, possibly, 0.5),
+        rule,
+        detail,
+    )
+
+
+def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
+    """FS-GEN: the oracle's CF follows b - a r^-alpha in the parameter ratio r."""
+    ours = fits[(fits.task == task) & (fits.method == "oracle")]
+    theirs = paper_fits[(paper_fits.task == "gsm8k") & (paper_fits.method == "oracle")]
+    r2 = _nan(ours["r2"].iloc[0]) if len(ours) else float("nan")
+    verdict = OPEN if math.isnan(r2) else HOLDS if r2 >= 0.8 else FAILS if r2 < 0.5 else OPEN
+    rule = "R^2 of the oracle fit: holds if >= 0.8, fails if < 0.5"
+    detail = ""
+    if len(ours):
+        fit = ours.iloc[0]
+        detail = (
+            f"a={fit['a']:.3g}, alpha={fit['alpha']:.3g} [{fit['alpha_low']:.3g}, "
+            f"{fit['alpha_high']:.3g}], b={fit['b']:.3g}, LOO RMSE={fit['loo_rmse']:.3g}, "
+            f"best form by AIC: {fit['best_form']}"
+        )
+    paper_r2 = _nan(theirs["r2"].iloc[0]) if len(theirs) else float("nan")
+    return _row(
+        "power_law",
+        paper_r2,
+        r2,
+        float("nan"),
+        float("nan"),
+        verdict,
+        rule,
+        detail,
+    )
+
+
+def ratio_alone(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
+    """FS-GEN's law is in r alone: the two sizes matter only through their ratio."""
+    ours = fits[(fits.task == task) & (fits.method == "oracle")]
+    theirs = paper_fits[(paper_fits.task == "gsm8k") & (paper_fits.method == "oracle")]
+    p = _nan(ours["nested.p"].iloc[0]) if len(ours) and "nested.p" in ours else float("nan")
+    verdict = OPEN if math.isnan(p) else HOLDS if p >= 0.05 else FAILS
+    rule = "nested F test, CF on log r vs on log N_large and log N_small: holds if p >= 0.05"
+    paper_p = _nan(theirs["nested.p"].iloc[0]) if len(theirs) and "nested.p" in theirs else math.nan
+    return _row(
+        "ratio_alone",
+        paper_p,
+        p,
+        float("nan"),
+        float("nan"),
+        verdict,
+        rule,
+        "figures are p-values",
+    )
+
+
+def early_mismatches(position: pd.DataFrame, task: str) -> dict:
+    """FS-GEN: interventions concentrate at the start of the generation."""
+    rows = position[position.task == task]
+    overall = rows["mismatches"].sum() / rows["tokens"].sum() if len(rows) else float("nan")
+    first = rows[rows.decile == 0]
+    if not len(first) or not overall:
+        ours = low = high = float("nan")
+    else:
+        from_first = first["mismatches"].sum() / first["tokens"].sum()
+        ours = float(from_first / overall)
+        share = first["mismatch_rate_low"] * first["tokens"]  # pooled Wilson bounds, by tokens
+        low = float(share.sum() / first["tokens"].sum() / overall)
+        high = float(
+            (first["mismatch_rate_high"] * first["tokens"]).sum() / first["tokens"].sum() / overall
+        )
+    rule = "first-decile mismatch rate / overall rate, oracle pairs pooled: holds if low > 1"
+    return _row(
+        "early_mismatches",
+        "qualitative (position heatmap)",
+        ours,
+        low,
+        high,
+        by_interval(low, high, 1.0),
+        rule,
+        "interval: token-weighted Wilson bounds of the first decile",
+    )
+
+
+def uncertainty_predicts(auroc: pd.DataFrame, task: str) -> dict:
+    """FS-GEN: the large model steps in where System 1 is uncertain."""
+    rows = auroc[auroc.task == task]
+    if not len(rows) or "entropy_low" not in rows:
+        ours = low = high = float("nan")
+    else:
+        ours, low, high = (float(rows[c].min()) for c in ("entropy", "entropy_low", "entropy_high"))
+    rule = "smallest entropy AUROC over oracle pairs: holds if low > 0.5 (better than chance)"
+    return _row(
+        "uncertainty_auroc",
+        "qualitative (densities)",
+        ours,
+        low,
+        high,
+        by_interval(low, high, 0.5),
+        rule,
+        f"{len(rows)} pairs; the worst pair's AUROC and interval",
+    )
+
+
+def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -> dict:
+    """Proxy tuning (Liu et al. 2024): steering the base large model with a small tuned-minus-
+    base difference closes most of the gap to the tuned large model."""
+    rule = (
+        "share of the tuned-vs-base gap closed, largest rung, mean over small rungs: holds if > 0.5"
+    )
+    proxy = frequency[(frequency.task == task) & (frequency.method == "proxy")]
+    if not len(proxy):
+        return _row(
+            "proxy_gap",
+            PROXY_TUNING_PAPER,
+            math.nan,
+            math.nan,
+            math.nan,
+            OPEN,
+            rule,
+            "no proxy rows",
+        )
+    largest = proxy.sort_values("n_large")["large"].iloc[-1]
+    chat = ladder.set_index("model")["chat_accuracy"] if "chat_accuracy" in ladder else pd.Series()
+    if f"{largest}-chat" not in chat or largest not in chat:
+        return _row(
+            "proxy_gap",
+            PROXY_TUNING_PAPER,
+            math.nan,
+            math.nan,
+            math.nan,
+            OPEN,
+            rule,
+            f"the largest rung {largest} has no tuned copy to measure the gap against",
+        )
+    base, tuned = float(chat[largest]), float(chat[f"{largest}-chat"])
+    rows = proxy[proxy.large == largest]
+    gap = tuned - base
+    closed = (rows[["accuracy", "accuracy_low", "accuracy_high"]] - base) / gap if gap else None
+    if closed is None:
+        return _row(
+            "proxy_gap",
+            PROXY_TUNING_PAPER,
+            math.nan,
+            math.nan,
+            math.nan,
+            OPEN,
+            rule,
+            f"no tuning gap: {largest} scores {base:.3f} tuned and base",
+        )
+    ours, low, high = (
+        float(closed[c].mean()) for c in ("accuracy", "accuracy_low", "accuracy_high")
+    )
+    detail = (
+        f"{largest}: base {base:.3f}, tuned {tuned:.3f} (ladder chat accuracy); {len(rows)} smalls"
+    )
+    return _row(
+        "proxy_gap",
+        PROXY_TUNING_PAPER,
+        ours,
+        low,
+        high,
+        by_interval(low, high, 0.5),
+        rule,
+        detail,
+    )
+
+
+def llm_to_slm_speed(timing: dict) -> dict:
+    """LLM-to-SLM: at least 2x faster than the large model (the paper: up to 4x)."""
+    speeds = [timing.get(f"llm_to_slm.batch{b}.speedup_vs_large") for b in (1, 8)]
+    speeds = [s for s in speeds if s is not None]
+    ours = float(min(speeds)) if speeds else float("nan")
+    verdict = OPEN if math.isnan(ours) else HOLDS if ours >= 2 else FAILS
+    rule = "the smaller of the batch-1 and batch-8 speed-ups (encoding included): holds if >= 2"
+    detail = ", ".join(
+        f"batch {b}: {timing.get(f'llm_to_slm.batch{b}.speedup_vs_large', math.nan):.2f}x"
+        for b in (1, 8)
+    )
+    return _row(
+        "llm_to_slm_speed",
+        4.0,
+        ours,
+        float("nan"),
+        float("nan"),
+        verdict,
+        rule,
+        detail + " (single timed runs)",
+    )
+
+
+def llm_to_slm_quality(metrics: dict) -> dict:
+    """LLM-to-SLM: within 1-2% of the large model's quality."""
+    large = metrics.get("large.accuracy")
+    values = [metrics.get(f"llm_to_slm.accuracy{end}") for end in ("", "_low", "_high")]
+    if not large or any(v is None for v in values):
+        ours = low = high = float("nan")
+    else:
+        ours, low, high = (float(v) / float(large) for v in values)
+    verdict = OPEN if math.isnan(high) else HOLDS if high >= 0.95 else FAILS
+    rule = "LLM-to-SLM accuracy / large accuracy (Wilson bounds): holds if high >= 0.95"
+    return _row(
+        "llm_to_slm_quality",
+        0.98,
+        ours,
+        low,
+        high,
+        verdict,
+        rule,
+        f"large accuracy {large}",
+    )
+
+
+def router_pareto(routers: pd.DataFrame) -> dict:
+    """Ours: a router on System 1's uncertainty keeps 95% of the large model's accuracy while
+    calling it for under 20% of the tokens."""
+    if not len(routers) or "call_rate_for_95" not in routers:
+        ours, detail = float("nan"), "no router sweep"
+    else:
+        per_pair = routers.groupby(["large", "small"])["call_rate_for_95"].min()
+        ours = float(per_pair.max())
+        detail = "; ".join(
+            f"{large}-{small}: {rate:.3f}" for (large, small), rate in per_pair.items()
+        )
+    verdict = OPEN if math.isnan(ours) else HOLDS if ours < 0.2 else FAILS
+    rule = "call rate at 95% of the large model's accuracy, best router, worst pair: holds if < 0.2"
+    return _row(
+        "router_pareto",
+        float("nan"),
+        ours,
+        float("nan"),
+        float("nan"),
+        verdict,
+        rule,
+        detail,
+    )
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    full = resolve(path)
+    return pd.read_csv(full) if full.exists() else pd.DataFrame()
+
+
+def _read_json(path: str) -> dict:
+    full = resolve(path)
+    return json.loads(full.read_text()) if full.exists() else {}
+
+
+def findings_table(task: str, outputs: StageOutputs = StageOutputs()) -> pd.DataFrame:
+    """Every finding from the stage outputs; a row whose inputs are missing (an output not yet
+    written, or written before a column existed) is inconclusive and names what is missing."""
+    frequency = _read_csv(outputs.frequency)
+    fits, paper_fits = _read_csv(outputs.fits), _read_csv(outputs.paper_fits)
+    computations = {
+        "cf_under_20pct": lambda: cf_under_20pct(
+            frequency, paper_frequencies(outputs.paper_points)
+        ),
+        "power_law": lambda: power_law_fit(fits, paper_fits, task),
+        "ratio_alone": lambda: ratio_alone(fits, paper_fits, task),
+        "early_mismatches": lambda: early_mismatches(_read_csv(outputs.position), task),
+        "uncertainty_auroc": lambda: uncertainty_predicts(_read_csv(outputs.auroc), task),
+        "proxy_gap": lambda: proxy_gap_closed(frequency, _read_csv(outputs.ladder), task),
+        "llm_to_slm_speed": lambda: llm_to_slm_speed(_read_json(outputs.llm_to_slm_timing)),
+        "llm_to_slm_quality": lambda: llm_to_slm_quality(_read_json(outputs.llm_to_slm)),
+        "router_pareto": lambda: router_pareto(_read_csv(outputs.routers)),
+    }
+    rows = []
+    for id_, compute in computations.items():
+        try:
+            rows.append(compute())
+        except (KeyError, AttributeError) as missing:  # a column or table not yet written
+            nan = float("nan")
+            rows.append(_row(id_, nan, nan, nan, nan, OPEN, "", f"missing input: {missing}"))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_findings(
+    table: pd.DataFrame, metrics_file: str | os.PathLike, results_dir: str | os.PathLike
+) -> Path:
+    """`findings.csv` (and its caption) under `results_dir`; flat metrics `<id>.ours`, etc."""
+    results_dir = Path(resolve(results_dir))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / "findings.csv", index=False, float_format="%.6g")
+    (results_dir / "caption.md").write_text(CAPTION + "\n")
+    metrics: dict[str, object] = {}
+    for row in table.to_dict("records"):
+        for name in ("paper_figure", "ours", "low", "high"):
+            value = row[name]
+            if isinstance(value, float | int | np.floating) and not math.isnan(float(value)):
+                metrics[f"{row['id']}.{name}"] = round(float(value), 6)
+        metrics[f"{row['id']}.verdict"] = row["verdict"]
+    write_metrics(metrics_file, metrics)
+    return results_dir / "findings.csv"

@@ -1,0 +1,97 @@
+"""The findings table: each verdict follows its stated rule, and missing inputs are named."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from fsgen.analysis import findings
+from fsgen.analysis.findings import FAILS, HOLDS, OPEN, by_interval
+
+
+@pytest.mark.parametrize(
+    "low, high, verdict",
+    [(0.6, 0.9, HOLDS), (0.1, 0.4, FAILS), (0.4, 0.6, OPEN), (math.nan, 0.9, OPEN)],
+)
+def test_a_verdict_by_interval_needs_the_whole_interval_on_one_side(low, high, verdict):
+    assert by_interval(low, high, 0.5) == verdict
+
+
+def _frequency(cfs, lows, highs) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "collaboration_frequency": cfs,
+            "collaboration_frequency_low": lows,
+            "collaboration_frequency_high": highs,
+        }
+    )
+
+
+def test_cf_under_20pct_counts_pairs_whose_interval_is_under():
+    paper = pd.DataFrame({"collaboration_frequency": [0.1, 0.3]})
+    sure = findings.cf_under_20pct(
+        _frequency([0.1, 0.1, 0.3], [0.05] * 3, [0.15, 0.15, 0.35]), paper
+    )
+    assert (sure["ours"], sure["low"], sure["high"], sure["verdict"]) == (2 / 3, 2 / 3, 1.0, HOLDS)
+    assert sure["paper_figure"] == 0.5
+    wide = findings.cf_under_20pct(_frequency([0.1, 0.1, 0.3], [0.05] * 3, [0.25] * 3), paper)
+    assert wide["verdict"] == OPEN  # under on the estimate, not surely under
+
+
+def test_llm_to_slm_rows_read_speed_and_relative_quality():
+    speed = findings.llm_to_slm_speed(
+        {"llm_to_slm.batch1.speedup_vs_large": 2.5, "llm_to_slm.batch8.speedup_vs_large": 1.8}
+    )
+    assert speed["ours"] == 1.8 and speed["verdict"] == FAILS  # the smaller of the two
+    quality = findings.llm_to_slm_quality(
+        {
+            "large.accuracy": 0.5,
+            "llm_to_slm.accuracy": 0.45,
+            "llm_to_slm.accuracy_low": 0.4,
+            "llm_to_slm.accuracy_high": 0.49,
+        }
+    )
+    assert quality["ours"] == pytest.approx(0.9) and quality["verdict"] == HOLDS
+
+
+def test_proxy_gap_needs_a_tuned_copy_of_the_largest_rung():
+    frequency = pd.DataFrame(
+        {
+            "task": ["t", "t"],
+            "method": ["proxy", "proxy"],
+            "large": ["b", "b"],
+            "small": ["a", "a0"],
+            "n_large": [10, 10],
+            "accuracy": [0.35, 0.4],
+            "accuracy_low": [0.3, 0.35],
+            "accuracy_high": [0.4, 0.45],
+        }
+    )
+    untuned = pd.DataFrame({"model": ["b"], "chat_accuracy": [0.1]})
+    row = findings.proxy_gap_closed(frequency, untuned, "t")
+    assert row["verdict"] == OPEN and "no tuned copy" in row["detail"]
+    tuned = pd.DataFrame({"model": ["b", "b-chat"], "chat_accuracy": [0.1, 0.5]})
+    row = findings.proxy_gap_closed(frequency, tuned, "t")
+    assert row["ours"] == pytest.approx((0.25 / 0.4 + 0.3 / 0.4) / 2)
+    assert row["low"] == pytest.approx((0.2 / 0.4 + 0.25 / 0.4) / 2)  # 0.5625 > 0.5
+    assert row["verdict"] == HOLDS
+
+
+def test_missing_outputs_make_their_rows_inconclusive(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    pd.DataFrame(
+        {
+            "dataset": ["gsm8k"],
+            "method": ["oracle"],
+            "large": ["7B"],
+            "small": ["0.5B"],
+            "collaboration_frequency": [0.1],
+        }
+    ).to_csv(tmp_path / "paper.csv", index=False)
+    outputs = findings.StageOutputs(paper_points="paper.csv")
+    table = findings.findings_table("synthetic", outputs)
+    assert list(table["id"]) == list(findings.CLAIMS)
+    assert (table["verdict"] == OPEN).all()
