@@ -41,10 +41,19 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _number_or_text(value) -> object:
+    """A CSV cell that may hold a number or a sentence, as a float when it is a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def findings_section(root: Path) -> str:
     table = pd.read_csv(root / "results/findings/findings.csv")
     caption = (root / "results/findings/caption.md").read_text().strip()
     shown = table[["paper", "claim", "paper_figure", "ours", "low", "high", "verdict", "rule"]]
+    shown = shown.assign(paper_figure=shown["paper_figure"].map(_number_or_text))
     shown = shown.rename(columns={"paper_figure": "paper's figure", "low": "95% low"})
     shown = shown.rename(columns={"high": "95% high"})
     return "### Findings: each claim, tested (stage 07)\n\n" + _table(shown) + "\n\n" + caption
