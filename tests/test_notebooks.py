@@ -300,3 +300,5 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     assert by_id.loc["uncertainty_auroc", "low"] <= by_id.loc["uncertainty_auroc", "ours"]
     metrics = json.loads((sandbox / "scratch/metrics/findings.json").read_text())
     assert metrics["cf_under_20pct.verdict"] == by_id.loc["cf_under_20pct", "verdict"]
+    timing = json.loads((sandbox / "scratch/metrics/findings_timing.json").read_text())
+    assert "llm_to_slm_speed.verdict" in timing and "llm_to_slm_speed.verdict" not in metrics
