@@ -99,6 +99,11 @@ def _row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
     )
 
 
+def _missing(id_: str, paper_figure, rule: str, why: str) -> dict:
+    """An inconclusive row: its figure cannot be computed, for the reason `why`."""
+    return _row(id_, paper_figure, math.nan, math.nan, math.nan, OPEN, rule, why)
+
+
 def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
     """FS-GEN: fewer than 20% of tokens need the large model, in most pairs."""
     cf = frequency["collaboration_frequency"]
@@ -229,26 +234,13 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     )
     proxy = frequency[(frequency.task == task) & (frequency.method == "proxy")]
     if not len(proxy):
-        return _row(
-            "proxy_gap",
-            PROXY_TUNING_PAPER,
-            math.nan,
-            math.nan,
-            math.nan,
-            OPEN,
-            rule,
-            "no proxy rows",
-        )
+        return _missing("proxy_gap", PROXY_TUNING_PAPER, rule, "no proxy rows")
     largest = proxy.sort_values("n_large")["large"].iloc[-1]
     chat = ladder.set_index("model")["chat_accuracy"] if "chat_accuracy" in ladder else pd.Series()
     if f"{largest}-chat" not in chat or largest not in chat:
-        return _row(
+        return _missing(
             "proxy_gap",
             PROXY_TUNING_PAPER,
-            math.nan,
-            math.nan,
-            math.nan,
-            OPEN,
             rule,
             f"the largest rung {largest} has no tuned copy to measure the gap against",
         )
@@ -257,13 +249,9 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     gap = tuned - base
     closed = (rows[["accuracy", "accuracy_low", "accuracy_high"]] - base) / gap if gap else None
     if closed is None:
-        return _row(
+        return _missing(
             "proxy_gap",
             PROXY_TUNING_PAPER,
-            math.nan,
-            math.nan,
-            math.nan,
-            OPEN,
             rule,
             f"no tuning gap: {largest} scores {base:.3f} tuned and base",
         )
@@ -388,8 +376,7 @@ def findings_table(task: str, outputs: StageOutputs = StageOutputs()) -> pd.Data
         try:
             rows.append(compute())
         except (KeyError, AttributeError) as missing:  # a column or table not yet written
-            nan = float("nan")
-            rows.append(_row(id_, nan, nan, nan, nan, OPEN, "", f"missing input: {missing}"))
+            rows.append(_missing(id_, math.nan, "", f"missing input: {missing}"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
