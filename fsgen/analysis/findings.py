@@ -107,75 +107,55 @@ def _missing(id_: str, paper_figure, rule: str, why: str) -> dict:
 def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
     """FS-GEN: fewer than 20% of tokens need the large model, in most pairs."""
     cf = frequency["collaboration_frequency"]
-    low = frequency.get("collaboration_frequency_high", cf).fillna(
-        cf
-    )  # surely under: the whole interval
-    high = frequency.get("collaboration_frequency_low", cf).fillna(
-        cf
-    )  # possibly under: its lower end
-    ours = float((cf < UNDER).mean())
-    surely, possibly = float((low < UNDER).mean()), float((high < UNDER).mean())
+    # low: the share of pairs whose whole interval is under 20%; high: whose lower end is
+    surely = frequency.get("collaboration_frequency_high", cf).fillna(cf) < UNDER
+    possibly = frequency.get("collaboration_frequency_low", cf).fillna(cf) < UNDER
+    low, high = float(surely.mean()), float(possibly.mean())
     rule = "share of (method, pair) under 20%: holds if low > 0.5, fails if high < 0.5"
     detail = f"{len(frequency)} method x pair rows; low/high: share whose CF interval is under"
     paper_share = float((paper["collaboration_frequency"] < UNDER).mean())
-    return _row(
-        "cf_under_20pct",
-        paper_share,
-        ours,
-        surely,
-        possibly,
-        by_interval(surely, possibly, 0.5),
-        rule,
-        detail,
-    )
+    ours = float((cf < UNDER).mean())
+    verdict = by_interval(low, high, 0.5)
+    return _row("cf_under_20pct", paper_share, ours, low, high, verdict, rule, detail)
+
+
+def _oracle_fits(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str):
+    """The oracle's fit row of `task` (ours) and of the paper's GSM8K points (None if absent)."""
+    ours = fits[(fits.task == task) & (fits.method == "oracle")]
+    theirs = paper_fits[(paper_fits.task == "gsm8k") & (paper_fits.method == "oracle")]
+    return (ours.iloc[0] if len(ours) else None), (theirs.iloc[0] if len(theirs) else None)
+
+
+def _field(fit, name: str) -> float:
+    """A fit row's `name`, NaN when there is no row or no such column."""
+    return _nan(fit[name]) if fit is not None and name in fit else math.nan
 
 
 def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
     """FS-GEN: the oracle's CF follows b - a r^-alpha in the parameter ratio r."""
-    ours = fits[(fits.task == task) & (fits.method == "oracle")]
-    theirs = paper_fits[(paper_fits.task == "gsm8k") & (paper_fits.method == "oracle")]
-    r2 = _nan(ours["r2"].iloc[0]) if len(ours) else float("nan")
+    ours, theirs = _oracle_fits(fits, paper_fits, task)
+    r2 = _field(ours, "r2")
     verdict = OPEN if math.isnan(r2) else HOLDS if r2 >= 0.8 else FAILS if r2 < 0.5 else OPEN
     rule = "R^2 of the oracle fit: holds if >= 0.8, fails if < 0.5"
     detail = ""
-    if len(ours):
-        fit = ours.iloc[0]
+    if ours is not None:
         detail = (
-            f"a={fit['a']:.3g}, alpha={fit['alpha']:.3g} [{fit['alpha_low']:.3g}, "
-            f"{fit['alpha_high']:.3g}], b={fit['b']:.3g}, LOO RMSE={fit['loo_rmse']:.3g}, "
-            f"best form by AIC: {fit['best_form']}"
+            f"a={ours['a']:.3g}, alpha={ours['alpha']:.3g} [{ours['alpha_low']:.3g}, "
+            f"{ours['alpha_high']:.3g}], b={ours['b']:.3g}, LOO RMSE={ours['loo_rmse']:.3g}, "
+            f"best form by AIC: {ours['best_form']}"
         )
-    paper_r2 = _nan(theirs["r2"].iloc[0]) if len(theirs) else float("nan")
-    return _row(
-        "power_law",
-        paper_r2,
-        r2,
-        float("nan"),
-        float("nan"),
-        verdict,
-        rule,
-        detail,
-    )
+    nan = math.nan
+    return _row("power_law", _field(theirs, "r2"), r2, nan, nan, verdict, rule, detail)
 
 
 def ratio_alone(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
     """FS-GEN's law is in r alone: the two sizes matter only through their ratio."""
-    ours = fits[(fits.task == task) & (fits.method == "oracle")]
-    theirs = paper_fits[(paper_fits.task == "gsm8k") & (paper_fits.method == "oracle")]
-    p = _nan(ours["nested.p"].iloc[0]) if len(ours) and "nested.p" in ours else float("nan")
+    ours, theirs = _oracle_fits(fits, paper_fits, task)
+    p = _field(ours, "nested.p")
     verdict = OPEN if math.isnan(p) else HOLDS if p >= 0.05 else FAILS
     rule = "nested F test, CF on log r vs on log N_large and log N_small: holds if p >= 0.05"
-    paper_p = _nan(theirs["nested.p"].iloc[0]) if len(theirs) and "nested.p" in theirs else math.nan
-    return _row(
-        "ratio_alone",
-        paper_p,
-        p,
-        float("nan"),
-        float("nan"),
-        verdict,
-        rule,
-        "figures are p-values",
-    )
+    paper_p, nan = _field(theirs, "nested.p"), math.nan
+    return _row("ratio_alone", paper_p, p, nan, nan, verdict, rule, "figures are p-values")
 
 
 def early_mismatches(position: pd.DataFrame, task: str) -> dict:
@@ -186,13 +166,13 @@ def early_mismatches(position: pd.DataFrame, task: str) -> dict:
     if not len(first) or not overall:
         ours = low = high = float("nan")
     else:
-        from_first = first["mismatches"].sum() / first["tokens"].sum()
-        ours = float(from_first / overall)
-        share = first["mismatch_rate_low"] * first["tokens"]  # pooled Wilson bounds, by tokens
-        low = float(share.sum() / first["tokens"].sum() / overall)
-        high = float(
-            (first["mismatch_rate_high"] * first["tokens"]).sum() / first["tokens"].sum() / overall
-        )
+        tokens = first["tokens"].sum()
+
+        def pooled(column: str) -> float:  # the first decile's rate over pairs, by tokens
+            return float((first[column] * first["tokens"]).sum() / tokens / overall)
+
+        ours = float(first["mismatches"].sum() / tokens / overall)
+        low, high = pooled("mismatch_rate_low"), pooled("mismatch_rate_high")
     rule = "first-decile mismatch rate / overall rate, oracle pairs pooled: holds if low > 1"
     return _row(
         "early_mismatches",

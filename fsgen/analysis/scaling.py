@@ -28,6 +28,7 @@ from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.plots import save_figure
+from fsgen.core.stats import percentile_interval
 
 PAPER_FREQUENCIES = "data/paper/fsgen_collaboration_frequency.csv"
 LOWER_BOUND = 0.05
@@ -115,11 +116,9 @@ def fit_scaling_law(
         except RuntimeError:  # no convergence on this resample
             continue
     result["bootstrap_fits"] = len(samples)
-    tail = (1 - level) / 2 * 100
     for i, name in enumerate(PARAMETERS):
-        values = np.array([s[i] for s in samples])
-        low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan)
-        result[f"{name}_low"], result[f"{name}_high"] = float(low), float(high)
+        low, high = percentile_interval([s[i] for s in samples], level)
+        result[f"{name}_low"], result[f"{name}_high"] = low, high
     return result
 
 

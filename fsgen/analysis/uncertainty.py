@@ -105,9 +105,9 @@ def signal_auroc(rows: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> pd
     return pd.DataFrame(records)
 
 
-def uncertainty_metrics(auroc: pd.DataFrame, rows: pd.DataFrame, method: str) -> dict:
+def uncertainty_metrics(auroc: pd.DataFrame, deciles: pd.DataFrame, method: str) -> dict:
     """Flat metrics: per task and pair, the mismatch rate and each signal's AUROC, and the
-    mismatch rates in the first and last deciles."""
+    mismatch rates in the first and last deciles (`deciles`: `mismatch_by_decile`)."""
     metrics: dict[str, object] = {}
     for row in auroc.to_dict("records"):
         key = f"{row['task']}.{method}.{row['pair']}"
@@ -116,7 +116,6 @@ def uncertainty_metrics(auroc: pd.DataFrame, rows: pd.DataFrame, method: str) ->
             for end in ("", "_low", "_high"):
                 if f"{name}{end}" in row:
                     metrics[f"{key}.auroc.{name}{end}"] = round(row[f"{name}{end}"], 6)
-    deciles = mismatch_by_decile(rows)
     for row in deciles[deciles["decile"].isin([0, 9])].to_dict("records"):
         key = f"{row['task']}.{method}.{row['pair']}.decile{row['decile']}.mismatch_rate"
         metrics[key] = round(row["mismatch_rate"], 6)
@@ -284,10 +283,11 @@ def write_uncertainty_outputs(
     rows = pair_traces(traces, method)
     auroc = signal_auroc(rows, bootstrap=bootstrap, seed=seed)
     auroc.to_csv(results_dir / "auroc.csv", index=False, float_format="%.6g")
-    mismatch_by_decile(rows).to_csv(results_dir / "position.csv", index=False, float_format="%.6g")
+    deciles = mismatch_by_decile(rows)
+    deciles.to_csv(results_dir / "position.csv", index=False, float_format="%.6g")
     bins = entropy_bins(rows, entropy_bin_count)
     bins.to_csv(results_dir / "entropy_bins.csv", index=False, float_format="%.6g")
-    write_metrics(metrics_file, uncertainty_metrics(auroc, rows, method))
+    write_metrics(metrics_file, uncertainty_metrics(auroc, deciles, method))
     plot_position_heatmap(rows, results_dir / "position_heatmap")
     plot_signal_densities(rows, results_dir / "signal_densities")
     plot_entropy_bins(rows, entropy_bin_count, results_dir / "entropy_bins")

@@ -22,6 +22,17 @@ def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[
     return float(low), float(high)
 
 
+def percentile_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """The central `level` percentile interval of the finite `values` (NaNs when none is)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_ratio_interval(
     numerators: Sequence[float],
     denominators: Sequence[float],
@@ -46,12 +57,7 @@ def bootstrap_ratio_interval(
     picks = np.random.default_rng(seed).integers(0, len(top), (resamples, len(top)))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = top[picks].sum(axis=1) / bottom[picks].sum(axis=1)  # (resamples,)
-    ratios = ratios[np.isfinite(ratios)]
-    if not len(ratios):
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(ratios, level)
 
 
 def bootstrap_over_units(
@@ -78,11 +84,5 @@ def bootstrap_over_units(
     values = []
     for _ in range(resamples):
         picked = rng.integers(0, len(members), len(members))
-        value = statistic(np.concatenate([members[unit] for unit in picked]))
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+        values.append(statistic(np.concatenate([members[unit] for unit in picked])))
+    return percentile_interval(values, level)

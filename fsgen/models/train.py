@@ -22,7 +22,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig, GPTNeo
 
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
-from fsgen.core.stats import wilson_interval
 from fsgen.data.scoring import last_number
 from fsgen.data.synthetic import (
     Problem,
@@ -32,7 +31,7 @@ from fsgen.data.synthetic import (
     plain_document,
     plain_prompt,
 )
-from fsgen.data.tasks import get_task
+from fsgen.data.tasks import accuracy, accuracy_interval, get_task
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import generate
 from fsgen.models.profiles import Profile, count_parameters
@@ -213,19 +212,18 @@ def greedy_answers(
     return result.texts
 
 
-def answer_accuracy(
+def answer_hits(
     model,
     tokenizer,
     problems: Sequence[Problem],
     prompt_fn: Callable[[str], str],
     max_new_tokens: int,
     batch_size: int = 50,
-) -> float:
-    """Share of problems whose greedy answer's last number equals the gold answer."""
+) -> list[bool]:
+    """For each problem, whether the greedy answer's last number equals the gold answer."""
     prompts = [prompt_fn(p.question) for p in problems]
     outputs = greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
-    hits = [last_number(text) == p.answer for text, p in zip(outputs, problems, strict=True)]
-    return sum(hits) / len(hits)
+    return [last_number(text) == p.answer for text, p in zip(outputs, problems, strict=True)]
 
 
 def train_ladder(
@@ -322,11 +320,11 @@ def _evaluate(name, variant, model, tokenizer, test, test_docs, config, seconds)
         "train_seconds": seconds,
     }
     for column, prompt_fn in (("accuracy", plain_prompt), ("chat_accuracy", chat_prompt)):
-        share = answer_accuracy(
+        hits = answer_hits(
             model, tokenizer, test, prompt_fn, config.max_new_tokens, config.eval_batch_size
         )
-        low, high = wilson_interval(round(share * len(test)), len(test))
-        row |= {column: share, f"{column}_low": low, f"{column}_high": high}
+        low, high = accuracy_interval(hits)
+        row |= {column: accuracy(hits), f"{column}_low": low, f"{column}_high": high}
     return row
 
 

@@ -32,7 +32,6 @@ def on_hosted_notebook() -> bool:
 
 
 def _random_pair(seed: int):
-
     problems = generate_problems(200, seed=seed)
     tokenizer = train_tokenizer([plain_document(p) for p in problems], 300)
     small = build_model(

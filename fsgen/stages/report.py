@@ -224,7 +224,6 @@ def routers_section(root: Path) -> str:
 
 
 def estimates_section(root: Path) -> str:
-
     params = read_params(root / "params.yaml")
     logging = params["token_logging"]
     hub = [
