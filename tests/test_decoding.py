@@ -193,7 +193,6 @@ def test_batching_does_not_change_results(models, tiny_tokenizer):
 
 
 def test_trace_schema(models, tiny_tokenizer):
-
     small, large, _ = models
     out = collaborate(
         small,
@@ -266,7 +265,6 @@ def test_different_vocabularies_are_rejected(models, tiny_tokenizer):
 
 
 def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
-
     small, large, tuned = models
     ladder = collaborate_ladder(
         large,
@@ -292,7 +290,6 @@ def test_ladder_wide_logging_equals_pairwise_oracle(models, tiny_tokenizer):
 
 
 def test_trace_parquet_round_trip(models, tiny_tokenizer, tmp_path):
-
     small, large, tuned = models
     out = collaborate(
         small,
@@ -421,7 +418,6 @@ def test_batch_append_positions(k):
 
 
 def test_untraced_calls_return_an_empty_trace_with_every_column(models, tiny_tokenizer):
-
     small, large, _ = models
     for method in ("oracle", "contrastive", "speculative", "small"):
         traced = collaborate(small, large, tiny_tokenizer, PROMPTS, method=method, max_new_tokens=6)

@@ -19,8 +19,7 @@ from fsgen.engine import fast_neox
 from fsgen.engine.collaborate import Engine, collaborate, generate
 from fsgen.engine.sampler import Sampler
 from fsgen.engine.strategies import accept_greedy, accept_sampled
-from tests.reference import naive_collaborate
-from tests.test_decoding import PROMPTS, _model, _perturbed
+from tests.test_decoding import PROMPTS, _check_against_reference, _model, _perturbed
 
 METHODS = ["oracle", "contrastive", "contrastive_obrien", "proxy", "speculative", "small", "large"]
 
@@ -262,28 +261,14 @@ def end_models(models, tiny_tokenizer):
     return tuple(_swap_output_rows(m, token, end) for m in models), end
 
 
-def _compare_with_reference(models, tokenizer, method, out, **kwargs):
-    small, large, tuned = models
-    for i, prompt in enumerate(PROMPTS):
-        ref = naive_collaborate(
-            small,
-            large,
-            tokenizer,
-            prompt,
-            prompt_id=i,
-            method=method,
-            small_tuned=tuned,
-            max_new_tokens=12,
-            **kwargs,
-        )
-        assert out.tokens[i] == ref["tokens"], f"prompt {i}"
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_special_token_stop_string_stops_the_row_when_emitted(end_models, tiny_tokenizer, method):
     models, end = end_models
     free = _run(models, tiny_tokenizer, method)
-    out = _run(models, tiny_tokenizer, method, stop=["<|end|>"])
+    # the naive reference stops at the same tokens, trace included
+    out = _check_against_reference(
+        models, tiny_tokenizer, method, "always", None, max_new_tokens=12, stop=["<|end|>"]
+    )
     assert any(end in row for row in free.tokens)
     for tokens, full, text in zip(out.tokens, free.tokens, out.texts, strict=True):
         expected = full[: full.index(end) + 1] if end in full else full
@@ -293,7 +278,6 @@ def test_special_token_stop_string_stops_the_row_when_emitted(end_models, tiny_t
             assert text == tiny_tokenizer.decode(tokens[:-1], skip_special_tokens=False)
     assert any(t[-1] == end and len(t) < 12 for t in out.tokens)
     assert len(out.trace) == sum(map(len, out.tokens))
-    _compare_with_reference(models, tiny_tokenizer, method, out, stop=["<|end|>"])
 
 
 def _two_stop_ids(rows: list[list[int]], specials: set[int]) -> tuple[int, int]:
@@ -327,12 +311,13 @@ def test_a_list_of_model_end_ids_stops_at_either(models, tiny_tokenizer, method)
     a, b = _two_stop_ids(free.tokens, specials)
     assert tiny_tokenizer.eos_token_id not in (a, b)
     ending = _with_eos(models, (a, b))
-    out = _run(ending, tiny_tokenizer, method)
+    out = _check_against_reference(
+        ending, tiny_tokenizer, method, "always", None, max_new_tokens=12
+    )
     for tokens, full in zip(out.tokens, free.tokens, strict=True):
         stops = [i for i, t in enumerate(full) if t in (a, b)]
         assert tokens == (full[: stops[0] + 1] if stops else full)
     assert {t[-1] for t in out.tokens} >= {a, b}
-    _compare_with_reference(ending, tiny_tokenizer, method, out)
 
 
 @pytest.mark.parametrize("method", ["contrastive", "speculative", "small"])

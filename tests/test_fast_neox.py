@@ -94,7 +94,6 @@ def test_logits_match_hf_on_random_configs(tiny_tokenizer, overrides):
 
 @pytest.mark.parametrize("name", ["e0", "e3"])
 def test_logits_match_hf_on_the_embedded_ladder(repo, name):
-
     folder = repo / "data" / "models" / "embedded" / name
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"no trained {name} (run the train_ladder stage)")
@@ -253,7 +252,6 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
 
 
 def test_only_gpt_neox_takes_the_lean_path():
-
     other = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))
     assert not supports(other)
     with pytest.raises(ValueError, match="GPT-NeoX"):

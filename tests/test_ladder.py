@@ -137,7 +137,6 @@ def test_bad_dtype_or_device():
 
 
 def test_heldout_loss_does_not_depend_on_padding(tiny_tokenizer):
-
     model = build_model(
         {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
         len(tiny_tokenizer),

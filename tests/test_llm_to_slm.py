@@ -409,7 +409,6 @@ def test_t5_encoder_variant(tiny_tokenizer, tmp_path):
 
 
 def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
-
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
@@ -431,7 +430,6 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_05_runs_with_tiny_parameters(tmp_path, monkeypatch):
-
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))

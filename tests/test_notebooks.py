@@ -58,7 +58,6 @@ def test_notebook_is_committed_clean(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameters_cell_holds_literals_only(path):
-
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     for node in ast.parse(cell.source).body:
@@ -138,7 +137,6 @@ def test_a_changed_params_value_reaches_the_stage(tmp_path):
     ],
 )
 def test_a_bad_params_value_names_the_file_and_the_key(tmp_path, change, named):
-
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["token_logging"].update(change)
     path = tmp_path / "params.yaml"
@@ -162,7 +160,6 @@ def test_stages_depend_on_every_fsgen_module_they_run():
 
 
 def test_dvc_accepts_the_pipeline():
-
     dvc = Path(sys.executable).with_name("dvc")
     done = subprocess.run([str(dvc), "dag"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or done.stdout

@@ -38,7 +38,6 @@ def test_every_number_comes_from_the_outputs(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(60)  # the budget for the quick start: under a minute on a CPU
 def test_quickstart_runs_offline(tmp_path, monkeypatch):
-
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))  # no trained ladder there: random models
     out = run_notebook("00_quickstart.ipynb", tmp_path)
     outputs = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
@@ -47,7 +46,6 @@ def test_quickstart_runs_offline(tmp_path, monkeypatch):
 
 
 def test_gpu_estimates_from_nominal_sizes():
-
     assert nominal_size("qwen1.5-1.8b") == 1.8e9 and nominal_size("pythia-70m") == 70e6
     with pytest.raises(ValueError, match="got 'gpt2'"):
         nominal_size("gpt2")

@@ -155,7 +155,6 @@ def test_learned_router_is_deterministic_and_beats_chance(trace, learned):
 
 
 def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
-
     torch.set_num_threads(1)
     large = _model(tiny_tokenizer, 32, 2, seed=1)
     small = _perturbed(large, 0.35, seed=2)
@@ -407,7 +406,6 @@ def test_area_and_call_rate_to_reach_on_known_curves():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
-
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))

@@ -125,7 +125,6 @@ def test_the_nested_test_needs_sizes_that_vary_apart_from_their_ratio():
 
 
 def test_leave_one_out_and_fit_table():
-
     ratios = np.array([2, 3, 4, 6, 8, 12, 16, 32], dtype=float)
     cf = scaling_law(ratios, 0.3, 0.7, 0.25)
     exact = leave_one_out_error(ratios, cf)

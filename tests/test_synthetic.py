@@ -75,6 +75,5 @@ def test_bad_arguments_name_the_value(kwargs, message):
 
 
 def test_make_problem_rejects_unknown_level():
-
     with pytest.raises(ValueError, match="level must be one of .* got 0"):
         make_problem(random.Random(0), 0)

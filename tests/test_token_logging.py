@@ -41,7 +41,6 @@ RUN = {
 
 @pytest.fixture(scope="module")
 def tiny_ladder(tmp_path_factory):
-
     root = tmp_path_factory.mktemp("root")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -122,7 +121,6 @@ def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
 
 
 def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
-
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))
     log_tokens(profile, tmp_path / "s", **(RUN | {"methods": ["oracle", "proxy"]}))

@@ -19,7 +19,6 @@ def test_digits_are_single_tokens(tiny_tokenizer):
 
 
 def test_special_tokens_and_chat_template(tiny_tokenizer, tmp_path):
-
     tiny_tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded.eos_token == "<|endoftext|>" and loaded.pad_token == "<|pad|>"
@@ -35,6 +34,5 @@ def test_special_tokens_and_chat_template(tiny_tokenizer, tmp_path):
 
 
 def test_vocab_size_too_small_is_rejected():
-
     with pytest.raises(ValueError, match="vocab_size must be at least .* got 100"):
         train_tokenizer(["a b c"], vocab_size=100)
