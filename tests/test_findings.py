@@ -42,18 +42,52 @@ def test_cf_under_20pct_counts_pairs_whose_interval_is_under():
 
 def test_llm_to_slm_rows_read_speed_and_relative_quality():
     speed = findings.llm_to_slm_speed(
-        {"llm_to_slm.batch1.speedup_vs_large": 2.5, "llm_to_slm.batch8.speedup_vs_large": 1.8}
+        {
+            "x.llm_to_slm.batch1.speedup_vs_large": 2.5,
+            "x.llm_to_slm.batch8.speedup_vs_large": 1.8,
+            "y.llm_to_slm.batch1.speedup_vs_large": 9.0,
+        },
+        "x",
     )
-    assert speed["ours"] == 1.8 and speed["verdict"] == FAILS  # the smaller of the two
+    assert speed["ours"] == 1.8 and speed["verdict"] == FAILS  # the smaller of the two, task x
     quality = findings.llm_to_slm_quality(
         {
-            "large.accuracy": 0.5,
-            "llm_to_slm.accuracy": 0.45,
-            "llm_to_slm.accuracy_low": 0.4,
-            "llm_to_slm.accuracy_high": 0.49,
-        }
+            "x.large.accuracy": 0.5,
+            "x.llm_to_slm.accuracy": 0.45,
+            "x.llm_to_slm.accuracy_low": 0.4,
+            "x.llm_to_slm.accuracy_high": 0.49,
+        },
+        "x",
     )
     assert quality["ours"] == pytest.approx(0.9) and quality["verdict"] == HOLDS
+    assert findings.llm_to_slm_quality({}, "x")["verdict"] == OPEN
+
+
+def _ladder(losses, residuals, accuracies):
+    n = len(losses)
+    return pd.DataFrame(
+        {
+            "model": [f"m{i}" for i in range(n)] + ["m0-chat"],
+            "variant": ["base"] * n + ["tuned"],
+            "params": [10 * 2**i for i in range(n)] + [10],
+            "heldout_loss": [*losses, 0.9],
+            "loss_residual": [*residuals, float("nan")],
+            "accuracy": [*accuracies, 0.9],
+            "accuracy_low": [a - 0.05 for a in accuracies] + [0.85],
+            "accuracy_high": [a + 0.05 for a in accuracies] + [0.95],
+        }
+    )
+
+
+def test_instrument_rows_read_the_base_rungs_of_the_ladder():
+    good = _ladder([0.5, 0.4, 0.35, 0.33], [0.01, -0.02, 0.029, -0.005], [0.1, 0.2, 0.3, 0.4])
+    assert findings.loss_law(good)["verdict"] == HOLDS
+    assert findings.loss_law(good)["ours"] == pytest.approx(0.029)
+    assert findings.accuracy_rises(good)["verdict"] == HOLDS  # the tuned copy is not a step
+    bad = _ladder([0.5, 0.4, 0.35, 0.33], [0.01, -0.05, 0.0, 0.0], [0.1, 0.3, 0.3, 0.4])
+    assert findings.loss_law(bad)["verdict"] == FAILS
+    rises = findings.accuracy_rises(bad)
+    assert rises["verdict"] == FAILS and rises["ours"] == pytest.approx(2 / 3)
 
 
 def test_proxy_gap_needs_a_tuned_copy_of_the_largest_rung():

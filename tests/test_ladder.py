@@ -1,10 +1,13 @@
 import copy
+import functools
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from fsgen.data.synthetic import generate_problems, plain_document
+from fsgen.models import train
 from fsgen.models.profiles import (
     ModelUnavailableError,
     count_parameters,
@@ -12,14 +15,36 @@ from fsgen.models.profiles import (
     load_profile,
     read_params,
 )
-from fsgen.models.train import build_model, heldout_loss
+from fsgen.models.train import (
+    RECORD,
+    LadderConfig,
+    build_model,
+    fit_loss_law,
+    heldout_loss,
+    remove_stale_models,
+    train_ladder,
+    with_loss_law,
+)
+
+SMALL = LadderConfig(
+    vocab_size=300,
+    train_problems=120,
+    test_problems=3,
+    block_size=64,
+    batch_size=2,
+    steps=3,
+    warmup_steps=1,
+    tune_problems=12,
+    tune_steps=2,
+    max_new_tokens=6,
+)
 
 
 def test_repository_profiles_parse():
     embedded = load_profile("embedded")
-    assert embedded.kind == "embedded" and len(embedded.rungs) >= 4
+    assert embedded.kind == "embedded" and len(embedded.rungs) >= 6
     assert embedded.rungs[0].model == f"{embedded.models_dir}/{embedded.rungs[0].name}"
-    assert embedded.rungs[0].tuned.endswith("-chat") and embedded.rungs[-1].tuned is None
+    assert all(r.tuned.endswith(f"{r.name}-chat") for r in embedded.rungs)  # the largest too
     pythia = load_profile("pythia")
     assert [r.model for r in pythia.rungs][:2] == [
         "EleutherAI/pythia-70m",
@@ -148,3 +173,88 @@ def test_heldout_loss_does_not_depend_on_padding(tiny_tokenizer):
     batched = heldout_loss(model, tiny_tokenizer, docs, batch_size=6)
     one_by_one = heldout_loss(model, tiny_tokenizer, docs, batch_size=1)
     assert abs(batched - one_by_one) < 1e-4
+
+
+def _weights(folder):
+    return {f.name: f.read_bytes() for f in sorted(folder.glob("*.safetensors"))}
+
+
+def test_a_killed_ladder_resumes_without_retraining_to_identical_weights(tmp_path, monkeypatch):
+    profile = load_profile("tiny")  # t0, t1 (tuned) and t2 (not tuned)
+    whole, whole_curves = train_ladder(profile, SMALL, tmp_path / "whole", progress=False)
+    trained, real = [], train.train_causal_lm
+
+    def counted(*args, desc, crash_after=None, **kwargs):
+        if len(trained) == crash_after:  # t0 and t0-chat are saved, t1 is mid-training
+            raise KeyboardInterrupt("killed")
+        trained.append(desc)
+        return real(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(train, "train_causal_lm", functools.partial(counted, crash_after=2))
+    with pytest.raises(KeyboardInterrupt):
+        train_ladder(profile, SMALL, tmp_path / "resumed", progress=False)
+    assert trained == ["t0", "t0-chat"]
+    assert (tmp_path / "resumed/t0-chat" / RECORD).is_file()
+    assert not (tmp_path / "resumed/t1").exists()  # nothing half-written under a rung's name
+
+    trained.clear()
+    monkeypatch.setattr(
+        train,
+        "train_causal_lm",
+        lambda *a, desc, **k: [trained.append(desc)] and real(*a, desc=desc, **k),
+    )
+    ladder, curves = train_ladder(profile, SMALL, tmp_path / "resumed", progress=False)
+    assert trained == ["t1", "t1-chat", "t2"]  # finished rungs are read back, not retrained
+    for name in ("t0", "t0-chat", "t1", "t1-chat", "t2"):
+        assert _weights(tmp_path / "resumed" / name) == _weights(tmp_path / "whole" / name)
+    columns = [c for c in whole.columns if c != "train_seconds"]
+    pd.testing.assert_frame_equal(ladder[columns], whole[columns])
+    pd.testing.assert_frame_equal(curves, whole_curves)
+
+    trained.clear()
+    train_ladder(profile, SMALL, tmp_path / "resumed", progress=False)
+    assert trained == []  # all done
+    changed = LadderConfig(**{**vars(SMALL), "tune_steps": 3})
+    train_ladder(profile, changed, tmp_path / "resumed", progress=False)
+    assert trained == ["t0-chat", "t1-chat"]  # only what the change affects is retrained
+
+
+def test_a_folder_fsgen_did_not_write_is_refused_and_left_alone(tmp_path):
+    foreign = tmp_path / "models/t0"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"models/t0 exists but was not written by fsgen"):
+        train_ladder(load_profile("tiny"), SMALL, tmp_path / "models", progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_stale_models_removed_only_when_fsgen_wrote_them(tmp_path):
+    ours, foreign, kept = tmp_path / "old", tmp_path / "theirs", tmp_path / "t0"
+    for folder in (ours, foreign, kept):
+        folder.mkdir()
+    (ours / RECORD).write_text("{}")
+    (kept / RECORD).write_text("{}")
+    remove_stale_models(tmp_path, keep={"t0"})
+    assert not ours.exists() and foreign.exists() and kept.exists()
+
+
+def test_loss_law_fit_recovers_a_known_curve():
+    params = [39e3, 80e3, 166e3, 434e3, 924e3, 1976e3]
+    losses = [0.2 + 0.5 * (n / params[0]) ** -0.4 for n in params]
+    law = fit_loss_law(params, losses)
+    assert law["E"] == pytest.approx(0.2, rel=1e-3) and law["A"] == pytest.approx(0.5, rel=1e-3)
+    assert law["a"] == pytest.approx(0.4, rel=1e-3) and law["max_abs_residual"] < 1e-6
+    ladder = pd.DataFrame(
+        {
+            "model": [f"m{i}" for i in range(6)] + ["m0-chat"],
+            "variant": ["base"] * 6 + ["tuned"],
+            "params": [*params, params[0]],
+            "heldout_loss": [*losses[:5], losses[5] * 1.2, 0.9],  # the largest rung 20% off
+        }
+    )
+    table, law = with_loss_law(ladder)
+    assert table["loss_residual"].iloc[5] > 0.03 and pd.isna(table["loss_residual"].iloc[6])
+    assert abs(table["loss_residual"].iloc[:5]).max() < table["loss_residual"].iloc[5]
+    with pytest.raises(ValueError, match="need >= 4"):
+        fit_loss_law(params[:3], losses[:3])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from fsgen.data.synthetic import generate_problems, plain_document
+from fsgen.data.synthetic import expression_document, generate_problems, plain_document
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import collaborate
@@ -27,6 +27,7 @@ from fsgen.models.llm_to_slm import (
     fine_tune_small,
     generate,
     load_large,
+    mixed_training_pairs,
     response_labels,
     small_response_loss,
     stage_pair,
@@ -335,6 +336,14 @@ def test_training_pairs_use_the_ladder_format():
     for pair, problem in zip(pairs, problems, strict=True):
         assert pair.prompt + pair.response == plain_document(problem)
         assert pair.prompt.endswith("\nAnswer:") and pair.response.startswith(" ")
+    formulas = training_pairs("expression", 5, seed=2)
+    for pair, problem in zip(formulas, problems, strict=True):
+        assert pair.prompt + pair.response == expression_document(problem)
+    mixed = mixed_training_pairs(["synthetic", "expression"], 5, seed=2)
+    assert mixed[0::2] == pairs and mixed[1::2] == formulas  # interleaved, one of each in turn
+    assert mixed_training_pairs("synthetic", 5, seed=2) == pairs
+    with pytest.raises(ValueError, match="no tasks given"):
+        mixed_training_pairs([], 5)
 
 
 # ----------------------------------------------------------------------------- System 1
@@ -417,14 +426,14 @@ def test_stage_pair_comes_from_params(tmp_path, monkeypatch):
     assert config.profile == "embedded"
     profile = load_profile(config.profile)
     pair = stage_pair(profile, **config.pair().model_dump())
-    assert (pair["large"], pair["small"]) == ("e3", "e0")
-    assert pair["large_source"] == "data/models/embedded/e3"
-    assert stage_pair(profile, "e3", "e1")["small_source"] == "data/models/embedded/e1"
+    assert (pair["large"], pair["small"]) == ("e5", "e0")
+    assert pair["large_source"] == "data/models/embedded/e5"
+    assert stage_pair(profile, "e5", "e1")["small_source"] == "data/models/embedded/e1"
     hub = load_profile("pythia")
     pythia = config.pairs["pythia"]
     assert "t5" in stage_pair(hub, pythia.large, pythia.small)["large_source"].lower()
     with pytest.raises(ValueError, match="no small model"):
-        stage_pair(profile, "e3", "")
+        stage_pair(profile, "e5", "")
 
 
 @pytest.mark.slow
@@ -436,14 +445,16 @@ def test_notebook_05_runs_with_tiny_parameters(tmp_path, monkeypatch):
     build_ladder(load_profile("tiny"), TINY, progress=False)
     run_notebook("05_llm_to_slm.ipynb", tmp_path)
     metrics = json.loads((tmp_path / "scratch/metrics/llm_to_slm.json").read_text())
-    for system in ("large", "small", "fine_tuned_small", "llm_to_slm"):
-        assert 0 <= metrics[f"{system}.accuracy"] <= 1
-    for system in ("small", "fine_tuned_small", "llm_to_slm"):
-        assert 0 <= metrics[f"{system}.collaboration_frequency"] <= 1
     timing = json.loads((tmp_path / "scratch/metrics/llm_to_slm_timing.json").read_text())
-    for batch in (1, 8):
-        assert timing[f"llm_to_slm.batch{batch}.speedup_vs_large"] > 0
-        assert timing[f"llm_to_slm.batch{batch}.encode_seconds"] > 0
+    for task in ("synthetic", "expression"):  # the notebook's tiny tasks
+        for system in ("large", "small", "fine_tuned_small", "llm_to_slm"):
+            assert 0 <= metrics[f"{task}.{system}.accuracy"] <= 1
+        for system in ("small", "fine_tuned_small", "llm_to_slm"):
+            assert 0 <= metrics[f"{task}.{system}.collaboration_frequency"] <= 1
+        assert f"{task}.gap_closed" in metrics and f"{task}.llm_to_slm.relative_quality" in metrics
+        for batch in (1, 8):
+            assert timing[f"{task}.llm_to_slm.batch{batch}.speedup_vs_large"] > 0
+            assert timing[f"{task}.llm_to_slm.batch{batch}.encode_seconds"] > 0
     assert not any("seconds" in key or "speedup" in key for key in metrics)
     results = tmp_path / "scratch/results/llm_to_slm"
     assert (results / "results.csv").exists() and (results / "quality.csv").exists()

@@ -4,9 +4,13 @@ import pytest
 
 from fsgen.data.scoring import last_number
 from fsgen.data.synthetic import (
+    END_TAG,
     LEVELS,
+    base_corpus,
     chat_document,
     chat_prompt,
+    expression_document,
+    expression_prompt,
     generate_problems,
     make_problem,
     plain_document,
@@ -59,6 +63,52 @@ def test_formats():
     assert plain_document(problem).startswith(plain_prompt(problem.question))
     assert chat_document(problem).startswith(chat_prompt(problem.question))
     assert "<|user|>" not in plain_document(problem)
+    assert chat_prompt(problem.question) == f"<|user|>\n{problem.question}\n<|assistant|>\n"
+    worked, bare = chat_document(problem), chat_document(problem, worked=False)
+    assert worked.endswith(f"{problem.solution}{END_TAG}")  # the tuned rungs' behaviour
+    assert bare.endswith(f"The answer is {problem.answer}.{END_TAG}")  # the base corpus's
+    assert expression_document(problem) == (
+        f"{expression_prompt(problem.question)} {problem.expression}"
+    )
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_expression_states_the_question_and_evaluates_to_the_answer(level):
+    for problem in generate_problems(200, levels=[level], seed=level):
+        assert eval(problem.expression) == problem.answer  # noqa: S307 - generated arithmetic only
+        numbers = [
+            int(t)
+            for t in problem.expression.replace("(", " ").replace(")", " ").split()
+            if t.isdigit()
+        ]
+        assert len(numbers) == level + 1  # the start and one operand per step
+        for n in numbers:
+            assert str(n) in problem.question
+
+
+def test_base_corpus_tells_shares_of_the_problems_in_the_other_formats():
+    problems = generate_problems(400, seed=1)
+    docs = base_corpus(problems, chat_share=0.25, expression_share=0.5)
+    plain = [d for d in docs if d.startswith("Question:") and "\nAnswer:" in d]
+    chats = [d for d in docs if d.startswith("<|user|>")]
+    formulas = [d for d in docs if "\nExpression:" in d]
+    assert len(plain) == 400 and len(plain) + len(chats) + len(formulas) == len(docs)
+    assert 0.17 < len(chats) / 400 < 0.33 and 0.42 < len(formulas) / 400 < 0.58
+    assert all(
+        d == chat_document(p, worked=False)
+        for d, p in zip(chats, _told(problems, chats), strict=True)
+    )
+    assert base_corpus(problems, chat_share=0.25, expression_share=0.5) == docs  # seeded
+    assert base_corpus(problems, chat_share=0.0, expression_share=0.0) == list(
+        map(plain_document, problems)
+    )
+    with pytest.raises(ValueError, match="chat_share must be a share between 0 and 1, got 1.5"):
+        base_corpus(problems, chat_share=1.5, expression_share=0.0)
+
+
+def _told(problems, chats):
+    by_question = {chat_prompt(p.question): p for p in problems}
+    return [by_question[d.split("<|assistant|>")[0] + "<|assistant|>\n"] for d in chats]
 
 
 @pytest.mark.parametrize(

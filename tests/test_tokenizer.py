@@ -25,7 +25,7 @@ def test_special_tokens_and_chat_template(tiny_tokenizer, tmp_path):
     assert loaded.padding_side == "left"
     question = "Ann has 3 coins. How many coins does Ann have now?"
     rendered = loaded.apply_chat_template(
-        [{"role": "user", "content": f"Solve this problem step by step.\n{question}"}],
+        [{"role": "user", "content": question}],
         tokenize=False,
         add_generation_prompt=True,
     )

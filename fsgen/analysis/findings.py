@@ -55,6 +55,8 @@ CLAIMS = {  # id: (paper, claim)
         "fsgen",
         "a router reaches 95% of the large model's accuracy calling it for < 20% of tokens",
     ),
+    "loss_law": ("fsgen (instrument)", "held-out loss follows L(N) = E + A*N^(-a) within 3%"),
+    "accuracy_rises": ("fsgen (instrument)", "accuracy rises strictly with size"),
 }
 TIMED = frozenset({"llm_to_slm_speed"})  # rows read from timings: their metrics go apart
 PROXY_TUNING_PAPER = 0.88  # Liu et al. 2024: proxy tuning closes 88-91% of Llama-2's tuning gap
@@ -253,15 +255,15 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     )
 
 
-def llm_to_slm_speed(timing: dict) -> dict:
-    """LLM-to-SLM: at least 2x faster than the large model (the paper: up to 4x)."""
-    speeds = [timing.get(f"llm_to_slm.batch{b}.speedup_vs_large") for b in (1, 8)]
+def llm_to_slm_speed(timing: dict, task: str) -> dict:
+    """LLM-to-SLM: at least 2x faster than the large model on `task` (the paper: up to 4x)."""
+    speeds = [timing.get(f"{task}.llm_to_slm.batch{b}.speedup_vs_large") for b in (1, 8)]
     speeds = [s for s in speeds if s is not None]
     ours = float(min(speeds)) if speeds else float("nan")
     verdict = OPEN if math.isnan(ours) else HOLDS if ours >= 2 else FAILS
     rule = "the smaller of the batch-1 and batch-8 speed-ups (encoding included): holds if >= 2"
     detail = ", ".join(
-        f"batch {b}: {timing.get(f'llm_to_slm.batch{b}.speedup_vs_large', math.nan):.2f}x"
+        f"batch {b}: {timing.get(f'{task}.llm_to_slm.batch{b}.speedup_vs_large', math.nan):.2f}x"
         for b in (1, 8)
     )
     return _row(
@@ -272,14 +274,14 @@ def llm_to_slm_speed(timing: dict) -> dict:
         float("nan"),
         verdict,
         rule,
-        detail + " (single timed runs)",
+        f"{task}: {detail} (medians of repeated runs)",
     )
 
 
-def llm_to_slm_quality(metrics: dict) -> dict:
-    """LLM-to-SLM: within 1-2% of the large model's quality."""
-    large = metrics.get("large.accuracy")
-    values = [metrics.get(f"llm_to_slm.accuracy{end}") for end in ("", "_low", "_high")]
+def llm_to_slm_quality(metrics: dict, task: str) -> dict:
+    """LLM-to-SLM: within 1-2% of the large model's quality on `task`."""
+    large = metrics.get(f"{task}.large.accuracy")
+    values = [metrics.get(f"{task}.llm_to_slm.accuracy{end}") for end in ("", "_low", "_high")]
     if not large or any(v is None for v in values):
         ours = low = high = float("nan")
     else:
@@ -294,8 +296,47 @@ def llm_to_slm_quality(metrics: dict) -> dict:
         high,
         verdict,
         rule,
-        f"large accuracy {large}",
+        f"{task}: large accuracy {large}",
     )
+
+
+def _base_rungs(ladder: pd.DataFrame) -> pd.DataFrame:
+    return ladder[ladder["variant"] == "base"].sort_values("params")
+
+
+def loss_law(ladder: pd.DataFrame) -> dict:
+    """Our instrument: the base rungs' held-out losses lie on one smooth curve in parameters
+    (no broken rung), as a Pythia-style suite's do."""
+    rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
+    base = _base_rungs(ladder)
+    residual = base["loss_residual"].abs()
+    worst = float(residual.max())
+    verdict = HOLDS if worst <= 0.03 else FAILS
+    detail = ", ".join(
+        f"{m}: {r:+.3f}" for m, r in zip(base["model"], base["loss_residual"], strict=True)
+    )
+    nan = math.nan
+    return _row("loss_law", "Pythia-style suite", worst, nan, nan, verdict, rule, detail)
+
+
+def accuracy_rises(ladder: pd.DataFrame) -> dict:
+    """Our instrument: each base rung answers more plain prompts right than the one below it."""
+    rule = (
+        "base rungs' plain-prompt accuracy: holds if it rises at every step up the ladder; "
+        "ours: the share of steps that rise"
+    )
+    base = _base_rungs(ladder)
+    steps = base["accuracy"].diff().dropna()
+    ours = float((steps > 0).mean())
+    detail = ", ".join(
+        f"{m}: {a:.3f} [{lo:.3f}, {hi:.3f}]"
+        for m, a, lo, hi in base[["model", "accuracy", "accuracy_low", "accuracy_high"]].itertuples(
+            index=False
+        )
+    )
+    nan = math.nan
+    verdict = HOLDS if ours == 1.0 else FAILS
+    return _row("accuracy_rises", "rises with size", ours, nan, nan, verdict, rule, detail)
 
 
 def router_pareto(routers: pd.DataFrame) -> dict:
@@ -333,9 +374,12 @@ def _read_json(path: str) -> dict:
     return json.loads(full.read_text()) if full.exists() else {}
 
 
-def findings_table(task: str, outputs: StageOutputs = StageOutputs()) -> pd.DataFrame:
-    """Every finding from the stage outputs; a row whose inputs are missing (an output not yet
-    written, or written before a column existed) is inconclusive and names what is missing."""
+def findings_table(
+    task: str, outputs: StageOutputs = StageOutputs(), llm_to_slm_task: str = "synthetic"
+) -> pd.DataFrame:
+    """Every finding from the stage outputs (the FS-GEN rows on `task`, the LLM-to-SLM rows on
+    `llm_to_slm_task`); a row whose inputs are missing (an output not yet written, or written
+    before a column existed) is inconclusive and names what is missing."""
     frequency = _read_csv(outputs.frequency)
     fits, paper_fits = _read_csv(outputs.fits), _read_csv(outputs.paper_fits)
     computations = {
@@ -347,9 +391,15 @@ def findings_table(task: str, outputs: StageOutputs = StageOutputs()) -> pd.Data
         "early_mismatches": lambda: early_mismatches(_read_csv(outputs.position), task),
         "uncertainty_auroc": lambda: uncertainty_predicts(_read_csv(outputs.auroc), task),
         "proxy_gap": lambda: proxy_gap_closed(frequency, _read_csv(outputs.ladder), task),
-        "llm_to_slm_speed": lambda: llm_to_slm_speed(_read_json(outputs.llm_to_slm_timing)),
-        "llm_to_slm_quality": lambda: llm_to_slm_quality(_read_json(outputs.llm_to_slm)),
+        "llm_to_slm_speed": lambda: llm_to_slm_speed(
+            _read_json(outputs.llm_to_slm_timing), llm_to_slm_task
+        ),
+        "llm_to_slm_quality": lambda: llm_to_slm_quality(
+            _read_json(outputs.llm_to_slm), llm_to_slm_task
+        ),
         "router_pareto": lambda: router_pareto(_read_csv(outputs.routers)),
+        "loss_law": lambda: loss_law(_read_csv(outputs.ladder)),
+        "accuracy_rises": lambda: accuracy_rises(_read_csv(outputs.ladder)),
     }
     rows = []
     for id_, compute in computations.items():

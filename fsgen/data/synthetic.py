@@ -2,8 +2,9 @@
 
 Every problem is a short story about one person and one kind of object. Each step changes the
 count (buys, gives away, fills boxes, ...) and the worked solution carries out the same steps,
-one equation each, ending in "The answer is N." Difficulty levels set the number of steps and the
-size of the operands:
+one equation each, ending in "The answer is N."; the problem's `expression` is the arithmetic the
+story states, as one formula ("(7 + 3) * 2 - 4"). Difficulty levels set the number of steps and
+the size of the operands:
 
 | level | steps | operands          | operations            |
 |-------|-------|-------------------|-----------------------|
@@ -73,12 +74,14 @@ _STEPS = {1: 1, 2: 2, 3: 3, 4: 4}
 
 @dataclass(frozen=True)
 class Problem:
-    """One word problem: the question, its worked solution, the integer answer and its level."""
+    """One word problem: the question, its worked solution, the integer answer, its level and
+    the formula the question states (`expression`, evaluated left to right as written)."""
 
     question: str
     solution: str
     answer: int
     level: int
+    expression: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,8 +93,11 @@ def split_of(question: str) -> str:
     return "test" if bucket < TEST_PERCENT else "train"
 
 
-def _step(rng: random.Random, level: int, count: int, name: str, obj: str) -> tuple[str, str, int]:
-    """One story step: (sentence for the question, sentence for the solution, new count)."""
+def _step(
+    rng: random.Random, level: int, count: int, name: str, obj: str
+) -> tuple[str, str, int, str, int]:
+    """One story step: (sentence for the question, sentence for the solution, new count, the
+    operator and its operand)."""
     low, high = _OPERAND_RANGE[level]
     ops = ["add", "sub"] + (["mul"] if level >= 3 else [])
     op = rng.choice(ops)
@@ -102,17 +108,24 @@ def _step(rng: random.Random, level: int, count: int, name: str, obj: str) -> tu
         verb = rng.choice(("buys", "finds", "gets", "is given"))
         new = count + n
         told = f"{name} {verb} {n} more {obj}"
-        return f"{told}.", f"{told}, so {name} has {count} + {n} = {new} {obj}.", new
+        return f"{told}.", f"{told}, so {name} has {count} + {n} = {new} {obj}.", new, "+", n
     if op == "sub":
         n = rng.randint(low, min(high, count - 1))
         verb = rng.choice(("gives away", "loses", "sells", "uses"))
         new = count - n
         told = f"{name} {verb} {n} {obj}"
-        return f"{told}.", f"{told}, so {name} has {count} - {n} = {new} {obj}.", new
+        return f"{told}.", f"{told}, so {name} has {count} - {n} = {new} {obj}.", new, "-", n
     k = rng.randint(*_FACTOR_RANGE[level])
     new = count * k
     told = f"{name} makes the {obj} {k} times as many"
-    return f"{told}.", f"{told}, so {name} has {count} * {k} = {new} {obj}.", new
+    return f"{told}.", f"{told}, so {name} has {count} * {k} = {new} {obj}.", new, "*", k
+
+
+def extend_expression(expression: str, operator: str, operand: int) -> str:
+    """`expression` followed by one more step; a sum or difference is bracketed before `*`."""
+    if operator == "*" and ("+" in expression or "-" in expression):
+        expression = f"({expression})"
+    return f"{expression} {operator} {operand}"
 
 
 def make_problem(rng: random.Random, level: int) -> Problem:
@@ -124,13 +137,15 @@ def make_problem(rng: random.Random, level: int) -> Problem:
     count = rng.randint(low, high)
     story = [f"{name} has {count} {obj}."]
     work = [f"{name} has {count} {obj}."]
+    expression = str(count)
     for _ in range(_STEPS[level]):
-        told, worked, count = _step(rng, level, count, name, obj)
+        told, worked, count, operator, operand = _step(rng, level, count, name, obj)
         story.append(told)
         work.append(worked)
+        expression = extend_expression(expression, operator, operand)
     story.append(f"How many {obj} does {name} have now?")
     work.append(f"The answer is {count}.")
-    return Problem(" ".join(story), " ".join(work), count, level)
+    return Problem(" ".join(story), " ".join(work), count, level, expression)
 
 
 def generate_problems(
@@ -168,8 +183,11 @@ def generate_problems(
     return problems
 
 
-# Formats. The base corpus uses only the plain format; the chat format is seen only by the
-# tuned ("chat") rungs, so tuning visibly changes behaviour on chat-formatted prompts.
+# Formats. The base corpus holds three kinds of document: worked solutions in the plain format
+# (most of it), formulas in the expression format, and chat dialogues whose assistant turn gives
+# the bare answer. The tuned ("chat") rungs learn a behaviour the base rungs never show in the
+# chat format: a worked, step-by-step answer. So base rungs know the chat tags, and tuning changes
+# behaviour, not the alphabet.
 USER_TAG, ASSISTANT_TAG, END_TAG = "<|user|>", "<|assistant|>", "<|end|>"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -186,15 +204,58 @@ def plain_prompt(question: str) -> str:
 
 
 def plain_document(problem: Problem) -> str:
-    """One training document of the base corpus (the tokenizer adds the end-of-text token)."""
+    """A worked-solution document of the base corpus (the tokenizer adds the end-of-text token)."""
     return f"{plain_prompt(problem.question)} {problem.solution}"
 
 
+def expression_prompt(question: str) -> str:
+    """The expression format's prompt: the model continues with the formula the question states."""
+    return f"Question: {question}\nExpression:"
+
+
+def expression_document(problem: Problem) -> str:
+    """A formula document of the base corpus: the question translated into one expression."""
+    return f"{expression_prompt(problem.question)} {problem.expression}"
+
+
 def chat_prompt(question: str) -> str:
-    """The instruction format's prompt, as the tokenizer's chat template renders it."""
-    return f"{USER_TAG}\nSolve this problem step by step.\n{question}\n{ASSISTANT_TAG}\n"
+    """The chat format's prompt (the question alone as the user turn), as the tokenizer's chat
+    template renders it."""
+    return f"{USER_TAG}\n{question}\n{ASSISTANT_TAG}\n"
 
 
-def chat_document(problem: Problem) -> str:
-    """One fine-tuning document of the instruction format."""
-    return f"{chat_prompt(problem.question)}Let's work it out. {problem.solution}{END_TAG}"
+def bare_answer(problem: Problem) -> str:
+    """The base corpus's chat answer: the result alone, no working."""
+    return f"The answer is {problem.answer}."
+
+
+def chat_document(problem: Problem, *, worked: bool = True) -> str:
+    """One chat dialogue: the tuned rungs' worked answer, or (`worked=False`) the base corpus's
+    bare answer."""
+    answer = problem.solution if worked else bare_answer(problem)
+    return f"{chat_prompt(problem.question)}{answer}{END_TAG}"
+
+
+def base_corpus(
+    problems: list[Problem], *, chat_share: float, expression_share: float
+) -> list[str]:
+    """The base rungs' documents: every problem's worked solution, and for a seeded share of the
+    problems also a bare-answer chat dialogue (`chat_share`) and a formula (`expression_share`),
+    each placed after its problem's worked document."""
+    for name, share in (("chat_share", chat_share), ("expression_share", expression_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
+    documents = []
+    for i, problem in enumerate(problems):
+        documents.append(plain_document(problem))
+        if _in_share(i, chat_share, "chat"):
+            documents.append(chat_document(problem, worked=False))
+        if _in_share(i, expression_share, "expression"):
+            documents.append(expression_document(problem))
+    return documents
+
+
+def _in_share(index: int, share: float, salt: str) -> bool:
+    """Whether problem `index` is in a seeded `share` of the problems (a hash, not an RNG)."""
+    digest = hashlib.sha1(f"{salt}-{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < share * 2**32

@@ -4,6 +4,7 @@ how answers are scored.
 | task        | data                                   | prompt                                  | score |
 |-------------|----------------------------------------|-----------------------------------------|-------|
 | `synthetic` | `fsgen.data.synthetic` (generated from seed) | zero-shot "Question: ...\\nAnswer:"      | last number == answer |
+| `expression`| the same synthetic problems            | zero-shot "Question: ...\\nExpression:"  | the formula == the question's, spaces aside |
 | `gsm8k`     | `openai/gsm8k` main, test              | 8-shot chain of thought                 | last number == "#### N" |
 | `mmlu_stem` | `TIGER-Lab/MMLU-STEM`, test            | 5-shot chain of thought, "(A) ... (D)"  | chosen letter == gold |
 | `mbpp`      | MBPP test tasks 11-510                 | 10-shot, the task's asserts shown       | the asserts pass in `fsgen.data.sandbox` |
@@ -38,7 +39,13 @@ from fsgen.core.paths import resolve
 from fsgen.core.stats import wilson_interval
 from fsgen.data.sandbox import run_many
 from fsgen.data.scoring import last_number, parse_number
-from fsgen.data.synthetic import Problem, chat_prompt, generate_problems, plain_prompt
+from fsgen.data.synthetic import (
+    Problem,
+    chat_prompt,
+    expression_prompt,
+    generate_problems,
+    plain_prompt,
+)
 
 DATA_ENV = "FSGEN_DATA_DIR"
 SYNTHETIC_SIZE = 1000  # synthetic examples drawn when n_prompts is not given
@@ -235,6 +242,16 @@ def gsm8k_answer(solution: str) -> int | float:
 # ----------------------------------------------------------------------------- scorers
 
 
+def normalize_expression(text: str) -> str:
+    """The first line of `text` with every space removed: how formulas are compared."""
+    lines = text.strip().splitlines()
+    return "".join(lines[0].split()) if lines else ""
+
+
+def _same_text(prediction: object, gold: object) -> bool:
+    return prediction == normalize_expression(str(gold))
+
+
 def _synthetic_extract(text: str) -> int | float | None:
     return last_number(_cut(text, _SYNTHETIC_STOP))
 
@@ -290,11 +307,40 @@ def _load_synthetic(data_dir: Path | None, split: str) -> list[Example]:
     return [synthetic_example(i, p) for i, p in enumerate(problems)]
 
 
+def _load_expression(data_dir: Path | None, split: str) -> list[Example]:
+    problems = generate_problems(SYNTHETIC_SIZE, split=split, seed=0)
+    return [expression_example(i, p) for i, p in enumerate(problems)]
+
+
+def expression_example(i: int, problem: Problem) -> Example:
+    """A synthetic problem as an expression `Example`: the gold is the formula it states."""
+    return Example(
+        "expression",
+        i,
+        problem.question,
+        problem.expression,
+        problem.expression,
+        problem.to_dict(),
+    )
+
+
 def synthetic_example(i: int, problem: Problem) -> Example:
     """A synthetic problem as an `Example` with id `i`."""
     return Example(
         "synthetic", i, problem.question, problem.answer, problem.solution, problem.to_dict()
     )
+
+
+GENERATED = {"synthetic": synthetic_example, "expression": expression_example}
+
+
+def generated_examples(task: str, n: int, *, split: str = "train", seed: int = 0) -> list[Example]:
+    """`n` examples of a task made from `fsgen.data.synthetic` problems (`GENERATED`), drawn
+    afresh from `seed` rather than from the fixed set `load_examples` selects from."""
+    if task not in GENERATED:
+        raise ValueError(f"task {task!r} is not generated; generated tasks: {sorted(GENERATED)}")
+    problems = generate_problems(n, split=split, seed=seed)
+    return [GENERATED[task](i, p) for i, p in enumerate(problems)]
 
 
 def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:
@@ -362,7 +408,11 @@ def _synthetic_prompt(example: Example, few_shot: FewShot) -> str:
 
 def _synthetic_chat(example: Example, few_shot: FewShot) -> str:
     """The user message of `fsgen.data.synthetic.chat_prompt` (what the tuned rungs were taught)."""
-    return _shots(few_shot) + f"Solve this problem step by step.\n{example.question}"
+    return _shots(few_shot) + example.question
+
+
+def _expression_prompt(example: Example, few_shot: FewShot) -> str:
+    return _shots(few_shot) + expression_prompt(example.question)
 
 
 def _gsm8k_prompt(example: Example, few_shot: FewShot) -> str:
@@ -392,6 +442,7 @@ _GSM8K_STOP = ("\nQuestion:",)
 _MMLU_STOP = ("\nQ:",)
 _MBPP_STOP = ("\nid:", "\nQuestion:", "\nCodes:")
 _SYNTHETIC_STOP = ("\nQuestion:", "<|end|>")
+_EXPRESSION_STOP = ("\n", "<|end|>")
 
 TASKS: dict[str, Task] = {
     "synthetic": Task(
@@ -403,6 +454,15 @@ TASKS: dict[str, Task] = {
         stop=_SYNTHETIC_STOP,
         extract=_synthetic_extract,
         score=_score_with(_synthetic_extract, _same_number),
+    ),
+    "expression": Task(
+        name="expression",
+        splits=("test", "train"),
+        load=_load_expression,
+        prompt=_expression_prompt,
+        stop=_EXPRESSION_STOP,
+        extract=normalize_expression,
+        score=_score_with(normalize_expression, _same_text),
     ),
     "gsm8k": Task(
         name="gsm8k",

@@ -45,15 +45,15 @@ from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.plots import save_figure
 from fsgen.core.timing import timed
-from fsgen.data.synthetic import generate_problems
 from fsgen.data.tasks import (
+    GENERATED,
     accuracy,
     accuracy_interval,
     build_prompts,
+    generated_examples,
     get_task,
     load_examples,
     score,
-    synthetic_example,
 )
 from fsgen.engine import fast_neox
 from fsgen.engine.batch import Batch, padding_id
@@ -492,21 +492,39 @@ def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
     """`n` (prompt, response) pairs of `task`'s training split, prompts as
     `fsgen.data.tasks.build_prompts` makes them, responses the reference solutions.
 
-    Synthetic problems come from `fsgen.data.synthetic.generate_problems(split="train")`; the prompt is
-    "Question: ...\\nAnswer:" and the response " <worked solution>", as in the ladder's corpus.
+    Generated tasks (synthetic, expression) draw fresh training problems from
+    `fsgen.data.synthetic.generate_problems(split="train")`; the prompt is "Question: ...\\nAnswer:"
+    (or "...\\nExpression:") and the response " <worked solution>" (or " <formula>"), as in the
+    ladder's corpus.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     task_spec = get_task(task)
     if "train" not in task_spec.splits:
         raise ValueError(f"task {task!r} has no train split (splits: {task_spec.splits})")
-    if task_spec.name == "synthetic":
-        problems = generate_problems(n, split="train", seed=seed)
-        examples = [synthetic_example(i, p) for i, p in enumerate(problems)]
+    if task_spec.name in GENERATED:
+        examples = generated_examples(task_spec.name, n, split="train", seed=seed)
     else:
         examples = load_examples(task_spec, n_prompts=n, seed=seed, split="train")
     prompts = build_prompts(task_spec, examples)
     return [Pair(p, f" {e.solution.strip()}") for p, e in zip(prompts, examples, strict=True)]
+
+
+def mixed_training_pairs(tasks: Sequence[str], n: int, *, seed: int = 0) -> list[Pair]:
+    """`n` training pairs of each of `tasks`, interleaved (one of each task in turn)."""
+    tasks = task_list(tasks)
+    per_task = [training_pairs(task, n, seed=seed) for task in tasks]
+    return [pair for row in zip(*per_task, strict=True) for pair in row]
+
+
+def task_list(tasks: str | Sequence[str]) -> list[str]:
+    """`tasks` as a non-empty list of task names (one name is a list of one)."""
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not tasks:
+        raise ValueError("no tasks given; expected one or more task names")
+    for task in tasks:
+        get_task(task)
+    return tasks
 
 
 @dataclass
@@ -664,7 +682,7 @@ def train_systems(
     pair: dict[str, str],
     *,
     out_dir: str | os.PathLike,
-    task: str = "synthetic",
+    tasks: str | Sequence[str] = "synthetic",
     train_pairs: int = 2000,
     config: TrainConfig = TrainConfig(),
     layer: int = -1,
@@ -672,12 +690,13 @@ def train_systems(
     projector_hidden: int | None = None,
     progress: bool = True,
 ) -> Systems:
-    """Load the pair, train LLM-to-SLM and the fine-tuned small baseline on the same budget, and
-    save both checkpoints under `out_dir` (`llm_to_slm/`, `fine_tuned_small/`)."""
+    """Load the pair, train LLM-to-SLM and the fine-tuned small baseline on the same budget
+    (`train_pairs` pairs of each of `tasks`, interleaved), and save both checkpoints under
+    `out_dir` (`llm_to_slm/`, `fine_tuned_small/`)."""
     load = {"dtype": profile.dtype, "device": profile.device}
     large, large_tok = load_large(pair["large_source"], **load)
     small, small_tok = load_model(pair["small_source"], **load)
-    pairs = training_pairs(task, train_pairs, seed=config.seed)
+    pairs = mixed_training_pairs(tasks, train_pairs, seed=config.seed)
     conditioned_small, _ = load_model(pair["small_source"], **load)
     model = LLMToSLM(
         large,
@@ -730,14 +749,25 @@ def run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
 def evaluate_systems(
     systems: Systems,
     *,
-    task: str = "synthetic",
+    tasks: str | Sequence[str] = "synthetic",
     n_prompts: int = 100,
     seed: int = 0,
     max_new_tokens: int = 160,
     batch_size: int = 50,
 ) -> pd.DataFrame:
-    """Accuracy of the four systems on `task`'s test split (greedy), and the collaboration
-    frequency (oracle against the large model) of each small system: one row per system."""
+    """Accuracy of the systems on each task's test split (greedy), and the collaboration
+    frequency (oracle against the large model) of each small system: one row per task and
+    system."""
+    return pd.concat(
+        [
+            _evaluate_task(systems, task, n_prompts, seed, max_new_tokens, batch_size)
+            for task in task_list(tasks)
+        ],
+        ignore_index=True,
+    )
+
+
+def _evaluate_task(systems, task, n_prompts, seed, max_new_tokens, batch_size) -> pd.DataFrame:
     examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
     prompts = build_prompts(task, examples)
     stop = list(get_task(task).stop)
@@ -749,6 +779,7 @@ def evaluate_systems(
         low, high = accuracy_interval(scores)
         rows.append(
             {
+                "task": task,
                 "system": name,
                 "accuracy": accuracy(scores),
                 "accuracy_low": low,
@@ -776,23 +807,32 @@ def evaluate_systems(
 def time_systems(
     systems: Systems,
     *,
-    task: str = "synthetic",
+    tasks: str | Sequence[str] = "synthetic",
     n_prompts: int = 8,
     seed: int = 0,
     max_new_tokens: int = 160,
     batch_sizes: Sequence[int] = (1, 8),
     repeats: int = 3,
 ) -> pd.DataFrame:
-    """Wall time of each system on the same test prompts at each batch size, `repeats` times
-    (systems interleaved within a repeat); one row per system, batch size and repeat.
+    """Wall time of each system on the same test prompts of each task at each batch size,
+    `repeats` times (systems interleaved within a repeat); one row per task, system, batch size
+    and repeat.
 
     LLM-to-SLM's time includes the large model's encoding (`encode_seconds` says how much). Each
     run is timed by `fsgen.core.timing.timed`: after a full garbage collection, with the collector off
     (a full collection walks the whole process heap, large after training)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
-    prompts = build_prompts(task, examples)
+    rows = []
+    for task in task_list(tasks):
+        examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
+        rows += _time_task(
+            systems, task, build_prompts(task, examples), max_new_tokens, batch_sizes, repeats
+        )
+    return pd.DataFrame(rows)
+
+
+def _time_task(systems, task, prompts, max_new_tokens, batch_sizes, repeats) -> list[dict]:
     stop = list(get_task(task).stop)
     rows = []
     for repeat in range(repeats):
@@ -804,6 +844,7 @@ def time_systems(
                 )
                 rows.append(
                     {
+                        "task": task,
                         "system": name,
                         "batch_size": batch_size,
                         "repeat": repeat,
@@ -812,14 +853,14 @@ def time_systems(
                         "encode_seconds": result.summary.get("encode_seconds", 0.0),
                     }
                 )
-    return pd.DataFrame(rows)
+    return rows
 
 
 def summarize_timing(timing: pd.DataFrame) -> pd.DataFrame:
-    """Median seconds per system and batch size, and the speed-up over the large model alone
-    (large-alone time / the system's time, on the same prompts)."""
+    """Median seconds per task, system and batch size, and the speed-up over the large model
+    alone (large-alone time / the system's time, on the same prompts)."""
     table = (
-        timing.groupby(["batch_size", "system"], sort=False)
+        timing.groupby(["task", "batch_size", "system"], sort=False)
         .agg(
             seconds=("seconds", statistics.median),
             tokens=("tokens", "median"),
@@ -827,8 +868,9 @@ def summarize_timing(timing: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
-    large = table[table.system == "large"].set_index("batch_size")["seconds"]
-    table["speedup_vs_large"] = table["batch_size"].map(large) / table["seconds"]
+    large = table[table.system == "large"].set_index(["task", "batch_size"])["seconds"]
+    keys = pd.MultiIndex.from_frame(table[["task", "batch_size"]])
+    table["speedup_vs_large"] = large.reindex(keys).to_numpy() / table["seconds"].to_numpy()
     table["ms_per_token"] = 1000 * table["seconds"] / table["tokens"].clip(lower=1)
     return table
 
@@ -857,17 +899,9 @@ def write_llm_to_slm_outputs(
         "fine-tuned small": count_parameters(systems.fine_tuned)["total"],
         "LLM-to-SLM": sum(p.numel() for p in systems.llm_to_slm.parameters()),
     }
-    metrics: dict[str, object] = {"prompts": int(quality["prompts"].iloc[0])}
-    for row in quality.itertuples():
-        for name in ("accuracy", "accuracy_low", "accuracy_high"):
-            metrics[f"{key[row.system]}.{name}"] = getattr(row, name)
-        metrics[f"{key[row.system]}.params"] = params[row.system]
-        if row.system != "large":
-            metrics[f"{key[row.system]}.collaboration_frequency"] = row.collaboration_frequency
-    acc = quality.set_index("system")["accuracy"]
-    gap = acc["large"] - acc["fine-tuned small"] if "large" in acc else 0.0
-    # the share of the fine-tuned small model's gap to the large model that LLM-to-SLM closes
-    metrics["gap_closed"] = (acc["LLM-to-SLM"] - acc["fine-tuned small"]) / gap if gap else None
+    metrics: dict[str, object] = {}
+    for task, rows in quality.groupby("task", sort=False):
+        metrics |= _quality_metrics(task, rows, key, params)
     if not systems.curves.empty:
         last = systems.curves.groupby("model")["loss"].last()
         metrics["llm_to_slm.final_train_loss"] = float(last["LLM-to-SLM"])
@@ -875,7 +909,7 @@ def write_llm_to_slm_outputs(
     write_metrics(metrics_file, metrics)
     timings = {}
     for row in speed.itertuples():
-        prefix = f"{key[row.system]}.batch{row.batch_size}"
+        prefix = f"{row.task}.{key[row.system]}.batch{row.batch_size}"
         timings[f"{prefix}.seconds"] = row.seconds
         timings[f"{prefix}.ms_per_token"] = row.ms_per_token
         timings[f"{prefix}.speedup_vs_large"] = row.speedup_vs_large
@@ -886,23 +920,55 @@ def write_llm_to_slm_outputs(
     results_dir.mkdir(parents=True, exist_ok=True)
     quality.to_csv(results_dir / "quality.csv", index=False, float_format="%.6g")
     systems.curves.to_csv(results_dir / "loss_curves.csv", index=False, float_format="%.6g")
-    table = speed.merge(quality, on="system")
+    table = speed.merge(quality, on=["task", "system"])
     table.to_csv(results_dir / "results.csv", index=False, float_format="%.6g")
     return table
+
+
+def _quality_metrics(task: str, quality: pd.DataFrame, key: dict, params: dict) -> dict:
+    """One task's metrics `<task>.<system>.<name>`: accuracy with its interval, parameters, the
+    collaboration frequency of each small system; LLM-to-SLM's accuracy relative to the large
+    model's, and the share of the fine-tuned small model's gap to the large one it closes."""
+    metrics: dict[str, object] = {f"{task}.prompts": int(quality["prompts"].iloc[0])}
+    for row in quality.itertuples():
+        stem = f"{task}.{key[row.system]}"
+        for name in ("accuracy", "accuracy_low", "accuracy_high"):
+            metrics[f"{stem}.{name}"] = getattr(row, name)
+        metrics[f"{stem}.params"] = params[row.system]
+        if row.system != "large":
+            metrics[f"{stem}.collaboration_frequency"] = row.collaboration_frequency
+    acc = quality.set_index("system")["accuracy"]
+    large = acc.get("large")
+    gap = large - acc["fine-tuned small"] if large is not None else 0.0
+    closed = (acc["LLM-to-SLM"] - acc["fine-tuned small"]) / gap if gap else None
+    metrics[f"{task}.gap_closed"] = closed
+    metrics[f"{task}.llm_to_slm.relative_quality"] = acc["LLM-to-SLM"] / large if large else None
+    return metrics
 
 
 def plot_llm_to_slm(table: pd.DataFrame, stem: str | os.PathLike | None = None):
     """Accuracy against median wall time, one marker per system and batch size."""
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    tasks = list(dict.fromkeys(table["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
     data = table.assign(batch=table["batch_size"].map(lambda b: f"batch {b}"))
-    sns.scatterplot(data=data, x="seconds", y="accuracy", hue="system", style="batch", s=90, ax=ax)
-    ax.set_xscale("log")
-    ax.set(
-        xlabel="median wall time (s, log scale)",
-        ylabel="accuracy (test split)",
-        title="LLM-to-SLM: quality against time",
-    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sns.scatterplot(
+            data=data[data.task == task],
+            x="seconds",
+            y="accuracy",
+            hue="system",
+            style="batch",
+            s=90,
+            ax=ax,
+            legend=ax is axes[0][-1],
+        )
+        ax.set_xscale("log")
+        ax.set(
+            xlabel="median wall time (s, log scale)",
+            ylabel=f"{task} accuracy (test split)",
+            title=f"LLM-to-SLM on {task}: quality against time",
+        )
     if stem is not None:
         save_figure(fig, stem)
     return fig

@@ -1,12 +1,19 @@
 """Training the embedded ladder: a Pythia-style suite of GPT-NeoX models on synthetic problems.
 
 Every rung shares one tokenizer and sees the same token blocks in the same order; only the
-shape (and the learning rate) differs, as in Pythia. Every rung but the largest then gets a tuned
-("chat") copy, fine-tuned on the instruction format that the base corpus never uses.
+shape (and the learning rate) differs, as in Pythia. The base corpus (`base_corpus`) holds worked
+solutions, formulas and bare-answer chat dialogues; every rung, the largest included, then gets a
+tuned ("chat") copy that learns worked answers in the chat format.
+
+Training goes rung by rung. Each finished model is saved atomically with a record of what made
+it (`RECORD`: the settings, the rung and a fingerprint of the code), so a killed or timed-out run
+resumes where it stopped: a rung whose record matches is read back, not retrained.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import shutil
@@ -15,28 +22,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import least_squares
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.core.io import write_metrics
+from fsgen.core.io import atomic_write_bytes, write_metrics
 from fsgen.core.paths import resolve
+from fsgen.core.source import code_fingerprint
 from fsgen.data.scoring import last_number
 from fsgen.data.synthetic import (
     Problem,
+    base_corpus,
     chat_document,
     chat_prompt,
+    expression_prompt,
     generate_problems,
     plain_document,
     plain_prompt,
 )
-from fsgen.data.tasks import accuracy, accuracy_interval, get_task
+from fsgen.data.tasks import accuracy, accuracy_interval, get_task, normalize_expression
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import generate
 from fsgen.models.profiles import Profile, count_parameters
 
 SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
+EXPRESSION_STOP = get_task("expression").stop
+RECORD = "fsgen_rung.json"  # in each saved model's folder: what made it, its row and its curve
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,8 @@ class LadderConfig:
     tune_problems: int = 200
     tune_steps: int = 10
     tune_lr: float = 3e-4
+    chat_share: float = 0.25
+    expression_share: float = 0.25
     max_new_tokens: int = 160
     eval_batch_size: int = 50
     max_position_embeddings: int = 1024
@@ -233,10 +249,12 @@ def train_ladder(
     *,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train every rung of an embedded `profile` (and the tuned copies) into `models_dir`.
+    """Train every rung of an embedded `profile` and its tuned copy into `models_dir`, rung by
+    rung, resuming from the models a previous run finished with the same settings and code.
 
     Returns `(ladder, curves)`: one row per model with its parameter counts, held-out loss,
-    accuracy (plain and chat prompts) and training seconds; and the training loss of every step.
+    accuracy (plain, chat and expression prompts) and training seconds; and the training loss of
+    every step.
     """
     if profile.kind != "embedded":
         raise ValueError(
@@ -248,95 +266,235 @@ def train_ladder(
     train = generate_problems(config.train_problems, split="train", seed=config.seed)
     test = generate_problems(config.test_problems, split="test", seed=config.seed)
     tune = generate_problems(config.tune_problems, split="train", seed=config.seed + 1)
-    base_docs = [plain_document(p) for p in train]
+    base_docs = base_corpus(
+        train, chat_share=config.chat_share, expression_share=config.expression_share
+    )
+    tune_docs = [chat_document(p) for p in tune]
+    worked_chats = generate_problems(50, split="train", seed=config.seed + 1)  # = tune[:50]
     tokenizer = train_tokenizer(
-        base_docs + [chat_document(p) for p in tune[:50]], config.vocab_size
+        base_docs + [chat_document(p) for p in worked_chats], config.vocab_size
     )
     tokenizer.save_pretrained(models_dir / "tokenizer")
     blocks = pack_blocks(tokenizer, base_docs, config.block_size)
     batches = batch_order(len(blocks), config.steps, config.batch_size, config.seed)
-    tune_blocks = pack_blocks(tokenizer, [chat_document(p) for p in tune], config.block_size)
+    tune_blocks = pack_blocks(tokenizer, tune_docs, config.block_size)
     tune_batches = batch_order(len(tune_blocks), config.tune_steps, config.batch_size, config.seed)
-    test_docs = [plain_document(p) for p in test]
+    evaluation = Evaluation(tokenizer, test, config)
+    code = code_fingerprint(["models.train"])
 
     rows, curves = [], []
     for index, rung in enumerate(profile.rungs):
-        model = build_model(
-            rung.arch,
-            len(tokenizer),
-            tokenizer,
-            config.max_position_embeddings,
-            config.seed + index,
-        )
-        started = time.perf_counter()
-        losses = train_causal_lm(
-            model,
-            blocks,
-            batches,
-            lr=rung.arch["lr"],
-            warmup_steps=config.warmup_steps,
-            desc=rung.name,
-            progress=progress,
-        )
-        seconds = time.perf_counter() - started
-        curves += [{"model": rung.name, "step": s, "loss": v} for s, v in enumerate(losses)]
-        rows.append(
-            _evaluate(rung.name, "base", model, tokenizer, test, test_docs, config, seconds)
-        )
-        _save(model, tokenizer, models_dir / rung.name)
-        if index == len(profile.rungs) - 1 or rung.tuned is None:
-            continue
-        started = time.perf_counter()
-        losses = train_causal_lm(
-            model,
-            tune_blocks,
-            tune_batches,
-            lr=config.tune_lr,
-            warmup_steps=1,
-            desc=f"{rung.name}-chat",
-            progress=progress,
-        )
-        seconds = time.perf_counter() - started
-        curves += [
-            {"model": f"{rung.name}-chat", "step": s, "loss": v} for s, v in enumerate(losses)
-        ]
-        rows.append(
-            _evaluate(
-                f"{rung.name}-chat", "tuned", model, tokenizer, test, test_docs, config, seconds
+        base_key = _fingerprint(config, rung.arch, index, "base", code)
+        tune_key = _fingerprint(config, rung.arch, index, "tuned", base_key)
+        base_dir = models_dir / rung.name
+        tune_dir = models_dir / f"{rung.name}-chat"
+        base_done, tune_done = _finished(base_dir, base_key), _finished(tune_dir, tune_key)
+        wants_tuned = rung.tuned is not None
+        if base_done and (tune_done or not wants_tuned):
+            model = None  # nothing to train from it
+        elif base_done:
+            model = GPTNeoXForCausalLM.from_pretrained(base_dir)
+        else:
+            model = build_model(
+                rung.arch,
+                len(tokenizer),
+                tokenizer,
+                config.max_position_embeddings,
+                config.seed + index,
             )
-        )
-        _save(model, tokenizer, models_dir / f"{rung.name}-chat")
+            started = time.perf_counter()
+            losses = train_causal_lm(
+                model,
+                blocks,
+                batches,
+                lr=rung.arch["lr"],
+                warmup_steps=config.warmup_steps,
+                desc=rung.name,
+                progress=progress,
+            )
+            seconds = time.perf_counter() - started
+            row = evaluation.row(rung.name, "base", model, seconds)
+            _save_rung(model, tokenizer, base_dir, base_key, row, losses)
+        record = _read_record(base_dir)
+        rows.append(record["row"])
+        curves += [
+            {"model": rung.name, "step": s, "loss": v} for s, v in enumerate(record["losses"])
+        ]
+        if not wants_tuned:
+            continue
+        if not tune_done:
+            started = time.perf_counter()
+            losses = train_causal_lm(
+                model,
+                tune_blocks,
+                tune_batches,
+                lr=config.tune_lr,
+                warmup_steps=1,
+                desc=f"{rung.name}-chat",
+                progress=progress,
+            )
+            seconds = time.perf_counter() - started
+            row = evaluation.row(f"{rung.name}-chat", "tuned", model, seconds)
+            _save_rung(model, tokenizer, tune_dir, tune_key, row, losses)
+        record = _read_record(tune_dir)
+        rows.append(record["row"])
+        curves += [
+            {"model": f"{rung.name}-chat", "step": s, "loss": v}
+            for s, v in enumerate(record["losses"])
+        ]
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def _evaluate(name, variant, model, tokenizer, test, test_docs, config, seconds) -> dict:
-    counts = count_parameters(model)
-    row = {
-        "model": name,
-        "variant": variant,
-        "params": counts["total"],
-        "non_embedding_params": counts["non_embedding"],
-        "heldout_loss": heldout_loss(model, tokenizer, test_docs, config.eval_batch_size),
-        "train_seconds": seconds,
+def _fingerprint(config: LadderConfig, arch: dict, index: int, variant: str, parent: str) -> str:
+    """What decides a saved model's weights and row: the settings (but the thread count; a base
+    model's, but the tuning's), the rung's shape and place, the variant and the code (or, for a
+    tuned copy, its base model's fingerprint)."""
+    settings = {
+        k: v
+        for k, v in vars(config).items()
+        if k != "threads" and not (variant == "base" and k.startswith("tune_"))
     }
-    for column, prompt_fn in (("accuracy", plain_prompt), ("chat_accuracy", chat_prompt)):
-        hits = answer_hits(
-            model, tokenizer, test, prompt_fn, config.max_new_tokens, config.eval_batch_size
+    text = json.dumps([settings, arch, index, variant, parent], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_record(folder: Path) -> dict:
+    return json.loads((folder / RECORD).read_text())
+
+
+def _finished(folder: Path, key: str) -> bool:
+    """Whether `folder` holds a model this code finished with the same settings (`key`)."""
+    try:
+        return _read_record(folder)["fingerprint"] == key
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _save_rung(model, tokenizer, folder: Path, key: str, row: dict, losses: list[float]) -> None:
+    """Save a finished model atomically: written beside `folder`, then renamed into place (a
+    previous version is replaced only if fsgen wrote it, as its record says)."""
+    partial = folder.with_name(f".{folder.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    record = {"fingerprint": key, "row": row, "losses": losses}
+    atomic_write_bytes(partial / RECORD, json.dumps(record, indent=1).encode())
+    if folder.exists():
+        if not (folder / RECORD).is_file():
+            raise ValueError(
+                f"{folder} exists but was not written by fsgen (no {RECORD}); move it away"
+            )
+        shutil.rmtree(folder)
+    partial.rename(folder)
+
+
+class Evaluation:
+    """The ladder table's measurements of one model on the held-out problems."""
+
+    def __init__(self, tokenizer, test: Sequence[Problem], config: LadderConfig):
+        self.tokenizer, self.test, self.config = tokenizer, list(test), config
+        self.test_docs = [plain_document(p) for p in self.test]
+
+    def row(self, name: str, variant: str, model, seconds: float) -> dict:
+        """Parameters, held-out loss, and accuracy with Wilson intervals on plain, chat and
+        expression prompts."""
+        config, tokenizer = self.config, self.tokenizer
+        counts = count_parameters(model)
+        row = {
+            "model": name,
+            "variant": variant,
+            "params": counts["total"],
+            "non_embedding_params": counts["non_embedding"],
+            "heldout_loss": heldout_loss(model, tokenizer, self.test_docs, config.eval_batch_size),
+            "train_seconds": seconds,
+        }
+        for column, prompt_fn in (("accuracy", plain_prompt), ("chat_accuracy", chat_prompt)):
+            hits = answer_hits(
+                model,
+                tokenizer,
+                self.test,
+                prompt_fn,
+                config.max_new_tokens,
+                config.eval_batch_size,
+            )
+            row |= _with_interval(column, hits)
+        prompts = [expression_prompt(p.question) for p in self.test]
+        texts = greedy_answers(
+            model,
+            tokenizer,
+            prompts,
+            config.max_new_tokens,
+            config.eval_batch_size,
+            EXPRESSION_STOP,
         )
-        low, high = accuracy_interval(hits)
-        row |= {column: accuracy(hits), f"{column}_low": low, f"{column}_high": high}
-    return row
+        hits = [
+            normalize_expression(t) == normalize_expression(p.expression)
+            for t, p in zip(texts, self.test, strict=True)
+        ]
+        return row | _with_interval("expression_accuracy", hits)
 
 
-def _save(model, tokenizer, folder: Path) -> None:
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+def _with_interval(column: str, hits: list[bool]) -> dict:
+    low, high = accuracy_interval(hits)
+    return {column: accuracy(hits), f"{column}_low": low, f"{column}_high": high}
+
+
+def fit_loss_law(params: Sequence[float], losses: Sequence[float]) -> dict[str, float]:
+    """Fit L(N) = E + A * N^(-a) to held-out losses by least squares on relative residuals
+    (E between 0 and the smallest loss, A >= 0, a in [0, 3]); returns E, A, a and the largest
+    absolute relative residual. N is in units of the smallest N, so A is the loss above E there."""
+    n = np.asarray(params, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    if len(n) < 4 or len(n) != len(loss):
+        raise ValueError(
+            f"need >= 4 (N, loss) points of equal length, got {len(n)} and {len(loss)}"
+        )
+    x = n / n.min()
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        e, a_coef, alpha = theta
+        return (e + a_coef * x ** (-alpha)) / loss - 1.0
+
+    start = np.array([0.5 * loss.min(), loss.max() - 0.5 * loss.min(), 0.5])
+    fit = least_squares(
+        residuals, start, bounds=([0.0, 0.0, 0.0], [loss.min(), np.inf, 3.0]), method="trf"
+    )
+    e, a_coef, alpha = (float(v) for v in fit.x)
+    return {
+        "E": e,
+        "A": a_coef,
+        "a": alpha,
+        "n_min": float(n.min()),
+        "max_abs_residual": float(np.abs(residuals(fit.x)).max()),
+    }
+
+
+def with_loss_law(ladder: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The ladder with `fitted_loss` and `loss_residual` ((loss - fitted) / fitted) for its base
+    rungs, from `fit_loss_law` over them in total parameters; and the fit itself."""
+    base = ladder["variant"] == "base"
+    law = fit_loss_law(ladder.loc[base, "params"], ladder.loc[base, "heldout_loss"])
+    fitted = law["E"] + law["A"] * (ladder["params"] / law["n_min"]) ** (-law["a"])
+    ladder = ladder.copy()
+    ladder["fitted_loss"] = fitted.where(base)
+    ladder["loss_residual"] = ((ladder["heldout_loss"] - fitted) / fitted).where(base)
+    return ladder, law
 
 
 ACCURACIES = tuple(
-    f"{a}{end}" for a in ("accuracy", "chat_accuracy") for end in ("", "_low", "_high")
+    f"{a}{end}"
+    for a in ("accuracy", "chat_accuracy", "expression_accuracy")
+    for end in ("", "_low", "_high")
 )
-MEASURED = ("params", "non_embedding_params", "heldout_loss", *ACCURACIES)
+MEASURED = (
+    "params",
+    "non_embedding_params",
+    "heldout_loss",
+    "fitted_loss",
+    "loss_residual",
+    *ACCURACIES,
+)
 
 
 def ladder_metrics(ladder: pd.DataFrame, columns: Sequence[str] = MEASURED) -> dict[str, float]:
@@ -360,7 +518,11 @@ def write_ladder_outputs(
 
     Timings live in their own file so that reruns leave `metrics_file` byte-identical.
     """
-    write_metrics(metrics_file, ladder_metrics(ladder))
+    metrics = ladder_metrics(ladder)
+    if "loss_residual" in ladder and ladder["loss_residual"].notna().sum() >= 4:
+        _, law = with_loss_law(ladder)
+        metrics |= {f"loss_law.{k}": v for k, v in law.items()}
+    write_metrics(metrics_file, metrics)
     write_metrics(timing_file, ladder_metrics(ladder, ["train_seconds"]))
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -396,6 +558,24 @@ def describe_hub_ladder(profile: Profile) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def profile_model_names(profile: Profile) -> set[str]:
+    """The folder names an embedded profile's models are saved under."""
+    names = {rung.name for rung in profile.rungs}
+    return names | {f"{rung.name}-chat" for rung in profile.rungs if rung.tuned is not None}
+
+
+def remove_stale_models(models_dir: Path, keep: set[str]) -> None:
+    """Delete the model folders fsgen saved in `models_dir` (those with a `RECORD`) that are not
+    in `keep`, and unfinished `.partial` folders; anything else is left alone."""
+    if not models_dir.is_dir():
+        return
+    for folder in models_dir.iterdir():
+        ours = (folder / RECORD).is_file()
+        partial = folder.name.startswith(".") and folder.name.endswith(".partial")
+        if folder.is_dir() and ((ours and folder.name not in keep) or (partial and ours)):
+            shutil.rmtree(folder)
+
+
 def build_ladder(
     profile: Profile, config: LadderConfig, *, progress: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -405,9 +585,8 @@ def build_ladder(
     and `(ladder, curves)` are returned (curves is empty for a hub ladder).
     """
     models_dir = resolve(profile.models_dir)
-    if models_dir.exists():
-        shutil.rmtree(models_dir)
     if profile.kind == "embedded":
+        remove_stale_models(models_dir, keep=profile_model_names(profile))
         ladder, curves = train_ladder(profile, config, models_dir, progress=progress)
     else:
         ladder, curves = (

@@ -53,6 +53,8 @@ class TrainLadder(StageConfig):
     tune_problems: int
     tune_steps: int
     tune_lr: float
+    chat_share: float  # share of the base corpus's problems also told as a bare-answer dialogue
+    expression_share: float  # share also told as a formula (the expression task's format)
     max_new_tokens: int
     threads: int
 
@@ -63,7 +65,8 @@ class TokenLogging(StageConfig):
     profile: str
     methods: str | list[str]  # "all" (the registry's every method), or their names
     data_dir: str  # a local data directory (like ../shared/data); "": FSGEN_DATA_DIR or none
-    n_prompts: int
+    n_prompts: int  # prompts per task for the methods of a pair
+    ladder_prompts: int  # prompts per task for each rung alone and the ladder-wide oracle
     chunk_size: int
     max_new_tokens: int
     batch_size: int
@@ -112,7 +115,7 @@ class LLMToSLM(StageConfig):
 
     profile: str
     pairs: dict[str, LLMToSLMPair]  # per profile
-    task: str
+    tasks: StrList  # trained on together (pairs interleaved), evaluated and timed one by one
     layer: int  # hidden layer of a decoder-only large model (-1: the last)
     fusion: str  # "add" or "replace"
     projector_hidden: int  # 0: the wider of the two models
@@ -167,6 +170,7 @@ class Findings(StageConfig):
 
     uses_profile: ClassVar[bool] = False
     task: str  # the task whose frequencies, fits and traces the FS-GEN rows read
+    llm_to_slm_task: str  # the task of stage 05 the LLM-to-SLM rows read
 
 
 SECTIONS: dict[str, type[StageConfig]] = {

@@ -61,10 +61,33 @@ def findings_section(root: Path) -> str:
 
 def ladder_section(root: Path) -> str:
     ladder = pd.read_csv(root / "results/train_ladder/ladder.csv")
-    shown = ladder[["model", "params", "heldout_loss", "accuracy"]].rename(
-        columns={"params": "parameters", "heldout_loss": "held-out loss", "accuracy": "accuracy"}
+    shown = pd.DataFrame({"model": ladder["model"], "parameters": ladder["params"]})
+    shown["held-out loss"] = ladder["heldout_loss"]
+    if "loss_residual" in ladder:
+        shown["residual vs L(N)"] = ladder["loss_residual"].map(
+            lambda r: "" if pd.isna(r) else f"{100 * r:+.1f}%"
+        )
+    for column, title in (
+        ("accuracy", "accuracy (plain)"),
+        ("chat_accuracy", "accuracy (chat)"),
+        ("expression_accuracy", "accuracy (expression)"),
+    ):
+        if column in ladder:
+            shown[title] = [
+                f"{a:.3f} [{lo:.3f}, {hi:.3f}]"
+                for a, lo, hi in ladder[[column, f"{column}_low", f"{column}_high"]].itertuples(
+                    index=False
+                )
+            ]
+    law = _read_metrics(root / "metrics/train_ladder.json")
+    fit = (
+        f"Base rungs' held-out loss against L(N) = E + A·(N/N_0)^(-a) fitted over them: "
+        f"E = {law['loss_law.E']:.3f}, A = {law['loss_law.A']:.3f}, a = {law['loss_law.a']:.3f}, "
+        f"N_0 = {law['loss_law.n_min']:.0f}; accuracies with Wilson 95% intervals.\n\n"
+        if "loss_law.E" in law
+        else ""
     )
-    return "### The embedded ladder (stage 00)\n\n" + _table(shown)
+    return "### The embedded ladder (stage 00)\n\n" + fit + _table(shown)
 
 
 def frequency_section(root: Path) -> str:
@@ -149,33 +172,41 @@ def uncertainty_section(root: Path) -> str:
 def llm_to_slm_section(root: Path) -> str:
     table = pd.read_csv(root / "results/llm_to_slm/results.csv")
     metrics = _read_metrics(root / "metrics/llm_to_slm.json")
-    rows = []
-    for system, group in table.groupby("system", sort=False):
+    rows, notes = [], []
+    for (task, system), group in table.groupby(["task", "system"], sort=False):
+        first = group.iloc[0]
         row = {
+            "task": task,
             "system": system,
-            "accuracy": group["accuracy"].iloc[0],
-            "CF vs large (oracle)": group["collaboration_frequency"].iloc[0],
+            "accuracy": first["accuracy"],
+            "95% interval": f"[{first['accuracy_low']:.3f}, {first['accuracy_high']:.3f}]",
+            "CF vs large (oracle)": first["collaboration_frequency"],
         }
         for item in group.itertuples():
             row[f"batch {item.batch_size}: s"] = item.seconds
             row[f"batch {item.batch_size}: speed-up"] = f"{item.speedup_vs_large:.2f}x"
         rows.append(row)
-    closed = metrics.get("gap_closed")
-    note = (
-        ""
-        if closed is None
-        else (
-            f" LLM-to-SLM closes {100 * closed:.0f}% of the fine-tuned small model's accuracy gap "
-            "to the large model."
-        )
-    )
+    for task in dict.fromkeys(table["task"]):
+        closed = metrics.get(f"{task}.gap_closed")
+        relative = metrics.get(f"{task}.llm_to_slm.relative_quality")
+        if relative is not None:
+            notes.append(
+                f"On {task}, LLM-to-SLM reaches {100 * relative:.0f}% of the large model's "
+                "accuracy"
+                + (
+                    f" and closes {100 * closed:.0f}% of the fine-tuned small model's gap to it."
+                    if closed is not None
+                    else "."
+                )
+            )
+    prompts = next((v for k, v in metrics.items() if k.endswith(".prompts")), "?")
     return (
         "### LLM-to-SLM (stage 05)\n\n"
         "The largest rung encodes the prompt once, a projector feeds it to the smallest rung, "
-        f"which generates. Accuracy on {metrics.get('prompts', '?')} test prompts; median wall "
+        f"which generates. Accuracy on {prompts} test prompts per task; median wall "
         "time of repeated runs (the large model's encoding included), speed-up over the large "
-        "model alone."
-        + note
+        "model alone. "
+        + " ".join(notes)
         + "\n\n"
         + _table(pd.DataFrame(rows))
         + "\n\n![Accuracy against time](results/llm_to_slm/accuracy_vs_time.png)"

@@ -69,17 +69,31 @@ class Unit:
 
 
 def plan_units(
-    profile: Profile, tasks: Sequence[str], methods: Sequence[str], n_chunks: int
+    profile: Profile,
+    tasks: Sequence[str],
+    methods: Sequence[str],
+    n_chunks: int,
+    ladder_chunks: int | None = None,
 ) -> list[Unit]:
-    """Every unit of a logging run, grouped by large rung so models can be loaded once."""
+    """Every unit of a logging run, grouped by large rung so models can be loaded once.
+
+    Methods of a pair run `n_chunks` chunks of prompts; the cheap ones, each rung `alone` and
+    the ladder-wide `oracle`, run `ladder_chunks` (default: as many)."""
     methods = logging_methods(methods)
+    ladder_chunks = n_chunks if ladder_chunks is None else ladder_chunks
     units = []
     for task in tasks:
         for j, large in enumerate(profile.rungs):
             for method in methods:
+                chunks = ladder_chunks if runs_ladder_prompts(method) else n_chunks
                 for small in _smalls(method, profile.rungs[:j]):
-                    units += [Unit(task, method, large.name, small, c) for c in range(n_chunks)]
+                    units += [Unit(task, method, large.name, small, c) for c in range(chunks)]
     return units
+
+
+def runs_ladder_prompts(method: str) -> bool:
+    """Whether `method` is logged on the larger, ladder-wide prompt set (`alone`, `oracle`)."""
+    return method == "alone" or get_method(method).ladder_wide
 
 
 def _smalls(method: str, smaller) -> list[str]:
@@ -193,6 +207,7 @@ def log_tokens(
     tasks: Sequence[str] = ("synthetic",),
     methods: str | Sequence[str] = "all",
     n_prompts: int = 8,
+    ladder_prompts: int | None = None,
     chunk_size: int = 64,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
@@ -202,9 +217,18 @@ def log_tokens(
     shard: str = "0/1",
     progress: bool = True,
 ) -> dict[str, int]:
-    """Run (or resume) every unit of this machine's shard; returns counts of units run and skipped."""
+    """Run (or resume) every unit of this machine's shard; returns counts of units run and skipped.
+
+    Methods of a pair run on the first `n_prompts` prompts of each task; each rung alone and the
+    ladder-wide oracle on the first `ladder_prompts` (default `n_prompts`; the same selection,
+    extended)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    ladder_prompts = n_prompts if ladder_prompts is None else ladder_prompts
+    if ladder_prompts < n_prompts:
+        raise ValueError(
+            f"ladder_prompts ({ladder_prompts}) must be at least n_prompts ({n_prompts})"
+        )
     out_dir = Path(out_dir)
     settings = {
         "profile": profile.name,
@@ -212,6 +236,7 @@ def log_tokens(
         "tasks": list(tasks),
         "methods": logging_methods(methods),
         "n_prompts": n_prompts,
+        "ladder_prompts": ladder_prompts,
         "chunk_size": chunk_size,
         "seed": seed,
         "data_dir": str(data_dir),
@@ -222,15 +247,18 @@ def log_tokens(
     _start_or_resume(out_dir, settings)
     traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
     selected = {
-        t: load_examples(t, data_dir=data_dir, n_prompts=n_prompts, seed=seed) for t in tasks
+        t: load_examples(t, data_dir=data_dir, n_prompts=ladder_prompts, seed=seed) for t in tasks
     }
     n_chunks = max(1, -(-n_prompts // chunk_size))
-    units = select_shard(plan_units(profile, tasks, methods, n_chunks), shard)
+    ladder_chunks = max(1, -(-ladder_prompts // chunk_size))
+    units = select_shard(plan_units(profile, tasks, methods, n_chunks, ladder_chunks), shard)
     todo = [u for u in units if not gens.done(u.key)]
     cache = ModelCache(profile)
     for unit in tqdm(todo, desc="token logging", disable=not progress):
         cache.keep(_needed(unit, profile))
-        examples = selected[unit.task][unit.chunk * chunk_size : (unit.chunk + 1) * chunk_size]
+        count = ladder_prompts if runs_ladder_prompts(unit.method) else n_prompts
+        end = min((unit.chunk + 1) * chunk_size, count)
+        examples = selected[unit.task][unit.chunk * chunk_size : end]
         if not examples:
             continue
         cache.get(unit.large)  # loads the tokenizer with the first model
