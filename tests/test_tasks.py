@@ -35,13 +35,30 @@ def data_dir(monkeypatch) -> Path:
 
 
 def test_registry_and_unknown_task():
-    assert set(TASKS) == {"synthetic", "gsm8k", "mmlu_stem", "mbpp", "mt_bench"}
+    assert set(TASKS) == {"synthetic", "expression", "gsm8k", "mmlu_stem", "mbpp", "mt_bench"}
     assert get_task("gsm8k") is TASKS["gsm8k"]
     assert get_task(TASKS["mbpp"]) is TASKS["mbpp"]
     with pytest.raises(ValueError, match=r"unknown task 'gsm9k'.*'mmlu_stem'"):
         get_task("gsm9k")
     with pytest.raises(ValueError, match="splits"):
         load_examples("mmlu_stem", split="train", data_dir=DATA)
+
+
+def test_expression_task_scores_the_formula_exactly_spaces_aside():
+    examples = load_examples("expression", n_prompts=20, seed=3)
+    problems = load_examples("synthetic", n_prompts=20, seed=3)
+    assert [e.question for e in examples] == [p.question for p in problems]  # the same problems
+    prompts = build_prompts("expression", examples)
+    assert all(p.endswith("\nExpression:") for p in prompts)
+    gold = [f" {e.gold}\nQuestion: next" for e in examples]  # as a model continues the prompt
+    assert score("expression", gold, examples) == [True] * 20
+    squeezed = [e.gold.replace(" ", "") for e in examples]
+    assert score("expression", squeezed, examples) == [True] * 20
+    wrong = [e.gold + " + 1" for e in examples]
+    assert score("expression", wrong, examples) == [False] * 20
+    evaluated = [str(e.record["answer"]) for e in examples]  # the value is not the formula
+    assert not any(score("expression", evaluated, examples))
+    assert get_task("expression").stop[0] == "\n"
 
 
 # ----------------------------------------------------------------------------- extractors

@@ -109,6 +109,23 @@ def test_shards_split_the_work(tiny_ladder, tmp_path, monkeypatch):
     assert one[0].equals(two[0]) and one[1].equals(two[1])
 
 
+def test_oracle_and_each_rung_alone_run_on_more_prompts(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    run = RUN | {"n_prompts": 2, "chunk_size": 2}
+    log_tokens(
+        profile, tmp_path / "l", methods=["alone", "oracle", "contrastive"], ladder_prompts=5, **run
+    )
+    generations = merge_logs(tmp_path / "l")[1]
+    prompts = generations.groupby("method")["prompt_id"].agg(lambda ids: sorted(set(ids)))
+    assert prompts["alone"] == prompts["oracle"] == list(range(5))
+    assert prompts["contrastive"] == [0, 1]  # the first of the same selection
+    same = generations[generations.prompt_id < 2].groupby("method")["example_id"].agg(sorted)
+    assert same["alone"] == same["contrastive"]
+    with pytest.raises(ValueError, match=r"ladder_prompts \(1\) must be at least n_prompts \(2\)"):
+        log_tokens(profile, tmp_path / "bad", ladder_prompts=1, **run)
+
+
 def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))
