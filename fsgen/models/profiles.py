@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
 from fsgen.core.paths import resolve
+from fsgen.data.tasks import TASKS
 
 DEFAULT_PARAMS = "params.yaml"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -106,9 +107,21 @@ def load_profile(
         rungs=tuple(rungs),
         dtype=dtype,
         device=device,
-        tasks=tuple(spec.get("tasks") or ("synthetic",)),
+        tasks=_profile_tasks(name, spec.get("tasks") or ("synthetic",)),
         models_dir=models_dir,
     )
+
+
+def _profile_tasks(name: str, tasks) -> tuple[str, ...]:
+    """A profile's tasks: a list, or one comma-separated string (never read letter by letter)."""
+    if isinstance(tasks, str):
+        tasks = [task.strip() for task in tasks.split(",")]
+    if not isinstance(tasks, list | tuple) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"profile {name!r}: tasks must be a list of task names, got {tasks!r}")
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown:
+        raise ValueError(f"profile {name!r}: unknown tasks {unknown}; known: {sorted(TASKS)}")
+    return tuple(tasks)
 
 
 def _check_dtype_device(dtype: str, device: str) -> None:
