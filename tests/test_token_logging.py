@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from fsgen.engine.methods import METHODS
 from fsgen.models.profiles import load_profile, read_params
@@ -155,7 +156,9 @@ import os, signal, sys
 from fsgen.core.shards import ShardStore
 from fsgen.models.profiles import load_profile
 from fsgen.stages.token_logging import log_tokens
+import torch
 
+torch.set_num_threads(int(sys.argv[4]))  # the test's own: float sums depend on the thread count
 writes, write = [0], ShardStore.write
 def write_then_die(self, key, frame):
     writes[0] += 1
@@ -172,9 +175,10 @@ def test_a_killed_run_resumes_to_identical_bytes(tiny_ladder, tmp_path, monkeypa
     monkeypatch.setenv("FSGEN_ROOT", str(root))
     run = RUN | {"methods": ["alone", "oracle"]}
     whole = log_tokens(profile, tmp_path / "whole", **run)
-    env = {**os.environ, "FSGEN_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "FSGEN_ROOT": str(root), "OMP_NUM_THREADS": threads}
     killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_RUN, str(tmp_path / "killed"), "5", repr(run)],
+        [sys.executable, "-c", _KILLED_RUN, str(tmp_path / "killed"), "5", repr(run), threads],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -187,7 +191,7 @@ def test_a_killed_run_resumes_to_identical_bytes(tiny_ladder, tmp_path, monkeypa
         assert names == sorted(p.name for p in (tmp_path / "killed" / folder).iterdir())
         for name in names:
             path = tmp_path / "whole" / folder / name
-            assert (tmp_path / "killed" / folder / name).read_bytes() == path.read_bytes()
+            assert (tmp_path / "killed" / folder / name).read_bytes() == path.read_bytes(), name
 
 
 def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
