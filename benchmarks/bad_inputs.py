@@ -248,12 +248,24 @@ def task_cases(root: Path) -> list[Case]:
         Case("MMLU answer -1", loads("mmlu_stem", {mmlu: (row % "-1").encode()}), "-1"),
         Case("MMLU answer 4", loads("mmlu_stem", {mmlu: (row % "4").encode()}), "4"),
         Case("MMLU answer 'B'", loads("mmlu_stem", {mmlu: (row % '"B"').encode()}), "'B'"),
-        Case("MMLU 3 choices", loads("mmlu_stem", {mmlu: (row.replace(',"d"', "") % 1).encode()}), "'c'"),
+        Case(
+            "MMLU 3 choices",
+            loads("mmlu_stem", {mmlu: (row.replace(',"d"', "") % 1).encode()}),
+            "'c'",
+        ),
         Case("MMLU lacks choices", loads("mmlu_stem", {mmlu: b'{"question":"q","answer":1}\n'})),
-        Case("MBPP test_list a string", loads("mbpp", {mbpp: (mbpp_row % '"assert f()"').encode()})),
+        Case(
+            "MBPP test_list a string", loads("mbpp", {mbpp: (mbpp_row % '"assert f()"').encode()})
+        ),
         Case("MBPP lacks test_list", loads("mbpp", {mbpp: b'{"task_id": 11, "text": "t"}\n'})),
-        Case("MT-bench lacks turns", loads("mt_bench", {"mt_bench/question.jsonl": b'{"question_id": 1}\n'})),
-        Case("few-shot file missing", lambda: build_prompts("gsm8k", [], few_shot_file=root / "x.txt")),
+        Case(
+            "MT-bench lacks turns",
+            loads("mt_bench", {"mt_bench/question.jsonl": b'{"question_id": 1}\n'}),
+        ),
+        Case(
+            "few-shot file missing",
+            lambda: build_prompts("gsm8k", [], few_shot_file=root / "x.txt"),
+        ),
         Case("read_jsonl missing", lambda: read_jsonl(root / "absent.jsonl"), "absent.jsonl"),
     ]
     for case in cases:
@@ -288,8 +300,16 @@ def file_cases(root: Path) -> list[Case]:
         Case("sandbox timeout 0", lambda: run_python("pass", timeout=0), "0"),
         Case("sandbox memory 1 MB", lambda: run_python("pass", memory_mb=1), "1"),
         Case("sandbox code not a string", lambda: run_python(b"pass"), "bytes"),
-        Case("sandbox os._exit before asserts", lambda: run_python("import os\nos._exit(0)\nassert 0").status == "failed", expect="ok"),
-        Case("sandbox sys.exit(0) before asserts", lambda: run_python("import sys\nsys.exit(0)\nassert 0").status == "failed", expect="ok"),
+        Case(
+            "sandbox os._exit before asserts",
+            lambda: run_python("import os\nos._exit(0)\nassert 0").status == "failed",
+            expect="ok",
+        ),
+        Case(
+            "sandbox sys.exit(0) before asserts",
+            lambda: run_python("import sys\nsys.exit(0)\nassert 0").status == "failed",
+            expect="ok",
+        ),
     ]
     return cases
 
@@ -316,23 +336,58 @@ def config_cases(root: Path) -> list[Case]:
         Case("YAML error", section(base + "\n  bad: [unclosed\n", "token_logging"), ".yaml"),
         Case("params file missing", lambda: read_yaml(root / "none.yaml"), "none.yaml"),
         Case("params not a mapping", section("- 1\n- 2\n", "token_logging"), ".yaml"),
-        Case("misspelt stage key", section(swap(token, token + "  n_promts: 3\n"), "token_logging"), "n_promts"),
-        Case("unknown stage section", lambda: stage_config("tokenlogging", "params.yaml", {}), "'tokenlogging'"),
+        Case(
+            "misspelt stage key",
+            section(swap(token, token + "  n_promts: 3\n"), "token_logging"),
+            "n_promts",
+        ),
+        Case(
+            "unknown stage section",
+            lambda: stage_config("tokenlogging", "params.yaml", {}),
+            "'tokenlogging'",
+        ),
         Case("unknown profile", profile(base, "embeded"), "'embeded'"),
-        Case("misspelt profile key dtyp", profile(swap(embedded, embedded + "    dtyp: bfloat16\n")), "dtyp"),
+        Case(
+            "misspelt profile key dtyp",
+            profile(swap(embedded, embedded + "    dtyp: bfloat16\n")),
+            "dtyp",
+        ),
         Case("profile dtype float", profile(swap("dtype: float32", "dtype: float")), "'float'"),
-        Case("profile tasks as a string", lambda: profile(swap("tasks: [synthetic]", "tasks: synthetic"))().tasks == ("synthetic",), expect="ok"),
-        Case("profile unknown task", profile(swap("tasks: [synthetic]", "tasks: [gsm9k]")), "'gsm9k'"),
-        Case("rung lr 3e-3 (a YAML string)", lambda: profile(swap(e0, e0.replace("0.005", "3e-3")))().rungs[0].arch["lr"] == 0.003, expect="ok"),
+        Case(
+            "profile tasks as a string",
+            lambda: (
+                profile(swap("tasks: [synthetic]", "tasks: synthetic"))().tasks == ("synthetic",)
+            ),
+            expect="ok",
+        ),
+        Case(
+            "profile unknown task", profile(swap("tasks: [synthetic]", "tasks: [gsm9k]")), "'gsm9k'"
+        ),
+        Case(
+            "rung lr 3e-3 (a YAML string)",
+            lambda: profile(swap(e0, e0.replace("0.005", "3e-3")))().rungs[0].arch["lr"] == 0.003,
+            expect="ok",
+        ),
         Case("rung lr a word", profile(swap(e0, e0.replace("0.005", "fast"))), "'fast'"),
         Case("rung hidden_size 16.5", profile(swap(e0, e0.replace("16", "16.5"))), "16.5"),
-        Case("rung misspelt num_layer", profile(swap(e0, e0.replace("num_layers", "num_layer"))), "num_layer"),
+        Case(
+            "rung misspelt num_layer",
+            profile(swap(e0, e0.replace("num_layers", "num_layer"))),
+            "num_layer",
+        ),
     ]
-    for key, bad in (("n_prompts", "many"), ("seed", "1.5"), ("batch_size", "[8]"), ("max_new_tokens", "big")):
+    for key, bad in (
+        ("n_prompts", "many"),
+        ("seed", "1.5"),
+        ("batch_size", "[8]"),
+        ("max_new_tokens", "big"),
+    ):
         lines = base.split(token, 1)
         head, rest = lines[0] + token, lines[1]
         rest = re.sub(rf"^  {key}: .*$", f"  {key}: {bad}", rest, count=1, flags=re.M)
-        cases.append(Case(f"token_logging {key}: {bad}", section(head + rest, "token_logging"), bad))
+        cases.append(
+            Case(f"token_logging {key}: {bad}", section(head + rest, "token_logging"), bad)
+        )
     return cases
 
 
@@ -353,15 +408,42 @@ def data_loss_cases(root: Path) -> list[Case]:
         return (owned / "theirs.txt").read_text() == "keep me" and not (owned / "mine.bin").exists()
 
     return [
-        Case("log_tokens into data/", lambda: log_tokens(profile, data, progress=False), str(data), guard=data),
-        Case("log_tokens into data/models", lambda: log_tokens(profile, data / "models", progress=False), "models", guard=data),
-        Case("prepare_owned_dir on data/", lambda: prepare_owned_dir(data, owner="train_ladder"), str(data), guard=data),
+        Case(
+            "log_tokens into data/",
+            lambda: log_tokens(profile, data, progress=False),
+            str(data),
+            guard=data,
+        ),
+        Case(
+            "log_tokens into data/models",
+            lambda: log_tokens(profile, data / "models", progress=False),
+            "models",
+            guard=data,
+        ),
+        Case(
+            "prepare_owned_dir on data/",
+            lambda: prepare_owned_dir(data, owner="train_ladder"),
+            str(data),
+            guard=data,
+        ),
         Case("remove_owned on data/", lambda: remove_owned(data), str(data), guard=data),
         Case("owner mismatch", lambda: prepare_owned_dir(owned, owner="y"), "'x'"),
         Case("remove_owned keeps foreign files", remove_keeps_theirs, expect="ok"),
-        Case("log_tokens tasks as one string", lambda: log_tokens(profile, root / "l", tasks="gsm9k", progress=False), "gsm9k"),
-        Case("log_tokens chunk_size 0", lambda: log_tokens(profile, root / "l", chunk_size=0, progress=False), "0"),
-        Case("log_tokens max_new_tokens 2.5", lambda: log_tokens(profile, root / "l", max_new_tokens=2.5, progress=False), "2.5"),
+        Case(
+            "log_tokens tasks as one string",
+            lambda: log_tokens(profile, root / "l", tasks="gsm9k", progress=False),
+            "gsm9k",
+        ),
+        Case(
+            "log_tokens chunk_size 0",
+            lambda: log_tokens(profile, root / "l", chunk_size=0, progress=False),
+            "0",
+        ),
+        Case(
+            "log_tokens max_new_tokens 2.5",
+            lambda: log_tokens(profile, root / "l", max_new_tokens=2.5, progress=False),
+            "2.5",
+        ),
     ]
 
 

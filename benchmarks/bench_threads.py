@@ -70,7 +70,9 @@ def main() -> None:
         for threads, policy in ((1, None), (2, None), (2, "PASSIVE"), (2, "ACTIVE")):
             rows.append((busy, threads, policy or "default", run(threads, policy, busy)))
     base = rows[0][3]
-    print(f"{'machine':8} {'threads':>7} {'OMP_WAIT_POLICY':>15} {'seconds':>8} {'x 1-thread idle':>16}")
+    print(
+        f"{'machine':8} {'threads':>7} {'OMP_WAIT_POLICY':>15} {'seconds':>8} {'x 1-thread idle':>16}"
+    )
     for busy, threads, policy, seconds in rows:
         machine = "busy" if busy else "idle"
         print(f"{machine:8} {threads:>7} {policy:>15} {seconds:8.3f} {seconds / base:16.2f}")

@@ -23,7 +23,7 @@ def _results(stage: dict):
     for kind in ("outs", "metrics", "plots"):
         for entry in stage.get(kind, []):
             if isinstance(entry, dict):
-                (path, options), = entry.items()
+                ((path, options),) = entry.items()
                 if options.get("cache") is False:
                     yield path, options
 

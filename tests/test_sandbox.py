@@ -53,8 +53,7 @@ def test_the_process_tree_is_killed_with_the_program(setsid, ending, namespaces,
         "import os, subprocess, time\n"
         "if os.fork() == 0:\n"
         f"    {spawn}subprocess.Popen(['sleep', '{tag}']); os._exit(0)\n"
-        "time.sleep(0.5)\n"
-        + ("time.sleep(60)\n" if ending == "timeout" else "")
+        "time.sleep(0.5)\n" + ("time.sleep(60)\n" if ending == "timeout" else "")
     )
     result = run_python(code, timeout=2.0)
     assert result.status == ("timeout" if ending == "timeout" else "passed"), result
@@ -91,7 +90,7 @@ def test_no_network_by_any_route():
             f"import importlib, socket\nimportlib.reload(socket)\n"
             f"socket.create_connection(('127.0.0.1', {port}), timeout=2)",
             f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import socket; "
-            f"socket.create_connection((\"127.0.0.1\", {port}), timeout=2)'], check=True)",
+            f'socket.create_connection(("127.0.0.1", {port}), timeout=2)\'], check=True)',
         ):
             result = run_python(code)
             assert result.status == "failed", (code, result)
@@ -112,7 +111,9 @@ def test_files_outside_the_temporary_folder_are_out_of_reach(tmp_path):
     ):
         assert run_python(code).status == "failed", code
     assert not target.exists() and not Path("/etc/fsgen-was-here").exists()
-    assert run_python("open('scratch', 'w').write('x')\nassert open('scratch').read() == 'x'").passed
+    assert run_python(
+        "open('scratch', 'w').write('x')\nassert open('scratch').read() == 'x'"
+    ).passed
 
 
 @needs_namespaces

@@ -16,7 +16,6 @@ import yaml
 
 from fsgen.core.paths import resolve
 
-
 _UMASK_LOCK = threading.Lock()
 
 

@@ -265,7 +265,9 @@ def run_python(code: str, *, timeout: float = 5.0, memory_mb: int = 512) -> Sand
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
     if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 64:
-        raise ValueError(f"memory_mb must be an integer >= 64 (Python needs that), got {memory_mb!r}")
+        raise ValueError(
+            f"memory_mb must be an integer >= 64 (Python needs that), got {memory_mb!r}"
+        )
     if not isinstance(code, str):
         raise ValueError(f"code must be a string of Python, got {type(code).__name__}")
     return _run(code, timeout=timeout, memory_mb=memory_mb, contain=containment())

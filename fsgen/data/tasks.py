@@ -121,7 +121,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 if line.strip():
                     rows.append(json.loads(line))
             except (UnicodeDecodeError, ValueError) as error:
-                raise ValueError(f"{path} line {number}: not a UTF-8 JSON line ({error})") from error
+                raise ValueError(
+                    f"{path} line {number}: not a UTF-8 JSON line ({error})"
+                ) from error
             if line.strip() and not isinstance(rows[-1], dict):
                 raise ValueError(f"{path} line {number}: expected a JSON object, got {line[:60]!r}")
     return rows
@@ -334,12 +336,16 @@ def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:
 
 
 def _load_mmlu(data_dir: Path | None, split: str) -> list[Example]:
-    source = "TIGER-Lab/MMLU-STEM" if data_dir is None else data_dir / "mmlu_stem" / f"{split}.jsonl"
+    source = (
+        "TIGER-Lab/MMLU-STEM" if data_dir is None else data_dir / "mmlu_stem" / f"{split}.jsonl"
+    )
     rows = _hub(source, split=split) if data_dir is None else read_jsonl(source)
     examples = []
     for i, row in _rows(rows, str(source), ("question", "choices", "answer")):
         if not isinstance(row["choices"], list) or len(row["choices"]) != len(LETTERS):
-            raise ValueError(f"{source} row {i} must have a list of 4 choices, got {row['choices']!r}")
+            raise ValueError(
+                f"{source} row {i} must have a list of 4 choices, got {row['choices']!r}"
+            )
         answer = row["answer"]
         if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < 4:
             raise ValueError(f"{source} row {i}: answer must be an index 0-3, got {answer!r}")
@@ -360,7 +366,9 @@ def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
     for i, row in _rows(rows, str(source), fields):
         tests = row["test_list"]
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
-            raise ValueError(f"{source} row {i}: test_list must be a list of asserts, got {tests!r:.80}")
+            raise ValueError(
+                f"{source} row {i}: test_list must be a list of asserts, got {tests!r:.80}"
+            )
     if data_dir is not None:
         first, last = _MBPP_SPLITS[split]
         rows = [row for row in rows if first <= int(row["task_id"]) <= last]

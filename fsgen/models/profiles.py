@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PositiveInt, ValidationError
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
 from fsgen.core.paths import resolve
