@@ -361,7 +361,14 @@ def config_cases(root: Path) -> list[Case]:
             expect="ok",
         ),
         Case(
-            "profile unknown task", profile(swap("tasks: [synthetic]", "tasks: [gsm9k]")), "'gsm9k'"
+            "profile unknown task, logged",
+            lambda: log_tokens(
+                profile(swap("tasks: [synthetic]", "tasks: [gsm9k]"))(),
+                root / "unknown-task",
+                tasks=profile(swap("tasks: [synthetic]", "tasks: [gsm9k]"))().tasks,
+                progress=False,
+            ),
+            "'gsm9k'",
         ),
         Case(
             "rung lr 3e-3 (a YAML string)",
@@ -447,23 +454,33 @@ def data_loss_cases(root: Path) -> list[Case]:
     ]
 
 
-def main() -> None:
+def run_battery() -> tuple[Counter, list[tuple[str, str, str]]]:
+    """Every case classed: the counts per verdict, and (verdict, case, detail) of each case that
+    was not handled well."""
     root = Path(tempfile.mkdtemp(prefix="fsgen-bad-inputs-"))
     try:
         small, large, tokenizer, prompts = tiny_models()
         cases = engine_cases(small, large, tokenizer, prompts) + scaling_cases()
         cases += task_cases(root) + file_cases(root) + config_cases(root) + data_loss_cases(root)
         counts: Counter[str] = Counter()
+        failures = []
         for case in cases:
             verdict, detail = classify(case)
             counts[verdict] += 1
             if verdict != "handled well":
-                print(f"{verdict:13} {case.name}: {detail}")
-        print(f"\n{len(cases)} bad inputs and faults:")
-        for verdict in ("handled well", "silent wrong", "data loss", "unnamed"):
-            print(f"  {verdict:13} {counts[verdict]}")
+                failures.append((verdict, case.name, detail))
+        return counts, failures
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    counts, failures = run_battery()
+    for verdict, name, detail in failures:
+        print(f"{verdict:13} {name}: {detail}")
+    print(f"\n{sum(counts.values())} bad inputs and faults:")
+    for verdict in ("handled well", "silent wrong", "data loss", "unnamed"):
+        print(f"  {verdict:13} {counts[verdict]}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import re
 import pandas as pd
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from benchmarks.bad_inputs import run_battery, tiny_models
 from fsgen.analysis.scaling import fit_scaling_law
 from fsgen.data.tasks import load_examples, score
 from fsgen.engine.collaborate import collaborate
@@ -20,21 +20,9 @@ from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def pair(tiny_tokenizer):
-    def model(hidden, layers, seed):
-        torch.manual_seed(seed)
-        config = GPTNeoXConfig(
-            vocab_size=len(tiny_tokenizer),
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=2,
-            intermediate_size=2 * hidden,
-            max_position_embeddings=64,
-            eos_token_id=tiny_tokenizer.eos_token_id,
-        )
-        return GPTNeoXForCausalLM(config).eval()
-
-    return model(16, 1, 0), model(32, 2, 1), tiny_tokenizer
+def pair():
+    small, large, tokenizer, _ = tiny_models()
+    return small, large, tokenizer
 
 
 def _raises(call, value: str, error=ValueError):
@@ -69,7 +57,7 @@ def test_a_string_where_a_list_is_meant(pair, tmp_path):
         ({"method": "contrastive", "beta": math.nan}, "nan"),
         ({"do_sample": True, "temperature": math.nan}, "nan"),
         ({"do_sample": True, "temperature": math.inf}, "inf"),
-        ({"method": "speculative", "num_draft": 80}, "num_draft=80"),
+        ({"method": "speculative", "num_draft": 200}, "num_draft=200"),
         ({"router": lambda probs: torch.ones(probs.shape[0], dtype=torch.int64)}, "torch.int64"),
         ({"router": lambda probs: torch.ones(3, dtype=torch.bool)}, "(3,)"),
         ({"max_new_tokens": 2.5}, "2.5"),
@@ -129,3 +117,12 @@ def test_loaders_name_the_file_and_line(tmp_path):
     not_a_trace = tmp_path / "t.parquet"
     pd.DataFrame({"x": [1]}).to_parquet(not_a_trace)
     _raises(lambda: read_trace(not_a_trace), f"{not_a_trace} is not a token trace")
+
+
+def test_the_battery_of_bad_inputs_is_handled_well(monkeypatch, tmp_path):
+    """benchmarks/bad_inputs.py: every case an error naming its value, a warning, or the right
+    wrapped value; none silently wrong, none losing data."""
+    monkeypatch.setenv("FSGEN_ROOT", str(REPO))
+    counts, failures = run_battery()
+    assert sum(counts.values()) >= 100
+    assert not failures, failures
