@@ -13,6 +13,9 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
+# idle OpenMP threads sleep instead of spinning, so a busy machine slows the pipeline in
+# proportion (benchmarks/bench_threads.py); torch loads before fsgen in some notebooks
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: env repro report test bench lint format clean
 

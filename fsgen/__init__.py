@@ -4,6 +4,7 @@ What a notebook user calls, by layer; everything else lives in its subpackage
 (`fsgen.core`, `fsgen.data`, `fsgen.engine`, `fsgen.models`, `fsgen.analysis`, `fsgen.stages`).
 """
 
+import fsgen.core.threads  # noqa: F401 (first: OpenMP's wait policy, before torch loads)
 from fsgen.analysis.routing import calibrate_router, plot_router_sweep, sweep_routers
 from fsgen.analysis.scaling import fit_scaling_law
 from fsgen.analysis.speedup import plot_speedups, speedup_study

@@ -1,9 +1,14 @@
 """Token logging on a tiny trained ladder: coverage of units, resume after a crash, sharding."""
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from fsgen.engine.methods import METHODS
 from fsgen.models.profiles import load_profile, read_params
@@ -126,7 +131,7 @@ def test_oracle_and_each_rung_alone_run_on_more_prompts(tiny_ladder, tmp_path, m
         log_tokens(profile, tmp_path / "bad", ladder_prompts=1, **run)
 
 
-def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
+def test_changed_settings_keep_finished_shards(tiny_ladder, tmp_path, monkeypatch):
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))
     run = RUN | {"methods": ["alone"]}
@@ -135,6 +140,75 @@ def test_changed_settings_start_afresh(tiny_ladder, tmp_path, monkeypatch):
     changed = log_tokens(profile, tmp_path / "x", **(run | {"max_new_tokens": 4}))
     assert changed["skipped"] == 0
     assert merge_logs(tmp_path / "x")[1]["tokens"].max() <= 4
+    back = log_tokens(profile, tmp_path / "x", **run)  # the first run's shards were kept
+    assert back["skipped"] == first["units"]
+    assert merge_logs(tmp_path / "x")[1]["tokens"].max() > 4
+    fewer = log_tokens(profile, tmp_path / "x", **(run | {"n_prompts": 3}))  # one full chunk
+    assert fewer["run"] == 0 and set(merge_logs(tmp_path / "x")[1]["prompt_id"]) == {0, 1, 2}
+    more_methods = log_tokens(profile, tmp_path / "x", **(RUN | {"methods": ["alone", "oracle"]}))
+    assert more_methods["skipped"] == first["units"]
+    dropped = log_tokens(profile, tmp_path / "x", **run)  # oracle dropped, its shards kept
+    assert dropped["run"] == 0 and set(merge_logs(tmp_path / "x")[1]["method"]) == {"alone"}
+    assert any("+oracle+" in p.name for p in (tmp_path / "x" / "generations").iterdir())
+    reseeded = log_tokens(profile, tmp_path / "x", **(run | {"seed": 1}))  # run-wide: afresh
+    assert reseeded["skipped"] == 0
+    assert not any("+oracle+" in p.name for p in (tmp_path / "x" / "generations").iterdir())
+
+
+def test_a_foreign_folder_is_refused_and_untouched(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    data = tmp_path / "data"
+    for name in ("models/e0/model.safetensors", "paper/fig1.png", "logs/old.parquet"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(name.encode())
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=f"{data} is not empty and fsgen did not make it"):
+        log_tokens(profile, data, **RUN)
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
+_KILLED_RUN = """
+import os, signal, sys
+from fsgen.core.shards import ShardStore
+from fsgen.models.profiles import load_profile
+from fsgen.stages.token_logging import log_tokens
+import torch
+
+torch.set_num_threads(int(sys.argv[4]))  # the test's own: float sums depend on the thread count
+writes, write = [0], ShardStore.write
+def write_then_die(self, key, frame):
+    writes[0] += 1
+    if writes[0] == int(sys.argv[2]):  # SIGKILL between a unit's trace and generations shards
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(self, key, frame)
+ShardStore.write = write_then_die
+log_tokens(load_profile("tiny"), sys.argv[1], **eval(sys.argv[3]))
+"""
+
+
+def test_a_killed_run_resumes_to_identical_bytes(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    run = RUN | {"methods": ["alone", "oracle"]}
+    whole = log_tokens(profile, tmp_path / "whole", **run)
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "FSGEN_ROOT": str(root), "OMP_NUM_THREADS": threads}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, str(tmp_path / "killed"), "5", repr(run), threads],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    resumed = log_tokens(profile, tmp_path / "killed", **run)
+    assert resumed["skipped"] == 2 and resumed["run"] == whole["units"] - 2
+    for folder in ("traces", "generations"):
+        names = sorted(p.name for p in (tmp_path / "whole" / folder).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "killed" / folder).iterdir())
+        for name in names:
+            path = tmp_path / "whole" / folder / name
+            assert (tmp_path / "killed" / folder / name).read_bytes() == path.read_bytes(), name
 
 
 def test_summary_table(tiny_ladder, tmp_path, monkeypatch):

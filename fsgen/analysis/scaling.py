@@ -101,6 +101,10 @@ def fit_scaling_law(
         raise ValueError(f"ratios must be positive and finite, got {r.tolist()}")
     if not np.isfinite(cf).all():
         raise ValueError(f"frequencies must be finite, got {cf.tolist()}")
+    if ((cf < 0) | (cf > 1)).any():
+        raise ValueError(
+            f"frequencies are shares of tokens in [0, 1] (not percent), got {cf.tolist()}"
+        )
     params = _fit(r, cf)
     result = dict(zip(PARAMETERS, map(float, params), strict=True))
     fitted = least_squares_criteria(cf, scaling_law(r, *params), len(PARAMETERS))

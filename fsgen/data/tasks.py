@@ -107,17 +107,42 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
 
     Relative paths resolve from the repository root (`fsgen.core.paths.resolve`).
     """
+    if data_dir is not None and not str(data_dir).strip():
+        raise ValueError(
+            f"data_dir must name a data directory, got {data_dir!r} (None: ${DATA_ENV} or the hub)"
+        )
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
     return None if chosen is None else resolve(chosen)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The rows of a JSON-lines file (blank lines skipped)."""
+    """The rows of a JSON-lines file (blank lines skipped); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"expected a JSONL data file at {path}, but there is none")
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    rows = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    rows.append(json.loads(line))
+            except (UnicodeDecodeError, ValueError) as error:
+                raise ValueError(
+                    f"{path} line {number}: not a UTF-8 JSON line ({error})"
+                ) from error
+            if line.strip() and not isinstance(rows[-1], dict):
+                raise ValueError(f"{path} line {number}: expected a JSON object, got {line[:60]!r}")
+    return rows
+
+
+def _rows(rows: list[dict], source: str, fields: Sequence[str]):
+    """`(i, row)` over rows that all hold `fields`; a missing one names the source and row."""
+    for i, row in enumerate(rows):
+        missing = [name for name in fields if name not in row]
+        if missing:
+            raise ValueError(f"{source} row {i} lacks the fields {missing}; it has {sorted(row)}")
+        yield i, row
 
 
 def _hub(path: str, *args: str, split: str) -> list[dict]:
@@ -344,26 +369,33 @@ def generated_examples(task: str, n: int, *, split: str = "train", seed: int = 0
 
 
 def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:
-    if data_dir is None:
-        rows = _hub("openai/gsm8k", "main", split=split)
-    else:
-        rows = read_jsonl(data_dir / "gsm8k" / f"{split}.jsonl")
-    return [
-        Example("gsm8k", i, row["question"], gsm8k_answer(row["answer"]), row["answer"], row)
-        for i, row in enumerate(rows)
-    ]
+    source = "openai/gsm8k" if data_dir is None else data_dir / "gsm8k" / f"{split}.jsonl"
+    rows = _hub(source, "main", split=split) if data_dir is None else read_jsonl(source)
+    examples = []
+    for i, row in _rows(rows, str(source), ("question", "answer")):
+        try:
+            gold = gsm8k_answer(str(row["answer"]))
+        except ValueError as error:
+            raise ValueError(f"{source} row {i}: {error}") from error
+        examples.append(Example("gsm8k", i, row["question"], gold, row["answer"], row))
+    return examples
 
 
 def _load_mmlu(data_dir: Path | None, split: str) -> list[Example]:
-    if data_dir is None:
-        rows = _hub("TIGER-Lab/MMLU-STEM", split=split)
-    else:
-        rows = read_jsonl(data_dir / "mmlu_stem" / f"{split}.jsonl")
+    source = (
+        "TIGER-Lab/MMLU-STEM" if data_dir is None else data_dir / "mmlu_stem" / f"{split}.jsonl"
+    )
+    rows = _hub(source, split=split) if data_dir is None else read_jsonl(source)
     examples = []
-    for i, row in enumerate(rows):
-        if len(row["choices"]) != len(LETTERS):
-            raise ValueError(f"MMLU row {i} must have 4 choices, got {len(row['choices'])}")
-        letter = LETTERS[int(row["answer"])]
+    for i, row in _rows(rows, str(source), ("question", "choices", "answer")):
+        if not isinstance(row["choices"], list) or len(row["choices"]) != len(LETTERS):
+            raise ValueError(
+                f"{source} row {i} must have a list of 4 choices, got {row['choices']!r}"
+            )
+        answer = row["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < 4:
+            raise ValueError(f"{source} row {i}: answer must be an index 0-3, got {answer!r}")
+        letter = LETTERS[answer]
         examples.append(
             Example("mmlu_stem", i, row["question"], letter, f"The answer is ({letter}).", row)
         )
@@ -374,11 +406,17 @@ _MBPP_SPLITS = {"test": (11, 510), "train": (601, 974), "validation": (511, 600)
 
 
 def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
-    if data_dir is None:
-        rows = _hub("google-research-datasets/mbpp", "full", split=split)
-    else:
+    source = "google-research-datasets/mbpp" if data_dir is None else data_dir / "mbpp/mbpp.jsonl"
+    rows = _hub(source, "full", split=split) if data_dir is None else read_jsonl(source)
+    fields = ("task_id", "text", "test_list", "code")
+    for i, row in _rows(rows, str(source), fields):
+        tests = row["test_list"]
+        if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+            raise ValueError(
+                f"{source} row {i}: test_list must be a list of asserts, got {tests!r:.80}"
+            )
+    if data_dir is not None:
         first, last = _MBPP_SPLITS[split]
-        rows = read_jsonl(data_dir / "mbpp" / "mbpp.jsonl")
         rows = [row for row in rows if first <= int(row["task_id"]) <= last]
     rows = sorted(rows, key=lambda row: int(row["task_id"]))
     return [
@@ -388,12 +426,11 @@ def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
 
 
 def _load_mt_bench(data_dir: Path | None, split: str) -> list[Example]:
-    if data_dir is None:  # the 80 questions with their original ids, columns and references
-        rows = _hub("lighteval/mt-bench", split="train")
-    else:
-        rows = read_jsonl(data_dir / "mt_bench" / "question.jsonl")
+    source = "lighteval/mt-bench" if data_dir is None else data_dir / "mt_bench/question.jsonl"
+    # from the hub: the 80 questions with their original ids, columns and references
+    rows = _hub(source, split="train") if data_dir is None else read_jsonl(source)
     examples = []
-    for row in rows:
+    for _, row in _rows(rows, str(source), ("question_id", "turns")):
         reference = row.get("reference") or None
         solution = reference[0] if reference else None
         examples.append(
@@ -605,6 +642,11 @@ def score(
     generation only without one). MBPP runs programs in `fsgen.data.sandbox`, `workers` at a time.
     """
     task = get_task(task)
+    if isinstance(predictions, str):
+        raise ValueError(
+            f"predictions must be a list of texts, got one string {predictions[:40]!r}; "
+            f"use [{predictions[:40]!r}]"
+        )
     if len(predictions) != len(examples):
         raise ValueError(
             f"need one prediction per example, got {len(predictions)} predictions for "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -76,6 +77,39 @@ def _check_number(name: str, value, low: float, *, integer: bool = False) -> Non
         raise ValueError(f"{name} must be finite, got {value!r}")
 
 
+def _check_weights(method: Method, alpha, beta) -> None:
+    """alpha and beta within their meaning: contrastive methods keep the tokens whose large-model
+    probability is at least alpha times the top one (0 < alpha <= 1); beta and proxy tuning's
+    alpha are finite weights."""
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        _check_number(name, value, -math.inf)
+    if method.name.startswith("contrastive") and not 0 < alpha <= 1:
+        raise ValueError(
+            f"alpha of {method.name!r} (the plausibility cut, a share of the large model's top "
+            f"probability) must be in (0, 1], got {alpha!r}"
+        )
+
+
+def _parameters(model) -> int | None:
+    try:
+        return sum(p.numel() for p in model.parameters())
+    except (AttributeError, TypeError):
+        return None
+
+
+def _check_sizes(method: Method, models: Mapping[str, object]) -> None:
+    """Warn when System 2 (large) is smaller than System 1 (small): the roles look swapped."""
+    if "small" not in models or "large" not in models or models["small"] is models["large"]:
+        return
+    small, large = _parameters(models["small"]), _parameters(models["large"])
+    if small and large and large < small:
+        warnings.warn(
+            f"the large model has fewer parameters ({large:,}) than the small one ({small:,}) "
+            f"for method {method.name!r}: are small and large swapped?",
+            stacklevel=4,
+        )
+
+
 class Engine:
     """One configured decoding: the models by role (`small`, `large`, `tuned`), the method, the
     router, sampling and stopping. `run(prompts)` decodes. Given `smalls` ({name: model})
@@ -125,10 +159,9 @@ class Engine:
         _check_number("trace_top_k", trace_top_k, 1, integer=True)
         if self.method.drafts:
             _check_number("num_draft", num_draft, 1, integer=True)
-        if do_sample:
-            _check_number("temperature", temperature, 0.0)
-            if temperature == 0:
-                raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r}")
+        _check_number("temperature", temperature, 0.0)
+        if do_sample and temperature == 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r}")
         if forward not in FORWARDS:
             raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
         missing = [role for role in self.method.roles if models.get(role) is None]
@@ -142,6 +175,8 @@ class Engine:
         self.prompt_tokenizer = prompt_tokenizer or tokenizer
         self.alpha = self.method.alpha if alpha is None else alpha
         self.beta = self.method.beta if beta is None else beta
+        _check_weights(self.method, self.alpha, self.beta)
+        _check_sizes(self.method, self.models)
         self.num_draft, self.max_new_tokens, self.batch_size = num_draft, max_new_tokens, batch_size
         self.do_sample, self.temperature, self.seed = do_sample, temperature, seed
         self.trace_top_k, self.trace, self.forward = trace_top_k, trace, forward
@@ -154,8 +189,14 @@ class Engine:
         longest = max(map(len, prompts))
         for model in models:
             context = getattr(model.config, "max_position_embeddings", None)
+            name = model.config._name_or_path or type(model).__name__
+            if context is not None and self.extra and longest + self.extra > context:
+                raise ValueError(
+                    f"num_draft={self.num_draft} is too large: a prompt of {longest} tokens plus "
+                    f"num_draft + 1 = {self.extra} draft positions exceed the context of "
+                    f"{context} tokens of {name}; choose num_draft < {context - longest}"
+                )
             if context is not None and longest + self.max_new_tokens + self.extra > context:
-                name = model.config._name_or_path or type(model).__name__
                 extra = f" plus num_draft + 1 = {self.extra}" if self.extra else ""
                 raise ValueError(
                     f"prompt of {longest} tokens plus max_new_tokens={self.max_new_tokens}{extra} "

@@ -3,6 +3,7 @@ distribution that says, per row, whether the large model is consulted."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -48,6 +49,19 @@ ROUTERS = ("always", "never", "threshold", "margin", "entropy")
 _NEEDS_THRESHOLD = {"threshold": threshold, "margin": margin, "entropy": entropy_above}
 
 
+def check_threshold(router: str, value) -> float:
+    """`value` as the threshold of `router`: a probability in [0, 1] for `threshold` and
+    `margin`, a finite entropy >= 0 (nats) for `entropy`; anything else is a ValueError."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if router == "entropy":
+        ok, allowed = number is not None and 0 <= number < math.inf, "a number of nats >= 0"
+    else:
+        ok, allowed = number is not None and 0 <= number <= 1, "a probability in [0, 1]"
+    if not ok:
+        raise ValueError(f"router {router!r} needs a threshold that is {allowed}, got {value!r}")
+    return float(number)
+
+
 def make_router(router: str | Router, value: float | None = None) -> tuple[str, Router]:
     """Resolve a router name (or callable) into `(name, rule)`."""
     if callable(router):
@@ -59,5 +73,5 @@ def make_router(router: str | Router, value: float | None = None) -> tuple[str, 
     if router in _NEEDS_THRESHOLD:
         if value is None:
             raise ValueError(f"router {router!r} needs a threshold, got threshold=None")
-        return router, _NEEDS_THRESHOLD[router](float(value))
+        return router, _NEEDS_THRESHOLD[router](check_threshold(router, value))
     raise ValueError(f"unknown router {router!r}; valid routers: {list(ROUTERS)} or a callable")

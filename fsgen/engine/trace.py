@@ -107,5 +107,13 @@ def write_trace(trace: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def read_trace(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a trace written by `write_trace`."""
-    return pq.read_table(path).to_pandas()
+    """Read a trace written by `write_trace`; a file that is not one (not Parquet, or lacking
+    trace columns) is an error naming it."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(f"{path} is not a Parquet trace file: {error}") from error
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} is not a token trace: it lacks the columns {missing}")
+    return table.to_pandas()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PositiveInt, ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
@@ -59,6 +61,42 @@ def read_params(params_file: str | os.PathLike = DEFAULT_PARAMS) -> dict:
     return read_yaml(params_file)
 
 
+def _yaml_float(value):
+    """YAML 1.1 reads `3e-3` (no dot) as a string: take a string that is a number as one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class _EmbeddedRung(BaseModel):
+    """The shape and learning rate of an embedded rung (params.yaml `profiles.<name>.rungs`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    num_heads: PositiveInt
+    lr: Annotated[float, BeforeValidator(_yaml_float)]
+
+
+def _embedded_arch(profile: str, rung: str, entry: dict) -> dict:
+    """`entry` checked against `_EmbeddedRung`: errors name the profile, the rung, the key, the
+    expected type and the value found."""
+    try:
+        return _EmbeddedRung.model_validate(entry).model_dump()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+            for e in error.errors()
+        )
+        raise ValueError(f"profile {profile!r}, rung {rung!r}: {problems}") from None
+
+
+PROFILE_KEYS = ("kind", "rungs", "models_dir", "dtype", "device", "tasks")  # a profile's keys
+
+
 def load_profile(
     name: str | None = None, params_file: str | os.PathLike = DEFAULT_PARAMS
 ) -> Profile:
@@ -71,6 +109,13 @@ def load_profile(
     if name not in profiles:
         raise ValueError(f"unknown profile {name!r}; profiles in {params_file}: {sorted(profiles)}")
     spec = profiles[name]
+    if not isinstance(spec, dict):
+        raise ValueError(f"{params_file}: profile {name!r} must be a mapping, got {spec!r}")
+    unknown = sorted(set(spec) - set(PROFILE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{params_file}: profile {name!r} has unknown keys {unknown}; known: {list(PROFILE_KEYS)}"
+        )
     kind = spec.get("kind", "hub")
     if kind not in ("embedded", "hub"):
         raise ValueError(f"profile {name!r}: kind must be 'embedded' or 'hub', got {kind!r}")
@@ -85,7 +130,7 @@ def load_profile(
             model = f"{models_dir}/{rung_name}"
             tuned = f"{models_dir}/{rung_name}-chat" if entry.pop("tuned", True) else None
             revision = "main"
-            arch = entry
+            arch = _embedded_arch(name, rung_name, entry)
         else:
             if "model" not in entry:
                 raise ValueError(f"profile {name!r}, rung {rung_name!r}: no 'model' given")
@@ -106,9 +151,20 @@ def load_profile(
         rungs=tuple(rungs),
         dtype=dtype,
         device=device,
-        tasks=tuple(spec.get("tasks") or ("synthetic",)),
+        tasks=_profile_tasks(name, spec.get("tasks") or ("synthetic",)),
         models_dir=models_dir,
     )
+
+
+def _profile_tasks(name: str, tasks) -> tuple[str, ...]:
+    """A profile's tasks: a list, or one comma-separated string (never read letter by letter).
+    Their names are checked where they are run (`fsgen.data.tasks.get_task`), so that reading a
+    profile does not import the tasks."""
+    if isinstance(tasks, str):
+        tasks = [task.strip() for task in tasks.split(",")]
+    if not isinstance(tasks, list | tuple) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"profile {name!r}: tasks must be a list of task names, got {tasks!r}")
+    return tuple(tasks)
 
 
 def _check_dtype_device(dtype: str, device: str) -> None:

@@ -3,7 +3,14 @@
 The work is cut into units (task x method x pair x chunk of prompts). Each unit writes its token
 trace and its generations (text, score) as two shards; the generations shard is written last, so
 a unit counts as done only when both exist. A rerun skips finished units, `shard="i/n"` lets n
-machines split the units, and `merge_logs` reads everything back in a fixed order.
+machines split the units, and `merge_logs` reads the run's plan back in a fixed order.
+
+The output folder is fsgen's own (`fsgen.core.owned`): a non-empty folder fsgen did not make is
+refused, never wiped. A unit's key names what decides its result besides the run-wide settings
+(its task, method, rungs, chunk, number of prompts and `max_new_tokens`), so changing the task
+list, the methods, `n_prompts` or `max_new_tokens` keeps every finished shard (and reuses it
+when the change is undone). Only a change of the run-wide settings (profile and its rungs,
+chunk size, seed, data, top-k, the code) deletes the shards, which fsgen wrote.
 
 The plan follows the method registry (`fsgen.engine.methods.METHODS`), so a method added there
 is logged too:
@@ -20,17 +27,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from fsgen.core import source
-from fsgen.core.io import atomic_write_bytes, write_metrics
-from fsgen.core.shards import ShardStore, merge_logs, select_shard
+from fsgen.core.io import atomic_write_text, write_metrics
+from fsgen.core.owned import prepare_owned_dir
+from fsgen.core.shards import PLAN, ShardStore, merge_logs, select_shard, write_plan
 from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
@@ -62,10 +69,13 @@ class Unit:
     large: str  # the rung that generates (for `alone`, the rung itself)
     small: str  # "" for `alone` and for `oracle`, which covers every smaller rung
     chunk: int
+    prompts: int = 0  # how many prompts the chunk holds (0: not yet sized)
+    max_new_tokens: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.task}+{self.method}+{self.large}+{self.small or '-'}+c{self.chunk:04d}"
+        key = f"{self.task}+{self.method}+{self.large}+{self.small or '-'}+c{self.chunk:04d}"
+        return key + f"+n{self.prompts}+m{self.max_new_tokens}"
 
 
 def plan_units(
@@ -222,45 +232,50 @@ def log_tokens(
     Methods of a pair run on the first `n_prompts` prompts of each task; each rung alone and the
     ladder-wide oracle on the first `ladder_prompts` (default `n_prompts`; the same selection,
     extended)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    tasks = _names("tasks", tasks)
+    for name, value in (("chunk_size", chunk_size), ("max_new_tokens", max_new_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     ladder_prompts = n_prompts if ladder_prompts is None else ladder_prompts
     if ladder_prompts < n_prompts:
         raise ValueError(
             f"ladder_prompts ({ladder_prompts}) must be at least n_prompts ({n_prompts})"
         )
-    out_dir = Path(out_dir)
-    settings = {
+    settings = {  # the run-wide settings: a change deletes the shards (see the module docstring)
         "profile": profile.name,
         "rungs": [r.model for r in profile.rungs],
-        "tasks": list(tasks),
-        "methods": logging_methods(methods),
-        "n_prompts": n_prompts,
-        "ladder_prompts": ladder_prompts,
         "chunk_size": chunk_size,
         "seed": seed,
         "data_dir": str(data_dir),
-        "max_new_tokens": max_new_tokens,
         "trace_top_k": trace_top_k,
         "code": code_fingerprint(),
     }
-    _start_or_resume(out_dir, settings)
+    out_dir = _start_or_resume(Path(out_dir), settings)
     traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
     selected = {
         t: load_examples(t, data_dir=data_dir, n_prompts=ladder_prompts, seed=seed) for t in tasks
     }
     n_chunks = max(1, -(-n_prompts // chunk_size))
     ladder_chunks = max(1, -(-ladder_prompts // chunk_size))
-    units = select_shard(plan_units(profile, tasks, methods, n_chunks, ladder_chunks), shard)
+
+    def chunk(unit: Unit) -> list:
+        """The examples of `unit`: its chunk of the first n_prompts (or ladder_prompts)."""
+        count = ladder_prompts if runs_ladder_prompts(unit.method) else n_prompts
+        end = min((unit.chunk + 1) * chunk_size, count)
+        return selected[unit.task][unit.chunk * chunk_size : end]
+
+    plan = [
+        replace(u, prompts=size, max_new_tokens=max_new_tokens)
+        for u in plan_units(profile, tasks, methods, n_chunks, ladder_chunks)
+        if (size := len(chunk(u)))
+    ]
+    write_plan(out_dir, [u.key for u in plan])
+    units = select_shard(plan, shard)
     todo = [u for u in units if not gens.done(u.key)]
     cache = ModelCache(profile)
     for unit in tqdm(todo, desc="token logging", disable=not progress):
         cache.keep(_needed(unit, profile))
-        count = ladder_prompts if runs_ladder_prompts(unit.method) else n_prompts
-        end = min((unit.chunk + 1) * chunk_size, count)
-        examples = selected[unit.task][unit.chunk * chunk_size : end]
-        if not examples:
-            continue
+        examples = chunk(unit)
         cache.get(unit.large)  # loads the tokenizer with the first model
         # proxy tuning steers the base large model toward the tuned small one: its prompts are
         # in the tuned models' chat format
@@ -342,15 +357,43 @@ def summarize_logs(
     return table.reset_index()
 
 
-def _start_or_resume(out_dir: Path, settings: dict) -> None:
-    """Resume a run with the same settings; wipe the folder when the settings changed, so no
-    shard of another configuration survives (batch size and sharding do not change results)."""
-    manifest = out_dir / "settings.json"
+OWNER = "token_logging"
+SETTINGS = "settings.json"
+WRITES = (SETTINGS, PLAN, "traces/*.parquet", "generations/*.parquet")  # all a run writes
+
+
+def _names(what: str, names: str | Sequence[str]) -> list[str]:
+    """A list of names: a comma-separated string is split (never read letter by letter)."""
+    if isinstance(names, str):
+        names = names.split(",")
+    chosen = [n.strip() if isinstance(n, str) else n for n in names]
+    if not chosen or not all(isinstance(n, str) and n for n in chosen):
+        raise ValueError(f"{what} must be a list of names, got {names!r}")
+    return chosen
+
+
+def _earlier_logs(out_dir: Path) -> bool:
+    """Whether `out_dir` holds token logs of fsgen from before it marked its folders: their
+    settings file names the profile and the code."""
+    try:
+        settings = json.loads((out_dir / SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and {"profile", "code"} <= settings.keys()
+
+
+def _start_or_resume(out_dir: Path, settings: dict) -> Path:
+    """Resume a run with the same run-wide settings; when they changed, delete the shards (ours:
+    the folder is fsgen's) so none of another configuration survives. Batch size and sharding do
+    not change results. A non-empty folder fsgen did not make is refused, untouched."""
+    out_dir = prepare_owned_dir(out_dir, owner=OWNER, patterns=WRITES, adopt=_earlier_logs)
+    manifest = out_dir / SETTINGS
     text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
-    if out_dir.exists() and (not manifest.exists() or manifest.read_text() != text):
-        shutil.rmtree(out_dir)
-    if not manifest.exists():
-        atomic_write_bytes(manifest, text.encode())
+    if not manifest.exists() or manifest.read_text(encoding="utf-8") != text:
+        for store in (ShardStore(out_dir / "generations"), ShardStore(out_dir / "traces")):
+            store.remove(store.keys())  # generations first: a unit is done while it has them
+        atomic_write_text(manifest, text)
+    return out_dir
 
 
 def write_logging_outputs(
