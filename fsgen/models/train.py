@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
@@ -34,7 +34,7 @@ from fsgen.data.synthetic import (
 from fsgen.data.tasks import accuracy, accuracy_interval, get_task
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import generate
-from fsgen.models.profiles import Profile, count_parameters
+from fsgen.models.profiles import Profile, count_parameters, load_config
 
 SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
 
@@ -379,7 +379,7 @@ def describe_hub_ladder(profile: Profile) -> pd.DataFrame:
         ):
             if source is None:
                 continue
-            config = AutoConfig.from_pretrained(source, revision=rung.revision)
+            config = load_config(source, revision=rung.revision)
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(config)
             counts = count_parameters(model)
