@@ -168,7 +168,11 @@ def model_config(hub_id: str, shape: Shape):
 def random_model(hub_id: str, shape: Shape, *, seed: int = 0, dtype=torch.float32):
     """A random-weight model of `hub_id`'s architecture class at `shape`."""
     config = model_config(hub_id, shape)
-    classes = {"qwen": Qwen2ForCausalLM, "neox": GPTNeoXForCausalLM, "t5": T5ForConditionalGeneration}
+    classes = {
+        "qwen": Qwen2ForCausalLM,
+        "neox": GPTNeoXForCausalLM,
+        "t5": T5ForConditionalGeneration,
+    }
     torch.manual_seed(seed)
     model = classes[family(hub_id)](config).to(dtype)
     if family(hub_id) == "qwen":
@@ -186,7 +190,9 @@ def corpus(limit_chars: int = 4_000_000) -> list[str]:
     """Training text found on this machine: the standard library's Python sources and, where
     ../shared/data is present, GSM8K's training split (never the test prompts)."""
     texts, size = [], 0
-    data = Path(os.environ.get("FSGEN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data"))
+    data = Path(
+        os.environ.get("FSGEN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data")
+    )
     gsm8k = data / "gsm8k" / "train.jsonl"
     if gsm8k.exists():
         for line in filter(None, gsm8k.read_text().split("\n")):
@@ -263,7 +269,9 @@ def unigram_tokenizer(texts: Iterable[str], pieces: int = 32000, trained: int = 
             vocab.append([piece, -99.0])
         n += 1
     tokenizer = Tokenizer.from_str(json.dumps(spec))
-    tokenizer.add_special_tokens([AddedToken(f"<extra_id_{i}>", special=True) for i in range(99, -1, -1)])
+    tokenizer.add_special_tokens(
+        [AddedToken(f"<extra_id_{i}>", special=True) for i in range(99, -1, -1)]
+    )
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
@@ -355,7 +363,9 @@ def build_fake_hub(
         if base_id(hub_id) not in ladder:
             ladder.append(base_id(hub_id))
     for ladder in ladders.values():
-        ladder.sort(key=lambda i: list(REAL_SHAPES).index(i) if i in REAL_SHAPES else len(REAL_SHAPES))
+        ladder.sort(
+            key=lambda i: list(REAL_SHAPES).index(i) if i in REAL_SHAPES else len(REAL_SHAPES)
+        )
     folders = {}
     for hub_id in hub_ids:
         fam, chat = family(hub_id), hub_id.endswith("-Chat")

@@ -199,7 +199,9 @@ def load_config(source: str | os.PathLike, *, revision: str = "main"):
     cached, offline, is a `ModelUnavailableError` naming it."""
     local = resolve(source)
     with _unavailable(source, revision, local.exists()):
-        return AutoConfig.from_pretrained(str(local) if local.exists() else str(source), revision=revision)
+        return AutoConfig.from_pretrained(
+            str(local) if local.exists() else str(source), revision=revision
+        )
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
+from fsgen.core.determinism import use_deterministic_algorithms
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
 from fsgen.data.scoring import last_number
@@ -243,7 +244,7 @@ def train_ladder(
             f"only embedded profiles are trained here; {profile.name!r} is {profile.kind!r}"
         )
     torch.set_num_threads(config.threads)
-    torch.use_deterministic_algorithms(True)
+    use_deterministic_algorithms()
     models_dir = Path(models_dir)
     train = generate_problems(config.train_problems, split="train", seed=config.seed)
     test = generate_problems(config.test_problems, split="test", seed=config.seed)

@@ -215,7 +215,11 @@ def log_tokens(
         "chunk_size": chunk_size,
         "seed": seed,
         "data_dir": str(data_dir),
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": (
+            {t: profile.generation_length(t, max_new_tokens) for t in tasks}
+            if profile.max_new_tokens
+            else max_new_tokens
+        ),
         "trace_top_k": trace_top_k,
         "code": code_fingerprint(),
     }
@@ -250,7 +254,7 @@ def log_tokens(
             prompts,
             examples,
             unit.chunk * chunk_size,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=profile.generation_length(unit.task, max_new_tokens),
             batch_size=batch_size,
             trace_top_k=trace_top_k,
         )
