@@ -33,7 +33,6 @@ import os
 import sys
 import sysconfig
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,6 +48,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from fsgen.analysis.estimates import ARCHITECTURES, Shape
+
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
@@ -58,38 +59,6 @@ CHATML = (
 QWEN_TOKENIZER, QWEN_VOCAB = 151646, 151936
 NEOX_TOKENIZER, NEOX_VOCAB = 50277, 50304
 T5_TOKENIZER, T5_VOCAB = 32100, 32128
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Depth and width of one fake model (the real one's, or shrunk)."""
-
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int = 0  # 0: 4x hidden (GPT-NeoX) or about 2.7x (Qwen2, T5)
-    kv_heads: int = 0  # 0: as many as heads
-
-
-# The real shapes (config.json of each hub model): gpu_check builds these at full size.
-REAL_SHAPES = {
-    "EleutherAI/pythia-70m": Shape(512, 6, 8, 2048),
-    "EleutherAI/pythia-160m": Shape(768, 12, 12, 3072),
-    "EleutherAI/pythia-410m": Shape(1024, 24, 16, 4096),
-    "EleutherAI/pythia-1b": Shape(2048, 16, 8, 8192),
-    "EleutherAI/pythia-1.4b": Shape(2048, 24, 16, 8192),
-    "EleutherAI/pythia-2.8b": Shape(2560, 32, 32, 10240),
-    "EleutherAI/pythia-6.9b": Shape(4096, 32, 32, 16384),
-    "EleutherAI/pythia-12b": Shape(5120, 36, 40, 20480),
-    "Qwen/Qwen1.5-0.5B": Shape(1024, 24, 16, 2816),
-    "Qwen/Qwen1.5-1.8B": Shape(2048, 24, 16, 5504),
-    "Qwen/Qwen1.5-4B": Shape(2560, 40, 20, 6912),
-    "Qwen/Qwen1.5-7B": Shape(4096, 32, 32, 11008),
-    "Qwen/Qwen1.5-14B": Shape(5120, 40, 40, 13696),
-    "Qwen/Qwen1.5-32B": Shape(5120, 64, 40, 27392, 8),
-    "Qwen/Qwen1.5-72B": Shape(8192, 80, 64, 24576),
-    "google/flan-t5-large": Shape(1024, 24, 16, 2816),
-}
 
 
 def family(hub_id: str) -> str:
@@ -364,7 +333,7 @@ def build_fake_hub(
             ladder.append(base_id(hub_id))
     for ladder in ladders.values():
         ladder.sort(
-            key=lambda i: list(REAL_SHAPES).index(i) if i in REAL_SHAPES else len(REAL_SHAPES)
+            key=lambda i: list(ARCHITECTURES).index(i) if i in ARCHITECTURES else len(ARCHITECTURES)
         )
     folders = {}
     for hub_id in hub_ids:

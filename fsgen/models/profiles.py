@@ -47,6 +47,7 @@ class Profile:
     models_dir: str = "data/models"
     # new tokens per task where the profile sets its own (hub profiles: their context allows it)
     max_new_tokens: dict[str, int] = field(default_factory=dict)
+    batch_size: int | None = None  # token logging's batch where the profile sets its own
 
     def rung(self, name: str) -> Rung:
         """The rung called `name`."""
@@ -118,6 +119,7 @@ def load_profile(
         tasks=tasks,
         models_dir=models_dir,
         max_new_tokens=_generation_lengths(name, spec.get("max_new_tokens"), tasks),
+        batch_size=_positive(name, "batch_size", spec.get("batch_size")),
     )
 
 
@@ -126,13 +128,17 @@ def _generation_lengths(profile: str, value, tasks: tuple[str, ...]) -> dict[str
     if value is None:
         return {}
     lengths = value if isinstance(value, dict) else dict.fromkeys(tasks, value)
-    for task, length in lengths.items():
-        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-            raise ValueError(
-                f"profile {profile!r}: max_new_tokens for {task!r} must be a positive integer, "
-                f"got {length!r}"
-            )
-    return {str(task): int(length) for task, length in lengths.items()}
+    return {
+        str(task): _positive(profile, f"max_new_tokens for {task!r}", length)
+        for task, length in lengths.items()
+    }
+
+
+def _positive(profile: str, what: str, value) -> int | None:
+    """A positive integer of a profile (None stays None)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"profile {profile!r}: {what} must be a positive integer, got {value!r}")
+    return value
 
 
 def _check_dtype_device(dtype: str, device: str) -> None:

@@ -255,7 +255,7 @@ def log_tokens(
             examples,
             unit.chunk * chunk_size,
             max_new_tokens=profile.generation_length(unit.task, max_new_tokens),
-            batch_size=batch_size,
+            batch_size=profile.batch_size or batch_size,
             trace_top_k=trace_top_k,
         )
         traces.write(unit.key, trace)
