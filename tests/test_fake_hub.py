@@ -10,9 +10,12 @@ import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.analysis import frequency
+from fsgen.analysis.estimates import LONGEST_PROMPT
+from fsgen.engine.collaborate import collaborate
 from fsgen.models import llm_to_slm
 from fsgen.models.profiles import ModelUnavailableError, load_config, load_profile
 from fsgen.models.train import build_ladder
+from fsgen.stages.quickstart import quickstart_models, quickstart_prompts
 from fsgen.stages.token_logging import log_tokens, write_logging_outputs
 from tests.conftest import REPO
 
@@ -124,3 +127,24 @@ def test_t5_pairing_has_a_large_baseline_that_generates(fake_hub, tmp_path, monk
     assert systems.llm_to_slm.encoder_decoder and systems.large is not None
     quality = llm_to_slm.evaluate_systems(systems, n_prompts=2, max_new_tokens=4, batch_size=2)
     assert list(quality["system"]) == list(llm_to_slm.SYSTEMS)  # the large row is there
+
+
+def test_quickstart_hub_choice_runs_on_the_fake_hub(fake_hub):
+    small, large, tokenizer, description = quickstart_models("hub")
+    assert "EleutherAI/pythia-70m" in description
+    out = collaborate(small, large, tokenizer, quickstart_prompts(), max_new_tokens=4)
+    assert len(out.texts) == 3 and out.summary["tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    "name, model", [("pythia", "EleutherAI/pythia-70m"), ("qwen1.5", "Qwen/Qwen1.5-0.5B")]
+)
+def test_each_hub_task_fits_the_profiles_context(fake_hub, name, model):
+    """The longest prompt of each task (in tokens of a tokenizer of the real size) plus the
+    profile's generation length fits the model's context; Pythia leaves out what cannot."""
+    profile = load_profile(name)
+    context = AutoConfig.from_pretrained(model, revision="main").max_position_embeddings
+    for task in profile.tasks:
+        assert LONGEST_PROMPT[task] + profile.generation_length(task, 0) <= context, task
+    left_out = [t for t in LONGEST_PROMPT if t not in profile.tasks]
+    assert all(LONGEST_PROMPT[t] + 512 > context for t in left_out)
