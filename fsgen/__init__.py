@@ -8,6 +8,7 @@ import fsgen.core.threads  # noqa: F401 (first: OpenMP's wait policy, before tor
 from fsgen.analysis.routing import calibrate_router, plot_router_sweep, sweep_routers
 from fsgen.analysis.scaling import fit_scaling_law
 from fsgen.analysis.speedup import plot_speedups, speedup_study
+from fsgen.core.determinism import use_deterministic_algorithms
 from fsgen.core.io import read_metrics
 from fsgen.core.paths import repo_root, resolve
 from fsgen.core.plots import plot_ladder, plot_training_curves
@@ -42,7 +43,7 @@ from fsgen.models.profiles import (
 )
 from fsgen.models.train import LadderConfig, build_ladder, write_ladder_outputs
 from fsgen.stages.config import stage_config
-from fsgen.stages.routers import write_router_outputs
+from fsgen.stages.routers import router_data_dir, write_router_outputs
 from fsgen.stages.token_logging import (
     default_tasks,
     log_tokens,
@@ -58,6 +59,7 @@ __all__ = [
     "read_metrics",
     "repo_root",
     "resolve",
+    "use_deterministic_algorithms",
     # data: benchmark tasks, prompts, scoring, the sandbox for generated code
     "DataUnavailableError",
     "TASKS",
@@ -102,6 +104,7 @@ __all__ = [
     "logging_methods",
     "stage_config",
     "write_logging_outputs",
+    "router_data_dir",
     "write_router_outputs",
 ]
 __version__ = "0.1.0"

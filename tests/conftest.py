@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
+# The tests' own Hugging Face cache, set before the hub library reads it: never the user's real
+# cache (the fake hub writes here), removed when the session ends.
+_HUB = tempfile.mkdtemp(prefix="fsgen-test-hub-")
+atexit.register(shutil.rmtree, _HUB, ignore_errors=True)
+os.environ["HF_HOME"] = _HUB
+os.environ["HF_HUB_CACHE"] = os.path.join(_HUB, "hub")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -13,8 +22,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from fsgen.data.synthetic import chat_document, generate_problems, plain_document
-from fsgen.data.tokenizer import train_tokenizer
+from fsgen.data.synthetic import chat_document, generate_problems, plain_document  # noqa: E402
+from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,3 +41,24 @@ def tiny_tokenizer():
     return train_tokenizer(
         [plain_document(p) for p in problems] + [chat_document(problems[0])], 300
     )
+
+
+# Two tiny rungs of each hub family (and each -Chat variant), plus LLM-to-SLM's T5 encoder.
+FAKE_HUB_MODELS = (
+    "EleutherAI/pythia-70m",
+    "EleutherAI/pythia-160m",
+    "Qwen/Qwen1.5-0.5B",
+    "Qwen/Qwen1.5-0.5B-Chat",
+    "Qwen/Qwen1.5-1.8B",
+    "Qwen/Qwen1.5-1.8B-Chat",
+    "google/flan-t5-large",
+)
+
+
+@pytest.fixture(scope="session")
+def fake_hub() -> dict:
+    """The fake offline hub (tests/fake_hub.py) in the session's HF_HUB_CACHE: each id of
+    FAKE_HUB_MODELS resolves through `from_pretrained(id, revision="main")` with the hub offline."""
+    from tests.fake_hub import build_fake_hub, corpus  # noqa: PLC0415 (only its tests pay for it)
+
+    return build_fake_hub(os.environ["HF_HUB_CACHE"], FAKE_HUB_MODELS, texts=corpus(300_000))

@@ -3,8 +3,14 @@
 import nbformat
 import pytest
 
-from fsgen.analysis.estimates import estimate_profile, nominal_size
-from fsgen.models.profiles import Profile, Rung
+from fsgen.analysis.estimates import (
+    estimate_profile,
+    fitting_batch,
+    nominal_size,
+    shape_of,
+    unit_memory,
+)
+from fsgen.models.profiles import load_profile
 from fsgen.stages.report import END, START, render_results, update_readme
 from tests.conftest import REPO
 from tests.test_notebooks import run_notebook
@@ -49,20 +55,41 @@ def test_gpu_estimates_from_nominal_sizes():
     assert nominal_size("qwen1.5-1.8b") == 1.8e9 and nominal_size("pythia-70m") == 70e6
     with pytest.raises(ValueError, match="got 'gpt2'"):
         nominal_size("gpt2")
-    rungs = tuple(Rung(name=n, model=f"org/{n}") for n in ("m-1b", "m-3b"))
-    profile = Profile(name="h", kind="hub", rungs=rungs, dtype="bfloat16", tasks=("gsm8k",))
-    out = estimate_profile(
-        profile,
-        n_prompts=128,
-        max_new_tokens=225_000,
-        batch_size=64,
-        methods=["alone"],
-        bandwidth=1e12,
-        efficiency=1.0,
+
+
+def test_shapes_give_the_real_parameter_counts():
+    # the published counts: Pythia-12B 11.85B, Pythia-70M 70.4M, Qwen1.5-72B 72.3B, 0.5B 0.46B
+    for model, count in (
+        ("EleutherAI/pythia-12b", 11.85e9),
+        ("EleutherAI/pythia-70m", 70.4e6),
+        ("Qwen/Qwen1.5-72B", 72.3e9),
+        ("Qwen/Qwen1.5-0.5B-Chat", 0.464e9),
+    ):
+        assert abs(shape_of(model).params / count - 1) < 0.01, model
+
+
+def test_unit_memory_counts_weights_kv_cache_and_logits():
+    shape = shape_of("EleutherAI/pythia-12b")
+    memory = unit_memory([shape], method="alone", batch=64, prompt=1490, new=0, per_param=2)
+    # the figure: ~70 GB of KV cache for pythia-12b at batch 64 x 1,490 tokens
+    assert 69e9 < memory["kv"] < 72e9
+    assert memory["weights"] == shape.params * 2
+    oracle = unit_memory([shape, shape], method="oracle", batch=2, prompt=10, new=99, per_param=2)
+    assert oracle["logits"] == 2 * 100 * shape.vocab * (2 + 4 + 8)  # every scored position
+    assert (
+        oracle["kv"]
+        == 2 * unit_memory([shape], method="alone", batch=2, prompt=10, new=99, per_param=2)["kv"]
     )
-    assert out["largest weights (GB)"] == 6.0 and out["peak memory (GB)"] == 9.6  # (3+1)*2*1.2
-    # alone: 2 batches x 225k steps per rung, reading 2 GB and 6 GB at 1 TB/s: one hour
-    assert out["token logging (GPU-hours)"] == 1.0
+
+
+def test_hub_profiles_batch_sizes_fit_the_gpus_they_name():
+    settings = {"n_prompts": 64, "max_new_tokens": 160, "methods": ["all"]}
+    for name, gpus in (("pythia", 1), ("qwen1.5", 8)):
+        profile = load_profile(name)
+        out = estimate_profile(profile, batch_size=profile.batch_size, **settings)
+        assert out["H100 80GB needed"] <= gpus and out["token logging (GPU-hours)"] > 0
+        assert out["peak unit"].startswith("oracle")  # the unit holding every rung
+        assert fitting_batch(profile, gpus=gpus, **settings) == profile.batch_size
 
 
 def test_every_notebook_is_listed_with_a_colab_badge():

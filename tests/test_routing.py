@@ -134,8 +134,25 @@ def test_calibration_rejects_bad_inputs(trace, learned):
         calibrate_router(trace.drop(columns=["mismatch"]), "threshold", 0.1)
     with pytest.raises(ValueError, match="no rows"):
         calibrate_router(trace.iloc[:0], "threshold", 0.1)
+    with pytest.raises(ValueError, match="'e3-e2'"):
+        parse_pairs("e3-e2")  # pairs are data, never a string to split
     with pytest.raises(ValueError, match="'e3e1'"):
-        parse_pairs("e3-e2,e3e1")
+        parse_pairs([["e3", "e2"], "e3e1"])
+
+
+def test_pairs_are_data_and_auto_follows_the_profile():
+    profile = load_profile("pythia")
+    hub = [["pythia-410m", "pythia-70m"], {"large": "pythia-1b", "small": "pythia-160m"}]
+    assert parse_pairs(hub, profile) == [
+        ("pythia-410m", "pythia-70m"),
+        ("pythia-1b", "pythia-160m"),
+    ]
+    assert parse_pairs("auto", profile) == [
+        ("pythia-12b", "pythia-2.8b"),
+        ("pythia-12b", "pythia-6.9b"),
+    ]
+    with pytest.raises(ValueError, match="pythia-7m"):
+        parse_pairs([["pythia-410m", "pythia-7m"]], profile)
 
 
 def test_split_prompts_is_deterministic_and_disjoint():

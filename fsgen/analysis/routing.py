@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -44,18 +44,47 @@ ORACLE_COLUMNS = ("prompt_id", "mismatch", "small_top1_prob", "small_margin", "s
 # ----------------------------------------------------------------------------- pairs and traces
 
 
-def parse_pairs(pairs: str | Sequence[str]) -> list[tuple[str, str]]:
-    """'e3-e1,e3-e2' (large-small) -> [('e3', 'e1'), ('e3', 'e2')]."""
-    items = [p.strip() for p in pairs.split(",")] if isinstance(pairs, str) else list(pairs)
+def parse_pairs(pairs, profile=None) -> list[tuple[str, str]]:
+    """Pairs as data: a list of `[large, small]` lists or `{large: ..., small: ...}` mappings
+    (rung names, which may hold hyphens, as hub rungs do); "auto" (with `profile`): the
+    profile's largest rung with each of the two rungs below it (`default_pairs`)."""
+    if isinstance(pairs, str) and pairs == "auto" and profile is not None:
+        return default_pairs(profile)
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+        raise ValueError(
+            "pairs are a list of [large, small] or {large: ..., small: ...} items"
+            f"{' or auto' if profile is not None else ''}, got {pairs!r}"
+        )
     parsed = []
-    for item in filter(None, items):
-        parts = item.split("-")
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(f"a pair is written 'large-small' (like 'e3-e1'), got {item!r}")
-        parsed.append((parts[0], parts[1]))
-    if not parsed:
-        raise ValueError(f"no pairs given, got {pairs!r}")
+    for item in pairs:
+        if isinstance(item, Mapping):
+            if set(item) != {"large", "small"}:
+                raise ValueError(f"a pair mapping has keys large and small, got {dict(item)!r}")
+            item = (item["large"], item["small"])
+        if (
+            isinstance(item, str)
+            or len(item) != 2
+            or not all(isinstance(n, str) and n for n in item)
+        ):
+            raise ValueError(f"a pair is [large, small] (two rung names), got {item!r}")
+        parsed.append((item[0], item[1]))
+    if profile is not None:
+        for large, small in parsed:
+            profile.rung(large), profile.rung(small)  # unknown names: an error naming the rungs
     return parsed
+
+
+def default_pairs(profile) -> list[tuple[str, str]]:
+    """The profile's largest rung with each of the (up to) two rungs below it, smaller first."""
+    names = [rung.name for rung in profile.rungs]
+    return [(names[-1], small) for small in names[-3:-1]]
+
+
+def profile_task(profile, task: str, max_new_tokens: int) -> tuple[str, int]:
+    """The task a stage studies ("": the profile's first) and its generation length (the
+    profile's own for that task, else `max_new_tokens`)."""
+    task = task or profile.tasks[0]
+    return task, profile.generation_length(task, max_new_tokens)
 
 
 def oracle_trace(traces: pd.DataFrame, task: str, large: str, small: str) -> pd.DataFrame:
@@ -376,7 +405,7 @@ def load_rung_cached(cache: dict, profile, name: str):
 def sweep_routers(
     profile,
     traces: pd.DataFrame,
-    pairs: str | Sequence[str],
+    pairs: str | Sequence,  # [large, small] items, or "auto" (see parse_pairs)
     *,
     task: str = "synthetic",
     target_call_rates: Sequence[float] = (0.05, 0.1, 0.2, 0.4),
@@ -400,6 +429,8 @@ def sweep_routers(
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown router kinds {unknown}; valid kinds: {list(KINDS)}")
+    plan = parse_pairs(pairs, profile)
+    task, max_new_tokens = profile_task(profile, task, max_new_tokens)
     examples = load_examples(
         task, data_dir=data_dir, n_prompts=prompt_offset + n_prompts, seed=seed
     )[prompt_offset:]
@@ -424,7 +455,6 @@ def sweep_routers(
             "wall_seconds": out.summary["wall_seconds"],
         }
 
-    plan = parse_pairs(pairs)
     for large_name, small_name in plan:
         large, tokenizer = load_rung_cached(cache, profile, large_name)
         small, _ = load_rung_cached(cache, profile, small_name)

@@ -58,7 +58,7 @@ import seaborn as sns
 import torch
 from scipy.optimize import nnls
 
-from fsgen.analysis.routing import load_rung_cached, oracle_trace, parse_pairs
+from fsgen.analysis.routing import load_rung_cached, oracle_trace, parse_pairs, profile_task
 from fsgen.core.plots import save_figure
 from fsgen.core.timing import timed
 from fsgen.data.tasks import build_prompts, get_task, load_examples
@@ -270,7 +270,7 @@ RUNS = ("probe_short", "probe_long", "probe_finished", "full")
 def speedup_study(
     profile,
     traces: pd.DataFrame,
-    pairs: str | Sequence[str],
+    pairs: str | Sequence,  # [large, small] items, or "auto" (see parse_pairs)
     draft_lengths: Sequence[int] = (1, 2, 3, 4),
     *,
     task: str = "synthetic",
@@ -292,6 +292,8 @@ def speedup_study(
     short, long = probe_tokens
     if not 0 < short < long:
         raise ValueError(f"probe_tokens must be two increasing lengths, got {probe_tokens}")
+    plan = parse_pairs(pairs, profile)
+    task, max_new_tokens = profile_task(profile, task, max_new_tokens)
     examples = load_examples(task, data_dir=data_dir, n_prompts=n_prompts, seed=seed)
     prompts = build_prompts(task, examples, data_dir=data_dir)
     stop = list(get_task(task).stop)
@@ -304,7 +306,7 @@ def speedup_study(
     }
     cache: dict = {}
     acceptance, timings, table, work = [], [], [], []
-    for large_name, small_name in parse_pairs(pairs):
+    for large_name, small_name in plan:
         pair = f"{large_name}-{small_name}"
         large, tokenizer = load_rung_cached(cache, profile, large_name)
         small, _ = load_rung_cached(cache, profile, small_name)

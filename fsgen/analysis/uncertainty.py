@@ -206,12 +206,22 @@ def plot_entropy_bins(rows: pd.DataFrame, bins: int = 10, stem: str | os.PathLik
     return grid.figure
 
 
+def widest_pair(rows: pd.DataFrame) -> str:
+    """The pair label of the largest rung over the smallest among oracle trace rows: the large
+    rung paired with the most small ones, and the small rung paired with the most large ones."""
+    pairs = rows[["large", "small"]].drop_duplicates()
+    large = pairs.groupby("large").size().sort_values(ascending=False, kind="stable").index[0]
+    small = pairs.groupby("small").size().sort_values(ascending=False, kind="stable").index[0]
+    label = rows.loc[(rows["large"] == large) & (rows["small"] == small), "pair"]
+    return label.iloc[0] if len(label) else rows["pair"].iloc[0]
+
+
 def example_generation(
     rows: pd.DataFrame, pair: str | None = None, prompt_id: int | None = None, max_tokens: int = 40
 ) -> pd.DataFrame:
-    """The first `max_tokens` tokens of one generation (default: the first pair and the prompt
+    """The first `max_tokens` tokens of one generation (default: the widest pair and the prompt
     with the most mismatches in it), with System 1's top-k probabilities."""
-    pair = pair or rows["pair"].iloc[0]
+    pair = pair or widest_pair(rows)
     part = rows[rows["pair"] == pair]
     if not len(part):
         raise ValueError(f"no trace rows for pair {pair!r}; pairs: {sorted(set(rows['pair']))}")

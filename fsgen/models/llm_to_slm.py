@@ -39,7 +39,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForTextEncoding, AutoTokenizer
+from transformers import AutoModelForTextEncoding, AutoTokenizer
 
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
@@ -59,7 +59,7 @@ from fsgen.engine import fast_neox
 from fsgen.engine.batch import Batch, padding_id
 from fsgen.engine.collaborate import Collaboration, collaborate_ladder
 from fsgen.engine.collaborate import generate as engine_generate
-from fsgen.models.profiles import DTYPES, Profile, count_parameters, load_model
+from fsgen.models.profiles import DTYPES, Profile, count_parameters, load_config, load_model
 from fsgen.models.train import batch_order, optimize
 
 FUSIONS = ("add", "replace")
@@ -283,20 +283,36 @@ class LLMToSLM(torch.nn.Module):
         return model
 
 
-def load_large(source: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
-    """Load a large model for LLM-to-SLM with its tokenizer (as shipped): the encoder of an
-    encoder-decoder model (T5 and the like), else a causal LM."""
+def load_large(
+    source: str | os.PathLike,
+    *,
+    revision: str = "main",
+    dtype: str = "float32",
+    device: str = "cpu",
+):
+    """Load a large model for LLM-to-SLM with its tokenizer (as shipped), at `revision`: the
+    encoder of an encoder-decoder model (T5 and the like), else a causal LM."""
     local = resolve(source)
     target = str(local) if local.exists() else str(source)
-    config = AutoConfig.from_pretrained(target)
+    config = load_config(source, revision=revision)
     causal = any(a.endswith("ForCausalLM") for a in getattr(config, "architectures", None) or [])
     if causal or not (config.is_encoder_decoder or "t5" in config.model_type):
-        return load_model(source, dtype=dtype, device=device)
-    model = AutoModelForTextEncoding.from_pretrained(target, dtype=DTYPES[dtype])
+        return load_model(source, revision=revision, dtype=dtype, device=device)
+    model = AutoModelForTextEncoding.from_pretrained(target, revision=revision, dtype=DTYPES[dtype])
     if device in ("cuda", "auto") and torch.cuda.is_available():
         model = model.to("cuda")
-    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer = AutoTokenizer.from_pretrained(target, revision=revision)
     return model.eval(), tokenizer
+
+
+def large_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
+    """Prompts as the large model reads them: ending in the end token when its tokenizer's own
+    template appends one (T5's `</s>`: the encoder was trained on inputs ending in it), which
+    the engine's tokenization, without special tokens, would leave off."""
+    eos = tokenizer.eos_token
+    if eos is None or tokenizer("x")["input_ids"][-1:] != [tokenizer.eos_token_id]:
+        return list(prompts)
+    return [p if p.endswith(eos) else p + eos for p in prompts]
 
 
 # ----------------------------------------------------------------------------- System 1 wrapper
@@ -427,7 +443,7 @@ def generate(
     result = engine_generate(
         wrapper,
         model.small_tokenizer,
-        prompts,
+        large_prompts(model.large_tokenizer, prompts),
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         do_sample=do_sample,
@@ -557,7 +573,8 @@ def encode_pairs(pairs: Sequence[Pair], prompt_tokenizer, response_tokenizer) ->
     """Tokenize prompts and responses separately; every response ends in EOS."""
     if not pairs:
         raise ValueError("no training pairs given")
-    prompts = prompt_tokenizer([p.prompt for p in pairs], add_special_tokens=False)["input_ids"]
+    prompts = large_prompts(prompt_tokenizer, [p.prompt for p in pairs])
+    prompts = prompt_tokenizer(prompts, add_special_tokens=False)["input_ids"]
     responses = response_tokenizer([p.response for p in pairs], add_special_tokens=False)
     eos = response_tokenizer.eos_token_id
     return Encoded(
@@ -649,10 +666,12 @@ def fine_tune_small(
 
 @dataclass
 class Systems:
-    """What stage 05 compares: the large and small models, the fine-tuned small model and
-    LLM-to-SLM, with the training curves of the last two."""
+    """What stage 05 compares: the large model alone (the pair's baseline: the large model
+    itself, or for an encoder such as T5's, a causal LM named as the pair's `baseline`; None if
+    none), the small model, the fine-tuned small model and LLM-to-SLM, with the training curves
+    of the last two."""
 
-    large: torch.nn.Module
+    large: torch.nn.Module | None
     small: torch.nn.Module
     fine_tuned: torch.nn.Module
     llm_to_slm: LLMToSLM
@@ -661,20 +680,24 @@ class Systems:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def stage_pair(profile: Profile, large: str, small: str) -> dict[str, str]:
-    """The (large, small) pair as names and sources: a name is a rung of `profile` (its
-    source is the rung's model) or a path / hub id (its own source)."""
+def stage_pair(profile: Profile, large: str, small: str, baseline: str = "") -> dict[str, str]:
+    """The (large, small) pair and the large baseline as names, sources and revisions: a name is
+    a rung of `profile` (its source and revision are the rung's) or a path / hub id (revision
+    main). `baseline` ("": the large model itself) is the model the speed-up and the gap closed
+    are measured against; an encoder-decoder large model (T5) cannot generate alone, so its
+    pairing names a causal LM sharing the small model's tokenizer."""
     chosen = {"large": large, "small": small}
     for role, name in chosen.items():
         if not name:
             raise ValueError(f"no {role} model given for profile {profile.name!r}, got {name!r}")
-    rungs = {r.name: r.model for r in profile.rungs}
-    return {
-        "large": chosen["large"],
-        "small": chosen["small"],
-        "large_source": rungs.get(chosen["large"], chosen["large"]),
-        "small_source": rungs.get(chosen["small"], chosen["small"]),
-    }
+    chosen["baseline"] = baseline
+    rungs = {r.name: r for r in profile.rungs}
+    pair = dict(chosen)
+    for role, name in chosen.items():
+        rung = rungs.get(name)
+        pair[f"{role}_source"] = rung.model if rung else name
+        pair[f"{role}_revision"] = rung.revision if rung else "main"
+    return pair
 
 
 def train_systems(
@@ -694,7 +717,8 @@ def train_systems(
     (`train_pairs` pairs of each of `tasks`, interleaved), and save both checkpoints under
     `out_dir` (`llm_to_slm/`, `fine_tuned_small/`)."""
     load = {"dtype": profile.dtype, "device": profile.device}
-    large, large_tok = load_large(pair["large_source"], **load)
+    large, large_tok = load_large(pair["large_source"], revision=pair["large_revision"], **load)
+    load["revision"] = pair["small_revision"]
     small, small_tok = load_model(pair["small_source"], **load)
     pairs = mixed_training_pairs(tasks, train_pairs, seed=config.seed)
     conditioned_small, _ = load_model(pair["small_source"], **load)
@@ -720,18 +744,45 @@ def train_systems(
         [{"model": "LLM-to-SLM", "step": s, "loss": v} for s, v in enumerate(curve)]
         + [{"model": "fine-tuned small", "step": s, "loss": v} for s, v in enumerate(baseline)]
     )
-    names = {"large": pair["large"], "small": pair["small"]}
-    return Systems(large, small, fine_tuned, model, small_tok, names, curves)
+    names = {"large": pair["large"], "small": pair["small"], "baseline": pair.get("baseline", "")}
+    return Systems(
+        baseline_model(pair, model, small_tok, profile),
+        small,
+        fine_tuned,
+        model,
+        small_tok,
+        names,
+        curves,
+    )
+
+
+def baseline_model(pair: dict[str, str], model: LLMToSLM, small_tokenizer, profile: Profile):
+    """The large model alone that LLM-to-SLM is compared with: the pair's `baseline` (a causal
+    LM reading the small model's tokenizer), else the large model when it can generate, else
+    None (no speed-up or gap-closed figure)."""
+    if not pair.get("baseline"):
+        return None if model.encoder_decoder else model.large
+    baseline, tokenizer = load_model(
+        pair["baseline_source"],
+        revision=pair["baseline_revision"],
+        dtype=profile.dtype,
+        device=profile.device,
+    )
+    if not _same_vocabulary(tokenizer, small_tokenizer):
+        raise ValueError(
+            f"the baseline {pair['baseline']!r} must read the small model's tokenizer (the "
+            f"four systems decode the same prompts), but its vocabulary differs from "
+            f"{pair['small']!r}'s"
+        )
+    return baseline
 
 
 SYSTEMS = ("large", "small", "fine-tuned small", "LLM-to-SLM")
 
 
 def _compared(systems: Systems) -> tuple[str, ...]:
-    """The systems that can generate: an encoder-only large model (T5's encoder) cannot alone."""
-    if systems.llm_to_slm.encoder_decoder:
-        return SYSTEMS[1:]
-    return SYSTEMS
+    """The systems that can generate: without a baseline, an encoder (T5's) cannot alone."""
+    return SYSTEMS if systems.large is not None else SYSTEMS[1:]
 
 
 def run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
@@ -894,7 +945,7 @@ def write_llm_to_slm_outputs(
         "LLM-to-SLM": "llm_to_slm",
     }
     params = {
-        "large": count_parameters(systems.large)["total"],
+        "large": count_parameters(systems.large)["total"] if systems.large is not None else None,
         "small": count_parameters(systems.small)["total"],
         "fine-tuned small": count_parameters(systems.fine_tuned)["total"],
         "LLM-to-SLM": sum(p.numel() for p in systems.llm_to_slm.parameters()),

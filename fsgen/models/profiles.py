@@ -8,13 +8,14 @@ paths are derived from the profile's `models_dir`, and they carry their architec
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PositiveInt, ValidationError
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
 from fsgen.core.paths import resolve
@@ -46,6 +47,9 @@ class Profile:
     device: str = "cpu"
     tasks: tuple[str, ...] = ("synthetic",)
     models_dir: str = "data/models"
+    # new tokens per task where the profile sets its own (hub profiles: their context allows it)
+    max_new_tokens: dict[str, int] = field(default_factory=dict)
+    batch_size: int | None = None  # token logging's batch where the profile sets its own
 
     def rung(self, name: str) -> Rung:
         """The rung called `name`."""
@@ -54,6 +58,11 @@ class Profile:
                 return rung
         names = [rung.name for rung in self.rungs]
         raise ValueError(f"unknown rung {name!r} in profile {self.name!r}; rungs: {names}")
+
+    def generation_length(self, task: str, default: int) -> int:
+        """New tokens per prompt of `task`: the profile's own length for it, else `default`
+        (the stage's value, sized for the embedded ladder)."""
+        return self.max_new_tokens.get(task, default)
 
 
 def read_params(params_file: str | os.PathLike = DEFAULT_PARAMS) -> dict:
@@ -145,14 +154,17 @@ def load_profile(
         raise ValueError(f"profile {name!r} needs at least 2 rungs, got {len(rungs)}")
     dtype, device = spec.get("dtype", "float32"), spec.get("device", "cpu")
     _check_dtype_device(dtype, device)
+    tasks = _profile_tasks(name, spec.get("tasks") or ("synthetic",))
     return Profile(
         name=name,
         kind=kind,
         rungs=tuple(rungs),
         dtype=dtype,
         device=device,
-        tasks=_profile_tasks(name, spec.get("tasks") or ("synthetic",)),
+        tasks=tasks,
         models_dir=models_dir,
+        max_new_tokens=_generation_lengths(name, spec.get("max_new_tokens"), tasks),
+        batch_size=_positive(name, "batch_size", spec.get("batch_size")),
     )
 
 
@@ -165,6 +177,24 @@ def _profile_tasks(name: str, tasks) -> tuple[str, ...]:
     if not isinstance(tasks, list | tuple) or not all(isinstance(t, str) for t in tasks):
         raise ValueError(f"profile {name!r}: tasks must be a list of task names, got {tasks!r}")
     return tuple(tasks)
+
+
+def _generation_lengths(profile: str, value, tasks: tuple[str, ...]) -> dict[str, int]:
+    """A profile's `max_new_tokens`: absent, one count for every task, or a count per task."""
+    if value is None:
+        return {}
+    lengths = value if isinstance(value, dict) else dict.fromkeys(tasks, value)
+    return {
+        str(task): _positive(profile, f"max_new_tokens for {task!r}", length)
+        for task, length in lengths.items()
+    }
+
+
+def _positive(profile: str, what: str, value) -> int | None:
+    """A positive integer of a profile (None stays None)."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"profile {profile!r}: {what} must be a positive integer, got {value!r}")
+    return value
 
 
 def _check_dtype_device(dtype: str, device: str) -> None:
@@ -215,23 +245,41 @@ def load_model(
     kwargs = {"revision": revision, "dtype": DTYPES[dtype]}
     if device == "auto":
         kwargs["device_map"] = "auto"
-    try:
+    with _unavailable(source, revision, local.exists()):
         model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
         tokenizer = (
             AutoTokenizer.from_pretrained(target, revision=revision) if with_tokenizer else None
         )
+    if device == "cuda":
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer
+
+
+def load_config(source: str | os.PathLike, *, revision: str = "main"):
+    """A model's config from a local folder or a hub id (no weights); a model neither local nor
+    cached, offline, is a `ModelUnavailableError` naming it."""
+    local = resolve(source)
+    with _unavailable(source, revision, local.exists()):
+        return AutoConfig.from_pretrained(
+            str(local) if local.exists() else str(source), revision=revision
+        )
+
+
+@contextlib.contextmanager
+def _unavailable(source, revision: str, is_local: bool):
+    """Turn the hub library's errors for a model it cannot reach into one that names the model,
+    the revision and the offline way out."""
+    try:
+        yield
     except OSError as error:
-        if local.exists() or not _hub_unreachable(error):
+        if is_local or not _hub_unreachable(error):
             raise
         raise ModelUnavailableError(
             f"cannot load {source!r} (revision {revision!r}): it is not a local folder, not in "
             "the Hugging Face cache, and the model hub is unreachable. Offline, run the "
             "'embedded' profile, which trains its own ladder (profile: embedded in params.yaml)."
         ) from error
-    if device == "cuda":
-        model = model.to("cuda")
-    model.eval()
-    return model, tokenizer
 
 
 def _looks_local(source: str) -> bool:

@@ -27,8 +27,9 @@ import pandas as pd
 import torch
 from scipy.optimize import least_squares
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
+from fsgen.core.determinism import use_deterministic_algorithms
 from fsgen.core.io import atomic_write_bytes, write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.source import code_fingerprint
@@ -46,7 +47,7 @@ from fsgen.data.synthetic import (
 from fsgen.data.tasks import accuracy, accuracy_interval, get_task, normalize_expression
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import generate
-from fsgen.models.profiles import Profile, count_parameters
+from fsgen.models.profiles import Profile, count_parameters, load_config
 
 SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
 EXPRESSION_STOP = get_task("expression").stop
@@ -261,7 +262,7 @@ def train_ladder(
             f"only embedded profiles are trained here; {profile.name!r} is {profile.kind!r}"
         )
     torch.set_num_threads(config.threads)
-    torch.use_deterministic_algorithms(True)
+    use_deterministic_algorithms()
     models_dir = Path(models_dir)
     train = generate_problems(config.train_problems, split="train", seed=config.seed)
     test = generate_problems(config.test_problems, split="test", seed=config.seed)
@@ -541,7 +542,7 @@ def describe_hub_ladder(profile: Profile) -> pd.DataFrame:
         ):
             if source is None:
                 continue
-            config = AutoConfig.from_pretrained(source, revision=rung.revision)
+            config = load_config(source, revision=rung.revision)
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(config)
             counts = count_parameters(model)

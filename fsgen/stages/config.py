@@ -12,7 +12,7 @@ what was expected.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -26,7 +26,21 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def _pair_items(value: Any) -> Any:
+    """Pairs as data: [large, small] lists or {large: ..., small: ...} mappings (rung names may
+    hold hyphens, so a pair is never a string to split); "auto" is left for the stage."""
+    if value == "auto" or not isinstance(value, list):
+        return value
+    return [
+        [item.get("large"), item.get("small")]
+        if isinstance(item, dict) and set(item) == {"large", "small"}
+        else item
+        for item in value
+    ]
+
+
 StrList = Annotated[list[str], BeforeValidator(_split_commas)]
+Pairs = Annotated[Literal["auto"] | list[tuple[str, str]], BeforeValidator(_pair_items)]
 IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatList = Annotated[list[float], BeforeValidator(_split_commas)]
 
@@ -97,17 +111,20 @@ class Uncertainty(StageConfig):
     uses_profile: ClassVar[bool] = False
     method: str
     entropy_bin_count: int
-    example_pair: str  # the pair of the top-k example, like "e3-e0"; "": the first pair
+    example_pair: str  # the top-k example's pair, like "e3-e0"; "": the widest pair logged
     example_tokens: int
     bootstrap: int  # resamples of the prompts for each AUROC's interval
 
 
 class LLMToSLMPair(BaseModel):
-    """The large model that encodes and the small one that generates: a rung name or a path."""
+    """The large model that encodes and the small one that generates (a rung name or a path),
+    and the large model alone they are measured against ("": the large model itself; an
+    encoder such as T5's cannot generate, so its pairing names a causal LM here)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     large: str
     small: str
+    baseline: str = ""
 
 
 class LLMToSLM(StageConfig):
@@ -147,8 +164,9 @@ class Routers(StageConfig):
     """Stage 06: the router sweep and the speed-up study."""
 
     profile: str
-    task: str
-    pairs: StrList  # large-small, like "e3-e1"
+    task: str  # "": the profile's first task
+    data_dir: str  # "": the data directory the token logs were made from
+    pairs: Pairs  # [[large, small], ...]; "auto": the largest rung with the two below it
     target_call_rates: FloatList
     n_prompts: int
     prompt_offset: int
@@ -157,7 +175,7 @@ class Routers(StageConfig):
     top_k: int
     max_new_tokens: int
     batch_size: int
-    speedup_pairs: StrList  # empty: no speed-up study
+    speedup_pairs: Pairs  # as pairs; []: no speed-up study
     draft_lengths: IntList
     speedup_prompts: int
     repeats: int

@@ -270,11 +270,14 @@ def estimates_section(root: Path) -> str:
         methods=logging["methods"].split(","),
     )
     return (
-        "### GPU profiles: estimates from model sizes (not measurements)\n\n"
-        f"Token logging with this `params.yaml` ({logging['n_prompts']} prompts per task, "
-        f"{logging['max_new_tokens']} new tokens, batch {logging['batch_size']}, methods "
-        f"{logging['methods']}), bf16, memory-bound decoding at half an H100's bandwidth; "
-        "assumptions in `fsgen/analysis/estimates.py`. Model download and loading time not included.\n\n"
+        "### GPU profiles: estimates from the models' shapes (not measurements)\n\n"
+        f"Token logging with this `params.yaml` ({logging['n_prompts']} prompts per task, each "
+        "profile's own generation length and batch, methods "
+        f"{logging['methods']}), bf16, on H100 80GB GPUs at half their bandwidth and compute. "
+        "Peak memory is the largest unit's (the oracle holds every rung at once): weights, KV "
+        "cache at the longest prompt plus the new tokens, logits, activations; assumptions in "
+        "`fsgen/analysis/estimates.py`. Model download and loading time not included. The GPU "
+        "path is rehearsed on a fake hub on CPU, not measured (benchmarks/README.md).\n\n"
         + _table(table)
     )
 

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from fsgen.analysis.routing import SweepResult, router_metrics
 from fsgen.analysis.speedup import recommend_draft_length
 from fsgen.core.io import write_metrics
+
+
+def router_data_dir(data_dir: str, logs_dir: str | os.PathLike) -> str | None:
+    """The data directory the stage reads prompts from: `data_dir` when given, else the one the
+    token logs in `logs_dir` were made from (their settings.json), so the fresh prompts come
+    from the same files as the logged ones; None: FSGEN_DATA_DIR or the hub."""
+    if data_dir:
+        return data_dir
+    manifest = Path(logs_dir) / "settings.json"
+    if not manifest.is_file():
+        raise ValueError(f"no token logs at {logs_dir} (no settings.json): run stage 01 first")
+    logged = json.loads(manifest.read_text()).get("data_dir")
+    return None if logged in (None, "", "None") else str(logged)
 
 
 def write_router_outputs(

@@ -265,7 +265,7 @@ def log_tokens(
         return selected[unit.task][unit.chunk * chunk_size : end]
 
     plan = [
-        replace(u, prompts=size, max_new_tokens=max_new_tokens)
+        replace(u, prompts=size, max_new_tokens=profile.generation_length(u.task, max_new_tokens))
         for u in plan_units(profile, tasks, methods, n_chunks, ladder_chunks)
         if (size := len(chunk(u)))
     ]
@@ -293,8 +293,8 @@ def log_tokens(
             prompts,
             examples,
             unit.chunk * chunk_size,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
+            max_new_tokens=profile.generation_length(unit.task, max_new_tokens),
+            batch_size=profile.batch_size or batch_size,
             trace_top_k=trace_top_k,
         )
         traces.write(unit.key, trace)
