@@ -231,12 +231,14 @@ def test_a_folder_fsgen_did_not_write_is_refused_and_left_alone(tmp_path):
 
 def test_stale_models_removed_only_when_fsgen_wrote_them(tmp_path):
     ours, foreign, kept = tmp_path / "old", tmp_path / "theirs", tmp_path / "t0"
-    for folder in (ours, foreign, kept):
+    leftover, hidden = tmp_path / ".t0.abc123.tmp", tmp_path / ".cache"  # a killed save; not ours
+    for folder in (ours, foreign, kept, leftover, hidden):
         folder.mkdir()
     (ours / RECORD).write_text("{}")
     (kept / RECORD).write_text("{}")
     remove_stale_models(tmp_path, keep={"t0"})
-    assert not ours.exists() and foreign.exists() and kept.exists()
+    assert not ours.exists() and not leftover.exists()
+    assert foreign.exists() and kept.exists() and hidden.exists()
 
 
 def test_loss_law_fit_recovers_a_known_curve():

@@ -103,7 +103,16 @@ def _embedded_arch(profile: str, rung: str, entry: dict) -> dict:
         raise ValueError(f"profile {profile!r}, rung {rung!r}: {problems}") from None
 
 
-PROFILE_KEYS = ("kind", "rungs", "models_dir", "dtype", "device", "tasks")  # a profile's keys
+PROFILE_KEYS = (  # a profile's keys
+    "kind",
+    "rungs",
+    "models_dir",
+    "dtype",
+    "device",
+    "tasks",
+    "max_new_tokens",
+    "batch_size",
+)
 
 
 def load_profile(

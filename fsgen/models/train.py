@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.core.determinism import use_deterministic_algorithms
-from fsgen.core.io import atomic_write_bytes, write_metrics
+from fsgen.core.io import atomic_directory, atomic_write_bytes, write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.source import code_fingerprint
 from fsgen.data.scoring import last_number
@@ -372,22 +372,17 @@ def _finished(folder: Path, key: str) -> bool:
 
 
 def _save_rung(model, tokenizer, folder: Path, key: str, row: dict, losses: list[float]) -> None:
-    """Save a finished model atomically: written beside `folder`, then renamed into place (a
-    previous version is replaced only if fsgen wrote it, as its record says)."""
-    partial = folder.with_name(f".{folder.name}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    record = {"fingerprint": key, "row": row, "losses": losses}
-    atomic_write_bytes(partial / RECORD, json.dumps(record, indent=1).encode())
-    if folder.exists():
-        if not (folder / RECORD).is_file():
-            raise ValueError(
-                f"{folder} exists but was not written by fsgen (no {RECORD}); move it away"
-            )
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    """Save a finished model atomically (`atomic_directory`: built beside `folder`, then moved
+    into place); a previous version is replaced only if fsgen wrote it, as its record says."""
+    if folder.exists() and not (folder / RECORD).is_file():
+        raise ValueError(
+            f"{folder} exists but was not written by fsgen (no {RECORD}); move it away"
+        )
+    with atomic_directory(folder) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        record = {"fingerprint": key, "row": row, "losses": losses}
+        atomic_write_bytes(partial / RECORD, json.dumps(record, indent=1).encode())
 
 
 class Evaluation:
@@ -567,13 +562,16 @@ def profile_model_names(profile: Profile) -> set[str]:
 
 def remove_stale_models(models_dir: Path, keep: set[str]) -> None:
     """Delete the model folders fsgen saved in `models_dir` (those with a `RECORD`) that are not
-    in `keep`, and unfinished `.partial` folders; anything else is left alone."""
+    in `keep`, and the temporary folders a killed save of one of `keep` left behind
+    (`atomic_directory`'s `.<name>.*.tmp` and `.old`); anything else is left alone."""
     if not models_dir.is_dir():
         return
     for folder in models_dir.iterdir():
-        ours = (folder / RECORD).is_file()
-        partial = folder.name.startswith(".") and folder.name.endswith(".partial")
-        if folder.is_dir() and ((ours and folder.name not in keep) or (partial and ours)):
+        if not folder.is_dir():
+            continue
+        stale = (folder / RECORD).is_file() and folder.name not in keep
+        leftover = folder.name.startswith(".") and folder.name.endswith((".tmp", ".old"))
+        if stale or (leftover and folder.name.split(".")[1] in keep):
             shutil.rmtree(folder)
 
 
