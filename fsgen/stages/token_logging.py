@@ -403,9 +403,8 @@ def write_logging_outputs(
     and flat metrics; returns the table."""
     traces, generations = merge_logs(out_dir)
     table = summarize_logs(traces, generations, bootstrap=bootstrap, seed=seed)
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(results_dir / "summary.csv", index=False, float_format="%.6g")
+    summary = table.to_csv(index=False, float_format="%.6g")
+    atomic_write_text(Path(results_dir) / "summary.csv", summary)  # all or nothing
     metrics: dict[str, object] = {"tokens": len(traces), "generations": len(generations)}
     for row in table.to_dict("records"):
         pair = f"{row['large']}-{row['small']}" if row["small"] else row["large"]
