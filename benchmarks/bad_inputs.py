@@ -331,7 +331,7 @@ def config_cases(root: Path) -> list[Case]:
 
     token = "token_logging:\n"
     embedded = "  embedded:\n    kind: embedded\n"
-    e0 = "{name: e0, hidden_size: 16, num_layers: 1, num_heads: 2, lr: 0.005}"
+    e0 = "{name: e0, hidden_size: 24, num_layers: 2, num_heads: 2, lr: 0.006}"
     cases = [
         Case("YAML error", section(base + "\n  bad: [unclosed\n", "token_logging"), ".yaml"),
         Case("params file missing", lambda: read_yaml(root / "none.yaml"), "none.yaml"),
@@ -372,11 +372,11 @@ def config_cases(root: Path) -> list[Case]:
         ),
         Case(
             "rung lr 3e-3 (a YAML string)",
-            lambda: profile(swap(e0, e0.replace("0.005", "3e-3")))().rungs[0].arch["lr"] == 0.003,
+            lambda: profile(swap(e0, e0.replace("0.006", "3e-3")))().rungs[0].arch["lr"] == 0.003,
             expect="ok",
         ),
-        Case("rung lr a word", profile(swap(e0, e0.replace("0.005", "fast"))), "'fast'"),
-        Case("rung hidden_size 16.5", profile(swap(e0, e0.replace("16", "16.5"))), "16.5"),
+        Case("rung lr a word", profile(swap(e0, e0.replace("0.006", "fast"))), "'fast'"),
+        Case("rung hidden_size 24.5", profile(swap(e0, e0.replace("24", "24.5"))), "24.5"),
         Case(
             "rung misspelt num_layer",
             profile(swap(e0, e0.replace("num_layers", "num_layer"))),

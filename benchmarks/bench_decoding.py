@@ -120,7 +120,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", default="embedded")
     parser.add_argument("--small", default="e1")
-    parser.add_argument("--large", default="e3")
+    parser.add_argument("--large", default="e5")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)

@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--large", default="data/models/embedded/e3")
+    parser.add_argument("--large", default="data/models/embedded/e5")
     parser.add_argument("--checkpoint", default="data/llm_to_slm/llm_to_slm")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1,8")
