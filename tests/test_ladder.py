@@ -145,8 +145,9 @@ def test_same_seed_same_weights(tiny_tokenizer):
 
 
 def test_missing_hub_model_offline_names_the_embedded_profile():
+    # a model the session's fake hub (conftest.FAKE_HUB_MODELS) never holds
     with pytest.raises(ModelUnavailableError, match="unreachable.*'embedded' profile"):
-        load_model("EleutherAI/pythia-70m", revision="main")
+        load_model("EleutherAI/pythia-12b", revision="main")
 
 
 def test_missing_local_folder_is_a_clear_error(tmp_path):

@@ -75,7 +75,7 @@ def test_unit_memory_counts_weights_kv_cache_and_logits():
     assert 69e9 < memory["kv"] < 72e9
     assert memory["weights"] == shape.params * 2
     oracle = unit_memory([shape, shape], method="oracle", batch=2, prompt=10, new=99, per_param=2)
-    assert oracle["logits"] == 2 * 100 * shape.vocab * (2 + 4 + 8)  # every scored position
+    assert oracle["logits"] == 2 * 100 * shape.vocab * (2 + 4 + 4 + 16)  # every scored position
     assert (
         oracle["kv"]
         == 2 * unit_memory([shape], method="alone", batch=2, prompt=10, new=99, per_param=2)["kv"]

@@ -8,8 +8,10 @@ prompt of `P` tokens (the task's longest) and `n` new tokens, in the profile's d
   smaller rung (oracle, which scores the large model's tokens with each of them);
 - KV cache: for each model held, 2 (keys, values) x layers x KV width x b x B x (P + n);
 - logits: a decoding step keeps one position per row (B x V, in b bytes and a float32 copy);
-  the oracle's teacher-forced scoring keeps n + 1 positions (B x (n + 1) x V, the model's b
-  bytes, the float32 copy and the float32 log-softmax and probabilities of the trace statistics);
+  the oracle's teacher-forced scoring keeps n + 1 positions (B x (n + 1) x V: the model's b
+  bytes, the float32 and flattened copies, the trace statistics' float32 log-softmax,
+  probabilities and two temporaries): checked against the measured peak of such a unit on CPU
+  (benchmarks/memory_check.py: 24 bytes per scored logit in float32, as estimated);
 - activations: the largest model's prefill over B x P tokens through one MLP (2 x its width).
 
 Time: decoding is memory-bound (each step reads the weights of the models it runs and their KV
@@ -96,9 +98,10 @@ ARCHITECTURES = {
     "Qwen/Qwen1.5-72B": _qwen(8192, 80, 64, 24576, vocab=152064),
     "google/flan-t5-large": Shape(1024, 24, 16, 2816, vocab=32128, family="t5"),
 }
-# The longest prompt per task, in tokens of a tokenizer of the real size (README, issue 15):
-# 8-shot GSM8K, 5-shot MMLU-STEM, 10-shot MBPP, MT-bench turn 1, chat template included.
-LONGEST_PROMPT = {"gsm8k": 1310, "mmlu_stem": 2290, "mbpp": 4820, "mt_bench": 550}
+# The longest prompt per task over both hub families, in tokens of stand-in tokenizers of the
+# real sizes (README): 8-shot GSM8K, 5-shot MMLU-STEM, 10-shot MBPP, MT-bench turn 1, with
+# Qwen1.5's chat template (proxy tuning's prompts), rounded up.
+LONGEST_PROMPT = {"gsm8k": 1310, "mmlu_stem": 2290, "mbpp": 4890, "mt_bench": 550}
 
 
 def nominal_size(name: str) -> float:
@@ -136,8 +139,13 @@ def unit_memory(
     weights = sum(s.params for s in shapes) * per_param
     kv = sum(2 * s.layers * s.kv_width * per_param * batch * width for s in shapes)
     vocab = max(s.vocab for s in shapes)
-    positions = new + 1 if method != "alone" and METHODS[method].ladder_wide else 1
-    logits = batch * positions * vocab * (per_param + 4 + (8 if positions > 1 else 0))
+    float_copy = 4 if per_param != 4 else 0  # `.float()` copies bf16 logits, not float32 ones
+    if method != "alone" and METHODS[method].ladder_wide:
+        # scoring: the model's logits, their float32 copy, the flattened copy, and the trace
+        # statistics' log-softmax, probabilities and two temporaries of the entropy
+        logits = batch * (new + 1) * vocab * (per_param + float_copy + 4 + 16)
+    else:
+        logits = batch * vocab * (per_param + float_copy)
     biggest = shapes[0]
     activations = 2 * batch * prompt * max(biggest.intermediate, 3 * biggest.hidden) * per_param
     return {"weights": weights, "kv": kv, "logits": logits, "activations": activations}
