@@ -21,6 +21,7 @@ from fsgen.analysis.frequency import UNDER
 from fsgen.analysis.scaling import paper_frequencies
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
+from fsgen.models.train import with_loss_law
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 COLUMNS = [
@@ -308,6 +309,8 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     """Our instrument: the base rungs' held-out losses lie on one smooth curve in parameters
     (no broken rung), as a Pythia-style suite's do."""
     rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
+    if "loss_residual" not in ladder:  # a ladder table written without the fit: fit it here
+        ladder, _ = with_loss_law(ladder)
     base = _base_rungs(ladder)
     residual = base["loss_residual"].abs()
     worst = float(residual.max())
