@@ -129,3 +129,12 @@ def test_missing_outputs_make_their_rows_inconclusive(tmp_path, monkeypatch):
     table = findings.findings_table("synthetic", outputs)
     assert list(table["id"]) == list(findings.CLAIMS)
     assert (table["verdict"] == OPEN).all()
+
+
+def test_router_row_is_inconclusive_when_the_large_model_scores_nothing():
+    routers = pd.DataFrame(
+        {"large": ["b"], "small": ["a"], "call_rate_for_95": [0.0], "large_accuracy": [0.0]}
+    )
+    row = findings.router_pareto(routers)
+    assert row["verdict"] == OPEN and "scores 0" in row["detail"]
+    assert findings.router_pareto(routers.assign(large_accuracy=0.3))["verdict"] == HOLDS

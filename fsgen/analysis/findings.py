@@ -21,6 +21,7 @@ from fsgen.analysis.frequency import UNDER
 from fsgen.analysis.scaling import paper_frequencies
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
+from fsgen.models.train import with_loss_law
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 COLUMNS = [
@@ -308,6 +309,8 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     """Our instrument: the base rungs' held-out losses lie on one smooth curve in parameters
     (no broken rung), as a Pythia-style suite's do."""
     rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
+    if "loss_residual" not in ladder:  # a ladder table written without the fit: fit it here
+        ladder, _ = with_loss_law(ladder)
     base = _base_rungs(ladder)
     residual = base["loss_residual"].abs()
     worst = float(residual.max())
@@ -344,6 +347,8 @@ def router_pareto(routers: pd.DataFrame) -> dict:
     calling it for under 20% of the tokens."""
     if not len(routers) or "call_rate_for_95" not in routers:
         ours, detail = float("nan"), "no router sweep"
+    elif not (routers.get("large_accuracy", pd.Series([1.0])) > 0).all():
+        ours, detail = float("nan"), "the large model scores 0: 95% of it is no target"
     else:
         per_pair = routers.groupby(["large", "small"])["call_rate_for_95"].min()
         ours = float(per_pair.max())
@@ -377,10 +382,12 @@ def _read_json(path: str) -> dict:
 def findings_table(
     task: str, outputs: StageOutputs = StageOutputs(), llm_to_slm_task: str = "synthetic"
 ) -> pd.DataFrame:
-    """Every finding from the stage outputs (the FS-GEN rows on `task`, the LLM-to-SLM rows on
-    `llm_to_slm_task`); a row whose inputs are missing (an output not yet written, or written
+    """Every finding from the stage outputs (the FS-GEN rows on `task`, "" for the first task the
+    token logs hold; the LLM-to-SLM rows on `llm_to_slm_task`); a row whose inputs are missing (an output not yet written, or written
     before a column existed) is inconclusive and names what is missing."""
     frequency = _read_csv(outputs.frequency)
+    if not task and "task" in frequency and len(frequency):
+        task = str(frequency["task"].iloc[0])  # "": the first task logged, whatever the profile
     fits, paper_fits = _read_csv(outputs.fits), _read_csv(outputs.paper_fits)
     computations = {
         "cf_under_20pct": lambda: cf_under_20pct(

@@ -17,6 +17,7 @@ from fsgen.analysis.estimates import estimate_table
 from fsgen.core.io import atomic_write_bytes, read_metrics
 from fsgen.core.paths import resolve
 from fsgen.models.profiles import load_profile, read_params
+from fsgen.models.train import with_loss_law
 
 START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -61,6 +62,10 @@ def findings_section(root: Path) -> str:
 
 def ladder_section(root: Path) -> str:
     ladder = pd.read_csv(root / "results/train_ladder/ladder.csv")
+    law = {}
+    if (ladder["variant"] == "base").sum() >= 4:
+        ladder, fit = with_loss_law(ladder)
+        law = {f"loss_law.{k}": v for k, v in fit.items()}
     shown = pd.DataFrame({"model": ladder["model"], "parameters": ladder["params"]})
     shown["held-out loss"] = ladder["heldout_loss"]
     if "loss_residual" in ladder:
@@ -79,7 +84,6 @@ def ladder_section(root: Path) -> str:
                     index=False
                 )
             ]
-    law = _read_metrics(root / "metrics/train_ladder.json")
     fit = (
         f"Base rungs' held-out loss against L(N) = E + A·(N/N_0)^(-a) fitted over them: "
         f"E = {law['loss_law.E']:.3f}, A = {law['loss_law.A']:.3f}, a = {law['loss_law.a']:.3f}, "
