@@ -187,7 +187,7 @@ class Findings(StageConfig):
     """Stage 07: the findings table (its verdict rules are fixed in fsgen.analysis.findings)."""
 
     uses_profile: ClassVar[bool] = False
-    task: str  # the task the FS-GEN rows read ("": the first task logged, on any profile)
+    task: str  # the task whose frequencies, fits and traces the FS-GEN rows read
     llm_to_slm_task: str  # the task of stage 05 the LLM-to-SLM rows read
 
 
