@@ -25,19 +25,9 @@ from fsgen.models.train import (
     train_ladder,
     with_loss_law,
 )
+from tests.test_token_logging import TINY
 
-SMALL = LadderConfig(
-    vocab_size=300,
-    train_problems=120,
-    test_problems=3,
-    block_size=64,
-    batch_size=2,
-    steps=3,
-    warmup_steps=1,
-    tune_problems=12,
-    tune_steps=2,
-    max_new_tokens=6,
-)
+SMALL = TINY  # the tiny ladder of the token-logging tests
 
 
 def test_repository_profiles_parse():

@@ -29,7 +29,7 @@ def test_every_number_comes_from_the_outputs(tmp_path):
         "model,variant,params,heldout_loss,accuracy\nx0,base,123,0.5,0.25\n"
     )
     block = render_results(tmp_path)
-    assert "| x0 | 123 | 0.500 | 0.250 |" in block
+    assert "| x0 | 123 | 0.500 | 0.250 |" in block  # no intervals, no fit: plain numbers
     assert "Collaboration frequency" not in block  # no stage 02 outputs, no section
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\nend\n")

@@ -77,13 +77,15 @@ def ladder_section(root: Path) -> str:
         ("chat_accuracy", "accuracy (chat)"),
         ("expression_accuracy", "accuracy (expression)"),
     ):
-        if column in ladder:
+        if {column, f"{column}_low", f"{column}_high"} <= set(ladder.columns):
             shown[title] = [
                 f"{a:.3f} [{lo:.3f}, {hi:.3f}]"
                 for a, lo, hi in ladder[[column, f"{column}_low", f"{column}_high"]].itertuples(
                     index=False
                 )
             ]
+        elif column in ladder:  # a table written without the intervals
+            shown[title] = ladder[column]
     fit = (
         f"Base rungs' held-out loss against L(N) = E + A·(N/N_0)^(-a) fitted over them: "
         f"E = {law['loss_law.E']:.3f}, A = {law['loss_law.A']:.3f}, a = {law['loss_law.a']:.3f}, "
