@@ -86,6 +86,8 @@ def test_instrument_rows_read_the_base_rungs_of_the_ladder():
     assert findings.accuracy_rises(good)["verdict"] == HOLDS  # the tuned copy is not a step
     bad = _ladder([0.5, 0.4, 0.35, 0.33], [0.01, -0.05, 0.0, 0.0], [0.1, 0.3, 0.3, 0.4])
     assert findings.loss_law(bad)["verdict"] == FAILS
+    three = _ladder([0.5, 0.4, 0.35], [0.0, 0.0, 0.0], [0.1, 0.2, 0.3])
+    assert findings.loss_law(three)["verdict"] == OPEN  # too few rungs for a 3-parameter law
     rises = findings.accuracy_rises(bad)
     assert rises["verdict"] == FAILS and rises["ours"] == pytest.approx(2 / 3)
 

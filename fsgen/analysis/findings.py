@@ -309,6 +309,8 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     """Our instrument: the base rungs' held-out losses lie on one smooth curve in parameters
     (no broken rung), as a Pythia-style suite's do."""
     rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
+    if (ladder["variant"] == "base").sum() < 4:
+        return _missing("loss_law", "Pythia-style suite", rule, "fewer than 4 base rungs to fit")
     if "loss_residual" not in ladder:  # a ladder table written without the fit: fit it here
         ladder, _ = with_loss_law(ladder)
     base = _base_rungs(ladder)
