@@ -62,10 +62,9 @@ def findings_section(root: Path) -> str:
 
 def ladder_section(root: Path) -> str:
     ladder = pd.read_csv(root / "results/train_ladder/ladder.csv")
-    law = {}
+    law = None
     if (ladder["variant"] == "base").sum() >= 4:
-        ladder, fit = with_loss_law(ladder)
-        law = {f"loss_law.{k}": v for k, v in fit.items()}
+        ladder, law = with_loss_law(ladder)
     shown = pd.DataFrame({"model": ladder["model"], "parameters": ladder["params"]})
     shown["held-out loss"] = ladder["heldout_loss"]
     if "loss_residual" in ladder:
@@ -86,14 +85,14 @@ def ladder_section(root: Path) -> str:
             ]
         elif column in ladder:  # a table written without the intervals
             shown[title] = ladder[column]
-    fit = (
+    caption = (
         f"Base rungs' held-out loss against L(N) = E + A·(N/N_0)^(-a) fitted over them: "
-        f"E = {law['loss_law.E']:.3f}, A = {law['loss_law.A']:.3f}, a = {law['loss_law.a']:.3f}, "
-        f"N_0 = {law['loss_law.n_min']:.0f}; accuracies with Wilson 95% intervals.\n\n"
-        if "loss_law.E" in law
+        f"E = {law['E']:.3f}, A = {law['A']:.3f}, a = {law['a']:.3f}, "
+        f"N_0 = {law['n_min']:.0f}; accuracies with Wilson 95% intervals.\n\n"
+        if law
         else ""
     )
-    return "### The embedded ladder (stage 00)\n\n" + fit + _table(shown)
+    return "### The embedded ladder (stage 00)\n\n" + caption + _table(shown)
 
 
 def frequency_section(root: Path) -> str:
