@@ -8,7 +8,7 @@ import fsgen.core.threads  # noqa: F401 (first: OpenMP's wait policy, before tor
 from fsgen.analysis.routing import calibrate_router, plot_router_sweep, sweep_routers
 from fsgen.analysis.scaling import fit_scaling_law
 from fsgen.analysis.speedup import plot_speedups, speedup_study
-from fsgen.core.determinism import use_deterministic_algorithms
+from fsgen.core.determinism import compute_threads, use_deterministic_algorithms
 from fsgen.core.io import read_metrics
 from fsgen.core.paths import repo_root, resolve
 from fsgen.core.plots import plot_ladder, plot_training_curves
@@ -59,6 +59,7 @@ __all__ = [
     "read_metrics",
     "repo_root",
     "resolve",
+    "compute_threads",
     "use_deterministic_algorithms",
     # data: benchmark tasks, prompts, scoring, the sandbox for generated code
     "DataUnavailableError",

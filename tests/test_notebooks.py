@@ -228,7 +228,7 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     for rung in ("t0", "t1", "t2"):
         for key in ("params", "non_embedding_params", "heldout_loss", "accuracy"):
             assert f"{rung}.{key}" in metrics
-        assert (sandbox / "scratch/models/tiny" / rung / "config.json").exists()
+        assert (sandbox / "data/models/tiny" / rung / "config.json").exists()
     assert "t0-chat.accuracy" in metrics and "t2-chat.accuracy" not in metrics
     timing = json.loads((sandbox / "scratch/metrics/train_ladder_timing.json").read_text())
     assert set(timing) == {f"{m}.train_seconds" for m in ("t0", "t0-chat", "t1", "t1-chat", "t2")}

@@ -18,6 +18,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from scipy.optimize import least_squares
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.core.determinism import use_deterministic_algorithms
+from fsgen.core.determinism import check_pinned, compute_threads, use_deterministic_algorithms
 from fsgen.core.io import atomic_directory, atomic_write_bytes, write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.source import code_fingerprint
@@ -261,8 +262,10 @@ def train_ladder(
         raise ValueError(
             f"only embedded profiles are trained here; {profile.name!r} is {profile.kind!r}"
         )
-    torch.set_num_threads(config.threads)
+    compute_threads(config.threads)
     use_deterministic_algorithms()
+    if warning := check_pinned():
+        warnings.warn(warning, stacklevel=2)
     models_dir = Path(models_dir)
     train = generate_problems(config.train_problems, split="train", seed=config.seed)
     test = generate_problems(config.test_problems, split="test", seed=config.seed)
@@ -347,13 +350,11 @@ def train_ladder(
 
 
 def _fingerprint(config: LadderConfig, arch: dict, index: int, variant: str, parent: str) -> str:
-    """What decides a saved model's weights and row: the settings (but the thread count; a base
-    model's, but the tuning's), the rung's shape and place, the variant and the code (or, for a
-    tuned copy, its base model's fingerprint)."""
+    """What decides a saved model's weights and row: the settings (a base model's, but the
+    tuning's; the thread count among them, as float sums depend on it), the rung's shape and
+    place, the variant and the code (or, for a tuned copy, its base model's fingerprint)."""
     settings = {
-        k: v
-        for k, v in vars(config).items()
-        if k != "threads" and not (variant == "base" and k.startswith("tune_"))
+        k: v for k, v in vars(config).items() if not (variant == "base" and k.startswith("tune_"))
     }
     text = json.dumps([settings, arch, index, variant, parent], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -87,6 +87,7 @@ class TokenLogging(StageConfig):
     seed: int
     shard: str  # "i/n": this process logs every n-th unit from the i-th
     bootstrap: int  # resamples of the prompts for each collaboration frequency's interval
+    threads: int  # CPU threads it computes on (the traces' float sums depend on the count)
 
 
 class Frequency(StageConfig):

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from fsgen.core import source
+from fsgen.core.determinism import check_pinned, compute_threads
 from fsgen.core.io import atomic_write_text, write_metrics
 from fsgen.core.owned import prepare_owned_dir
 from fsgen.core.shards import PLAN, ShardStore, merge_logs, select_shard, write_plan
@@ -225,14 +228,20 @@ def log_tokens(
     batch_size: int = 64,
     trace_top_k: int = 10,
     shard: str = "0/1",
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
     """Run (or resume) every unit of this machine's shard; returns counts of units run and skipped.
 
     Methods of a pair run on the first `n_prompts` prompts of each task; each rung alone and the
     ladder-wide oracle on the first `ladder_prompts` (default `n_prompts`; the same selection,
-    extended)."""
+    extended). `threads`: compute on exactly this many CPU threads (float sums, and so the
+    traces, depend on the count); None keeps torch's."""
     tasks = _names("tasks", tasks)
+    if threads is not None:
+        compute_threads(threads)
+        if warning := check_pinned():
+            warnings.warn(warning, stacklevel=2)
     for name, value in (("chunk_size", chunk_size), ("max_new_tokens", max_new_tokens)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -248,6 +257,7 @@ def log_tokens(
         "seed": seed,
         "data_dir": str(data_dir),
         "trace_top_k": trace_top_k,
+        "threads": torch.get_num_threads(),
         "code": code_fingerprint(),
     }
     out_dir = _start_or_resume(Path(out_dir), settings)
