@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from fsgen.core.determinism import compute_threads
 from fsgen.core.threads import cpu_has_avx2
-from fsgen.models.train import LadderConfig, _fingerprint
 
 needs_avx2 = pytest.mark.skipif(not cpu_has_avx2(), reason="the pins apply to x86-64 with AVX2")
 
@@ -86,16 +86,7 @@ def test_a_kernel_width_the_user_chose_is_kept_and_reported():
     assert "DEFAULT" in done.stdout and "ATEN_CPU_CAPABILITY" in done.stdout
 
 
-def test_a_saved_rung_records_the_thread_count_it_was_trained_with():
-    """Float sums depend on the thread count, so a rung trained on other threads is retrained."""
-    arch = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "lr": 1e-3}
-    one, two = LadderConfig(threads=1), LadderConfig(threads=2)
-    assert _fingerprint(one, arch, 0, "base", "code") != _fingerprint(two, arch, 0, "base", "code")
-
-
 def test_compute_threads_rejects_a_count_that_is_not_a_positive_integer():
-    from fsgen.core.determinism import compute_threads
-
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match=f"threads must be an integer >= 1, got {bad!r}"):
             compute_threads(bad)
