@@ -73,6 +73,26 @@ def test_parameters_cell_holds_literals_only(path):
         ast.literal_eval(node.value)  # raises on anything but a literal
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_fsgen_is_the_first_library_a_notebook_imports(path):
+    """`import fsgen` pins the CPU kernels (fsgen.core.threads); numpy and torch read the pins
+    when they load, so nothing but IPython's display may load before it."""
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    )
+    imported = [
+        (alias.name if isinstance(node, ast.Import) else node.module).split(".")[0]
+        for node in ast.walk(ast.parse(code))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [None])
+    ]
+    libraries = [name for name in imported if name != "IPython"]
+    assert libraries and libraries[0] == "fsgen", f"{path.name} imports {libraries[:3]} first"
+
+
 def test_every_parameter_dvc_passes_is_declared():
     stages = _dvc_stages()
     assert stages, "dvc.yaml has no stages"
