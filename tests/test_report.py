@@ -1,6 +1,9 @@
 """The README's results block is the pipeline's outputs, and the quick start runs in a minute."""
 
+import json
+
 import nbformat
+import pandas as pd
 import pytest
 
 from fsgen.analysis.estimates import (
@@ -11,7 +14,7 @@ from fsgen.analysis.estimates import (
     unit_memory,
 )
 from fsgen.models.profiles import load_profile
-from fsgen.stages.report import END, START, render_results, update_readme
+from fsgen.stages.report import END, START, ladder_section, render_results, update_readme
 from tests.conftest import REPO
 from tests.test_notebooks import run_notebook
 
@@ -105,12 +108,6 @@ def test_every_notebook_is_listed_with_a_colab_badge():
 
 
 def test_the_ladder_section_shows_the_loss_law_stage_00_wrote(tmp_path):
-    import json
-
-    import pandas as pd
-
-    from fsgen.stages.report import ladder_section
-
     (tmp_path / "results/train_ladder").mkdir(parents=True)
     (tmp_path / "metrics").mkdir()
     table = pd.DataFrame(
