@@ -140,3 +140,14 @@ def test_router_row_is_inconclusive_when_the_large_model_scores_nothing():
     row = findings.router_pareto(routers)
     assert row["verdict"] == OPEN and "scores 0" in row["detail"]
     assert findings.router_pareto(routers.assign(large_accuracy=0.3))["verdict"] == HOLDS
+
+
+def test_loss_law_reads_stage_00s_residuals_and_fits_only_tables_without_them():
+    params = [10 * 2**i for i in range(5)]
+    losses = [0.2 + 0.5 * (n / params[0]) ** -0.4 for n in params]  # exactly on a law
+    written = _ladder(losses, [0.0, 0.0, 0.0, 0.0, 0.05], [0.1, 0.2, 0.3, 0.4, 0.5])
+    row = findings.loss_law(written)  # the residuals stage 00 wrote, not a refit's (~0)
+    assert row["ours"] == pytest.approx(0.05) and row["verdict"] == FAILS
+    old = written.drop(columns=["loss_residual"])  # a table from before stage 00 wrote the fit
+    refit = findings.loss_law(old)
+    assert refit["ours"] < 1e-4 and refit["verdict"] == HOLDS

@@ -1,5 +1,6 @@
 import copy
 import functools
+import json
 
 import pandas as pd
 import pytest
@@ -251,3 +252,38 @@ def test_loss_law_fit_recovers_a_known_curve():
     assert abs(table["loss_residual"].iloc[:5]).max() < table["loss_residual"].iloc[5]
     with pytest.raises(ValueError, match="need >= 4"):
         fit_loss_law(params[:3], losses[:3])
+
+
+def test_the_ladder_table_carries_the_loss_law(tmp_path):
+    params = [39e3, 80e3, 166e3, 434e3, 924e3]
+    losses = [0.2 + 0.5 * (n / params[0]) ** -0.4 for n in params]
+    ladder = pd.DataFrame(
+        {
+            "model": [f"m{i}" for i in range(5)] + ["m0-chat"],
+            "variant": ["base"] * 5 + ["tuned"],
+            "params": [*params, params[0]],
+            "heldout_loss": [*losses, 0.9],
+            "train_seconds": [1.0] * 6,
+        }
+    )
+    curves = pd.DataFrame(columns=["model", "step", "loss"])
+    metrics, results = tmp_path / "m.json", tmp_path / "results"
+    written = train.write_ladder_outputs(ladder, curves, metrics, tmp_path / "t.json", results)
+    table = pd.read_csv(results / "ladder.csv")
+    assert {"fitted_loss", "loss_residual"} <= set(table.columns)
+    assert "train_seconds" not in table and "train_seconds" in written
+    assert table["loss_residual"].iloc[:5].abs().max() < 1e-4
+    assert pd.isna(table["loss_residual"].iloc[5]) and pd.isna(table["fitted_loss"].iloc[5])
+    law = json.loads(metrics.read_text())
+    assert law["loss_law.a"] == pytest.approx(0.4, rel=1e-3)
+    assert law["m4.loss_residual"] == pytest.approx(written["loss_residual"].iloc[4])
+
+
+def test_the_tiny_ladder_table_has_the_loss_law_columns_empty(tmp_path):
+    ladder, curves = train_ladder(load_profile("tiny"), SMALL, tmp_path / "models", progress=False)
+    metrics, results = tmp_path / "m.json", tmp_path / "results"
+    train.write_ladder_outputs(ladder, curves, metrics, tmp_path / "t.json", results)
+    table = pd.read_csv(results / "ladder.csv")
+    assert {"fitted_loss", "loss_residual"} <= set(table.columns)  # 3 base rungs: nothing fitted
+    assert table["loss_residual"].isna().all() and table["fitted_loss"].isna().all()
+    assert not any(k.startswith("loss_law.") for k in json.loads(metrics.read_text()))

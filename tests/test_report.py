@@ -1,6 +1,9 @@
 """The README's results block is the pipeline's outputs, and the quick start runs in a minute."""
 
+import json
+
 import nbformat
+import pandas as pd
 import pytest
 
 from fsgen.analysis.estimates import (
@@ -11,7 +14,7 @@ from fsgen.analysis.estimates import (
     unit_memory,
 )
 from fsgen.models.profiles import load_profile
-from fsgen.stages.report import END, START, render_results, update_readme
+from fsgen.stages.report import END, START, ladder_section, render_results, update_readme
 from tests.conftest import REPO
 from tests.test_notebooks import run_notebook
 
@@ -102,3 +105,23 @@ def test_every_notebook_is_listed_with_a_colab_badge():
     assert (REPO / "binder" / "requirements.txt").exists() and (
         REPO / "binder" / "postBuild"
     ).exists()
+
+
+def test_the_ladder_section_shows_the_loss_law_stage_00_wrote(tmp_path):
+    (tmp_path / "results/train_ladder").mkdir(parents=True)
+    (tmp_path / "metrics").mkdir()
+    table = pd.DataFrame(
+        {
+            "model": [f"m{i}" for i in range(4)],
+            "variant": ["base"] * 4,
+            "params": [10, 20, 40, 80],
+            "heldout_loss": [0.9, 0.8, 0.7, 0.65],
+            "fitted_loss": [0.9, 0.8, 0.7, 0.6],
+            "loss_residual": [0.0, 0.0, 0.0, 0.0833],
+        }
+    )
+    table.to_csv(tmp_path / "results/train_ladder/ladder.csv", index=False)
+    law = {"loss_law.E": 0.111, "loss_law.A": 0.222, "loss_law.a": 0.333, "loss_law.n_min": 10.0}
+    (tmp_path / "metrics/train_ladder.json").write_text(json.dumps(law))
+    section = ladder_section(tmp_path)  # the written fit, not a refit of these four points
+    assert "E = 0.111, A = 0.222, a = 0.333, N_0 = 10" in section and "+8.3%" in section

@@ -311,7 +311,7 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
     if (ladder["variant"] == "base").sum() < 4:
         return _missing("loss_law", "Pythia-style suite", rule, "fewer than 4 base rungs to fit")
-    if "loss_residual" not in ladder:  # a ladder table written without the fit: fit it here
+    if "loss_residual" not in ladder:  # stage 00 wrote it; a table from before that: fit here
         ladder, _ = with_loss_law(ladder)
     base = _base_rungs(ladder)
     residual = base["loss_residual"].abs()

@@ -327,16 +327,6 @@ def _unscored(predictions, examples, workers):
 # ----------------------------------------------------------------------------- loaders and prompts
 
 
-def _load_synthetic(data_dir: Path | None, split: str) -> list[Example]:
-    problems = generate_problems(SYNTHETIC_SIZE, split=split, seed=0)
-    return [synthetic_example(i, p) for i, p in enumerate(problems)]
-
-
-def _load_expression(data_dir: Path | None, split: str) -> list[Example]:
-    problems = generate_problems(SYNTHETIC_SIZE, split=split, seed=0)
-    return [expression_example(i, p) for i, p in enumerate(problems)]
-
-
 def expression_example(i: int, problem: Problem) -> Example:
     """A synthetic problem as an expression `Example`: the gold is the formula it states."""
     return Example(
@@ -366,6 +356,14 @@ def generated_examples(task: str, n: int, *, split: str = "train", seed: int = 0
         raise ValueError(f"task {task!r} is not generated; generated tasks: {sorted(GENERATED)}")
     problems = generate_problems(n, split=split, seed=seed)
     return [GENERATED[task](i, p) for i, p in enumerate(problems)]
+
+
+def _load_synthetic(data_dir: Path | None, split: str) -> list[Example]:
+    return generated_examples("synthetic", SYNTHETIC_SIZE, split=split, seed=0)
+
+
+def _load_expression(data_dir: Path | None, split: str) -> list[Example]:
+    return generated_examples("expression", SYNTHETIC_SIZE, split=split, seed=0)
 
 
 def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:

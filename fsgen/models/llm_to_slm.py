@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForTextEncoding, AutoTokenizer
 
 from fsgen.core.io import write_metrics
+from fsgen.core.names import name_list
 from fsgen.core.paths import resolve
 from fsgen.core.plots import save_figure
 from fsgen.core.timing import timed
@@ -534,10 +535,9 @@ def mixed_training_pairs(tasks: Sequence[str], n: int, *, seed: int = 0) -> list
 
 
 def task_list(tasks: str | Sequence[str]) -> list[str]:
-    """`tasks` as a non-empty list of task names (one name is a list of one)."""
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    if not tasks:
-        raise ValueError("no tasks given; expected one or more task names")
+    """`tasks` as a non-empty list of registered task names (`name_list`: one name is a list
+    of one)."""
+    tasks = name_list(tasks, "tasks")
     for task in tasks:
         get_task(task)
     return tasks

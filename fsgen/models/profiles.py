@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PositiveInt, Valida
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
+from fsgen.core.names import name_list
 from fsgen.core.paths import resolve
 
 DEFAULT_PARAMS = "params.yaml"
@@ -178,14 +179,10 @@ def load_profile(
 
 
 def _profile_tasks(name: str, tasks) -> tuple[str, ...]:
-    """A profile's tasks: a list, or one comma-separated string (never read letter by letter).
-    Their names are checked where they are run (`fsgen.data.tasks.get_task`), so that reading a
-    profile does not import the tasks."""
-    if isinstance(tasks, str):
-        tasks = [task.strip() for task in tasks.split(",")]
-    if not isinstance(tasks, list | tuple) or not all(isinstance(t, str) for t in tasks):
-        raise ValueError(f"profile {name!r}: tasks must be a list of task names, got {tasks!r}")
-    return tuple(tasks)
+    """A profile's tasks (`name_list`: a list, or one comma-separated string). Their names are
+    checked where they are run (`fsgen.data.tasks.get_task`), so that reading a profile does not
+    import the tasks."""
+    return tuple(name_list(tasks, f"profile {name!r}: tasks"))
 
 
 def _generation_lengths(profile: str, value, tasks: tuple[str, ...]) -> dict[str, int]:

@@ -45,7 +45,13 @@ from fsgen.data.synthetic import (
     plain_document,
     plain_prompt,
 )
-from fsgen.data.tasks import accuracy, accuracy_interval, get_task, normalize_expression
+from fsgen.data.tasks import (
+    accuracy,
+    accuracy_interval,
+    expression_example,
+    get_task,
+    score,
+)
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import generate
 from fsgen.models.profiles import Profile, count_parameters, load_config
@@ -319,11 +325,7 @@ def train_ladder(
             seconds = time.perf_counter() - started
             row = evaluation.row(rung.name, "base", model, seconds)
             _save_rung(model, tokenizer, base_dir, base_key, row, losses)
-        record = _read_record(base_dir)
-        rows.append(record["row"])
-        curves += [
-            {"model": rung.name, "step": s, "loss": v} for s, v in enumerate(record["losses"])
-        ]
+        _collect(base_dir, rows, curves)
         if not wants_tuned:
             continue
         if not tune_done:
@@ -340,13 +342,16 @@ def train_ladder(
             seconds = time.perf_counter() - started
             row = evaluation.row(f"{rung.name}-chat", "tuned", model, seconds)
             _save_rung(model, tokenizer, tune_dir, tune_key, row, losses)
-        record = _read_record(tune_dir)
-        rows.append(record["row"])
-        curves += [
-            {"model": f"{rung.name}-chat", "step": s, "loss": v}
-            for s, v in enumerate(record["losses"])
-        ]
+        _collect(tune_dir, rows, curves)
     return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def _collect(folder: Path, rows: list[dict], curves: list[dict]) -> None:
+    """Append a saved model's table row to `rows` and its loss curve (one entry per step,
+    under the model's folder name) to `curves`, both read from its record."""
+    record = _read_record(folder)
+    rows.append(record["row"])
+    curves += [{"model": folder.name, "step": s, "loss": v} for s, v in enumerate(record["losses"])]
 
 
 def _fingerprint(config: LadderConfig, arch: dict, index: int, variant: str, parent: str) -> str:
@@ -392,6 +397,7 @@ class Evaluation:
     def __init__(self, tokenizer, test: Sequence[Problem], config: LadderConfig):
         self.tokenizer, self.test, self.config = tokenizer, list(test), config
         self.test_docs = [plain_document(p) for p in self.test]
+        self.expressions = [expression_example(i, p) for i, p in enumerate(self.test)]
 
     def row(self, name: str, variant: str, model, seconds: float) -> dict:
         """Parameters, held-out loss, and accuracy with Wilson intervals on plain, chat and
@@ -425,10 +431,7 @@ class Evaluation:
             config.eval_batch_size,
             EXPRESSION_STOP,
         )
-        hits = [
-            normalize_expression(t) == normalize_expression(p.expression)
-            for t, p in zip(texts, self.test, strict=True)
-        ]
+        hits = score("expression", texts, self.expressions)  # the task's own exact match
         return row | _with_interval("expression_accuracy", hits)
 
 
@@ -479,6 +482,20 @@ def with_loss_law(ladder: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]
     return ladder, law
 
 
+LAW_COLUMNS = ("fitted_loss", "loss_residual")  # what `with_loss_law` adds to the ladder table
+
+
+def ladder_table(ladder: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float] | None]:
+    """Stage 00's ladder table: a trained ladder (one with held-out losses) with the columns of
+    `with_loss_law` and the fit, or, with fewer than 4 base rungs to fit, those columns empty
+    (NaN) and no fit. A ladder without held-out losses (a hub ladder) is returned as it is."""
+    if "heldout_loss" not in ladder:
+        return ladder, None
+    if (ladder["variant"] == "base").sum() >= 4:
+        return with_loss_law(ladder)
+    return ladder.assign(**dict.fromkeys(LAW_COLUMNS, np.nan)), None
+
+
 ACCURACIES = tuple(
     f"{a}{end}"
     for a in ("accuracy", "chat_accuracy", "expression_accuracy")
@@ -510,14 +527,18 @@ def write_ladder_outputs(
     metrics_file: str | Path,
     timing_file: str | Path,
     results_dir: str | Path,
-) -> None:
-    """Write the ladder's metrics (deterministic), its timings (not), the table and the curves.
+) -> pd.DataFrame:
+    """Write the ladder's metrics (deterministic), its timings (not), the table and the curves;
+    returns the ladder with the loss law's columns (`ladder_table`), as the table is written
+    (there less the timings).
 
-    Timings live in their own file so that reruns leave `metrics_file` byte-identical.
+    The metrics hold every model's `MEASURED` columns and, when the loss law was fitted, its
+    parameters as `loss_law.<name>`. Timings live in their own file so that reruns leave
+    `metrics_file` byte-identical.
     """
+    ladder, law = ladder_table(ladder)
     metrics = ladder_metrics(ladder)
-    if "loss_residual" in ladder and ladder["loss_residual"].notna().sum() >= 4:
-        _, law = with_loss_law(ladder)
+    if law is not None:
         metrics |= {f"loss_law.{k}": v for k, v in law.items()}
     write_metrics(metrics_file, metrics)
     write_metrics(timing_file, ladder_metrics(ladder, ["train_seconds"]))
@@ -526,6 +547,7 @@ def write_ladder_outputs(
     table = ladder.drop(columns=["train_seconds"], errors="ignore")
     table.to_csv(results_dir / "ladder.csv", index=False, float_format="%.6g")
     curves.to_csv(results_dir / "loss_curves.csv", index=False, float_format="%.6g")
+    return ladder
 
 
 def describe_hub_ladder(profile: Profile) -> pd.DataFrame:

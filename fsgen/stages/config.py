@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from fsgen.core.io import read_yaml
+from fsgen.core.names import name_list
 
 
 def _split_commas(value: Any) -> Any:
@@ -39,7 +40,7 @@ def _pair_items(value: Any) -> Any:
     ]
 
 
-StrList = Annotated[list[str], BeforeValidator(_split_commas)]
+StrList = Annotated[list[str], BeforeValidator(name_list)]
 Pairs = Annotated[Literal["auto"] | list[tuple[str, str]], BeforeValidator(_pair_items)]
 IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatList = Annotated[list[float], BeforeValidator(_split_commas)]

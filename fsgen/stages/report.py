@@ -17,7 +17,7 @@ from fsgen.analysis.estimates import estimate_table
 from fsgen.core.io import atomic_write_bytes, read_metrics
 from fsgen.core.paths import resolve
 from fsgen.models.profiles import load_profile, read_params
-from fsgen.models.train import with_loss_law
+from fsgen.models.train import LAW_COLUMNS, with_loss_law
 
 START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -60,11 +60,21 @@ def findings_section(root: Path) -> str:
     return "### Findings: each claim, tested (stage 07)\n\n" + _table(shown) + "\n\n" + caption
 
 
+def _ladder_law(ladder: pd.DataFrame, metrics: dict) -> tuple[pd.DataFrame, dict | None]:
+    """The ladder and its loss law as stage 00 wrote them (the table's `LAW_COLUMNS`, the
+    metrics' `loss_law.*`); a table written without the columns is fitted here."""
+    if set(LAW_COLUMNS) <= set(ladder.columns):
+        prefix = "loss_law."
+        law = {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+        return ladder, law or None
+    if (ladder["variant"] == "base").sum() >= 4:
+        return with_loss_law(ladder)
+    return ladder, None
+
+
 def ladder_section(root: Path) -> str:
     ladder = pd.read_csv(root / "results/train_ladder/ladder.csv")
-    law = None
-    if (ladder["variant"] == "base").sum() >= 4:
-        ladder, law = with_loss_law(ladder)
+    ladder, law = _ladder_law(ladder, _read_metrics(root / "metrics/train_ladder.json"))
     shown = pd.DataFrame({"model": ladder["model"], "parameters": ladder["params"]})
     shown["held-out loss"] = ladder["heldout_loss"]
     if "loss_residual" in ladder:

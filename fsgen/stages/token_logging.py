@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from fsgen.core import source
 from fsgen.core.determinism import check_pinned, compute_threads
 from fsgen.core.io import atomic_write_text, write_metrics
+from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
 from fsgen.core.shards import PLAN, ShardStore, merge_logs, select_shard, write_plan
 from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
@@ -237,7 +238,7 @@ def log_tokens(
     ladder-wide oracle on the first `ladder_prompts` (default `n_prompts`; the same selection,
     extended). `threads`: compute on exactly this many CPU threads (float sums, and so the
     traces, depend on the count); None keeps torch's."""
-    tasks = _names("tasks", tasks)
+    tasks = name_list(tasks, "tasks")
     if threads is not None:
         compute_threads(threads)
         if warning := check_pinned():
@@ -370,16 +371,6 @@ def summarize_logs(
 OWNER = "token_logging"
 SETTINGS = "settings.json"
 WRITES = (SETTINGS, PLAN, "traces/*.parquet", "generations/*.parquet")  # all a run writes
-
-
-def _names(what: str, names: str | Sequence[str]) -> list[str]:
-    """A list of names: a comma-separated string is split (never read letter by letter)."""
-    if isinstance(names, str):
-        names = names.split(",")
-    chosen = [n.strip() if isinstance(n, str) else n for n in names]
-    if not chosen or not all(isinstance(n, str) and n for n in chosen):
-        raise ValueError(f"{what} must be a list of names, got {names!r}")
-    return chosen
 
 
 def _earlier_logs(out_dir: Path) -> bool:
