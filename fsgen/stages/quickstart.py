@@ -2,60 +2,40 @@
 
 `quickstart_models` picks a System 1 / System 2 pair:
 - `embedded`: the smallest and largest rung the pipeline trained (`data/models/embedded`);
-- `hub`: two Pythia models from the model hub (needs the network, e.g. on Colab or Binder);
-- `random`: two tiny GPT-NeoX models with random weights and a tokenizer trained on the spot
-  (offline, seconds; they generate noise, but every step of the loop is real);
-- `auto`: `embedded` if the pipeline has trained it, else `hub` on Colab or Binder, else `random`.
+- `hub`: two Pythia models from the model hub (needs the network; for Colab or Binder users
+  who want real models);
+- `packaged`: the small trained pair shipped inside fsgen (`fsgen/assets/quickstart`, written by
+  `python -m fsgen.models.quickstart_pair`): offline, a second to load, and it answers the
+  synthetic word problems in their worked format, the large one more often right;
+- `auto`: `embedded` if the pipeline has trained it, else `packaged`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pandas as pd
 
 from fsgen.core.paths import resolve
-from fsgen.data.synthetic import generate_problems, plain_document, plain_prompt
-from fsgen.data.tokenizer import train_tokenizer
+from fsgen.data.synthetic import generate_problems, plain_prompt
 from fsgen.models.profiles import load_model
-from fsgen.models.train import build_model
+from fsgen.models.quickstart_pair import ASSETS, load_quickstart_pair, read_record
 
 EMBEDDED = "data/models/embedded"
 HUB_PAIR = ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m")  # fp32: ~1 GB, fits Binder
-CHOICES = ("auto", "embedded", "hub", "random")
-
-
-def on_hosted_notebook() -> bool:
-    """Whether this runs on Colab or Binder (where the hub is reachable)."""
-    return "google.colab" in sys.modules or "BINDER_SERVICE_HOST" in os.environ
-
-
-def _random_pair(seed: int):
-    problems = generate_problems(200, seed=seed)
-    tokenizer = train_tokenizer([plain_document(p) for p in problems], 300)
-    small = build_model(
-        {"hidden_size": 16, "num_layers": 1, "num_heads": 2}, len(tokenizer), tokenizer, 512, seed
-    )
-    large = build_model(
-        {"hidden_size": 32, "num_layers": 2, "num_heads": 2},
-        len(tokenizer),
-        tokenizer,
-        512,
-        seed + 1,
-    )
-    return small.eval(), large.eval(), tokenizer
+CHOICES = ("auto", "embedded", "hub", "packaged")
 
 
 def quickstart_models(choice: str = "auto", seed: int = 0):
-    """`(small, large, tokenizer, description)` for the quick start; see the module docstring."""
+    """`(small, large, tokenizer, description)` for the quick start; see the module docstring.
+
+    `seed` is kept for callers of the former random pair; every choice now loads fixed weights.
+    """
     if choice not in CHOICES:
         raise ValueError(f"unknown model choice {choice!r}; valid choices: {list(CHOICES)}")
     if choice == "auto":
         if (resolve(EMBEDDED) / "e3" / "config.json").exists():
             choice = "embedded"
         else:
-            choice = "hub" if on_hosted_notebook() else "random"
+            choice = "packaged"
     if choice == "embedded":
         folder = resolve(EMBEDDED)
         small, tokenizer = load_model(folder / "e0")
@@ -65,13 +45,44 @@ def quickstart_models(choice: str = "auto", seed: int = 0):
         small, tokenizer = load_model(HUB_PAIR[0])
         large, _ = load_model(HUB_PAIR[1], with_tokenizer=False)
         return small, large, tokenizer, f"{HUB_PAIR[0]} (System 1) with {HUB_PAIR[1]} (System 2)"
-    small, large, tokenizer = _random_pair(seed)
-    return small, large, tokenizer, "two tiny random GPT-NeoX models (offline demo: noise)"
+    small, large, tokenizer = load_quickstart_pair(ASSETS)
+    return small, large, tokenizer, packaged_description(read_record(ASSETS))
+
+
+def packaged_description(record: dict) -> str:
+    """What the shipped pair is, from its record: shapes, sizes, held-out loss and accuracy."""
+    parts = []
+    for role, system in (("small", "System 1"), ("large", "System 2")):
+        m = record["models"][role]
+        s = m["shape"]
+        parts.append(
+            f"{role} ({system}: hidden {s['hidden_size']}, {s['num_layers']} layers, "
+            f"{m['params'] / 1e3:.0f}k params, held-out loss {m['heldout_loss']:.3f}, "
+            f"accuracy {m['accuracy']:.0%} on {m['accuracy_problems']} problems)"
+        )
+    return "packaged pair (fsgen/assets/quickstart): " + " with ".join(parts)
 
 
 def quickstart_prompts() -> list[str]:
     """Three synthetic word problems in the plain prompt format."""
     return [plain_prompt(p.question) for p in generate_problems(3, split="test", seed=2024)]
+
+
+def marked_texts(trace: pd.DataFrame, open_mark: str = "[", close_mark: str = "]") -> list[str]:
+    """Each prompt's generated text rebuilt from the trace, with every token System 2 changed
+    (the trace's `mismatch`: it was consulted and its token differs from System 1's) between
+    `open_mark` and `close_mark`."""
+    missing = {"prompt_id", "step", "token", "mismatch"} - set(trace.columns)
+    if missing:
+        raise ValueError(f"trace lacks columns {sorted(missing)}; expected a collaborate trace")
+    texts = []
+    for _, rows in trace.sort_values(["prompt_id", "step"]).groupby("prompt_id", sort=True):
+        pieces = [
+            f"{open_mark}{token}{close_mark}" if changed else token
+            for token, changed in zip(rows["token"], rows["mismatch"], strict=True)
+        ]
+        texts.append("".join(pieces))
+    return texts
 
 
 def trace_preview(trace: pd.DataFrame, rows: int = 12) -> pd.DataFrame:
