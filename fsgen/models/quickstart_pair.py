@@ -23,8 +23,9 @@ import torch
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from fsgen.core.determinism import use_deterministic_algorithms
+from fsgen.core.determinism import compute_threads, reproducibility, use_deterministic_algorithms
 from fsgen.core.io import atomic_directory, atomic_write_text
+from fsgen.core.stats import wilson_interval
 from fsgen.data.synthetic import base_corpus, generate_problems, plain_document, plain_prompt
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.models.profiles import count_parameters, load_model
@@ -69,8 +70,8 @@ class QuickstartPairConfig:
     max_position_embeddings: int = 1024
     small: Shape = field(default_factory=lambda: Shape(24, 2, 2, 0.006))
     large: Shape = field(default_factory=lambda: Shape(64, 2, 4, 0.004))
-    test_problems: int = 50  # held-out problems for the record's loss
-    accuracy_problems: int = 20  # held-out problems for the record's plain accuracy
+    test_problems: int = 200  # held-out problems for the record's loss (the ladder's count)
+    accuracy_problems: int = 200  # held-out problems for the record's plain accuracy
     max_new_tokens: int = 160
     threads: int = 2
 
@@ -84,7 +85,7 @@ def build_quickstart_pair(
     """Train the pair deterministically and write it to `out_dir` atomically (the folder is
     replaced only once everything is written). Returns the record that is saved beside it."""
     config = config or QuickstartPairConfig()
-    torch.set_num_threads(config.threads)
+    compute_threads(config.threads)
     use_deterministic_algorithms()
     train = generate_problems(config.train_problems, split="train", seed=config.seed)
     test = generate_problems(config.test_problems, split="test", seed=config.seed)
@@ -97,8 +98,8 @@ def build_quickstart_pair(
     test_docs = [plain_document(p) for p in test]
     record: dict = {
         "settings": asdict(config),
-        "torch": torch.__version__,
         "transformers": transformers.__version__,
+        **reproducibility(),  # torch's version, kernel width and threads: what decides the bytes
         "train_blocks": len(blocks),
         "models": {},
     }
@@ -139,6 +140,8 @@ def build_quickstart_pair(
                 "final_train_loss": losses[-1],
                 "heldout_loss": heldout_loss(model, tokenizer, test_docs),
                 "accuracy": sum(hits) / len(hits),
+                "accuracy_low": wilson_interval(sum(hits), len(hits))[0],
+                "accuracy_high": wilson_interval(sum(hits), len(hits))[1],
                 "accuracy_problems": len(hits),
             }
             if progress:

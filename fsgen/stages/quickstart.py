@@ -58,7 +58,8 @@ def packaged_description(record: dict) -> str:
         parts.append(
             f"{role} ({system}: hidden {s['hidden_size']}, {s['num_layers']} layers, "
             f"{m['params'] / 1e3:.0f}k params, held-out loss {m['heldout_loss']:.3f}, "
-            f"accuracy {m['accuracy']:.0%} on {m['accuracy_problems']} problems)"
+            f"accuracy {m['accuracy']:.1%} [{m['accuracy_low']:.1%}, {m['accuracy_high']:.1%}] "
+            f"on {m['accuracy_problems']} problems)"
         )
     return "packaged pair (fsgen/assets/quickstart): " + " with ".join(parts)
 
