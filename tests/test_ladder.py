@@ -27,6 +27,7 @@ from fsgen.models.train import (
     train_ladder,
     with_loss_law,
 )
+from fsgen.stages.config import stage_config
 from tests.test_token_logging import TINY
 
 SMALL = TINY  # the tiny ladder of the token-logging tests
@@ -34,18 +35,18 @@ SMALL = TINY  # the tiny ladder of the token-logging tests
 
 def test_every_profiles_models_are_in_the_stages_declared_output(tmp_path):
     """`dvc exp run -S profile=<name>` writes data/models/<name>, which dvc.yaml declares as
-    data/models/${profile}; a profile cannot point its models elsewhere."""
+    data/models/${profile}; a stage refuses a profile that points its models elsewhere."""
     stages = yaml.safe_load(resolve("dvc.yaml").read_text())["stages"]
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stages["train_ladder"]["outs"]]
     assert "data/models/${profile}" in outs
     for name in read_params("params.yaml")["profiles"]:
         assert load_profile(name).models_dir == f"data/models/{name}"
-    params = read_params("params.yaml")
+    params = read_params("params.yaml") | {"profile": "tiny"}
     params["profiles"]["tiny"]["models_dir"] = "scratch/models/tiny"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match=r"'tiny' sets models_dir 'scratch/models/tiny'"):
-        load_profile("tiny", path)
+        stage_config("train_ladder", path, {})
 
 
 def test_repository_profiles_parse():

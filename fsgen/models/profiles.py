@@ -3,8 +3,7 @@
 A profile is a ladder of rungs, smallest first. A rung names a causal LM by hub id or local path
 (`model`), optionally its tuned ("chat") variant (`tuned`), and the `revision` passed to
 `from_pretrained`. Rungs of an `embedded` profile are trained by the `train_ladder` stage; their
-paths are `data/models/<profile>/<rung>` (the stage's DVC output), and they carry their
-architecture.
+paths are derived from the profile's `models_dir`, and they carry their architecture.
 """
 
 from __future__ import annotations
@@ -108,6 +107,7 @@ def _embedded_arch(profile: str, rung: str, entry: dict) -> dict:
 PROFILE_KEYS = (  # a profile's keys
     "kind",
     "rungs",
+    "models_dir",
     "dtype",
     "device",
     "tasks",
@@ -130,12 +130,6 @@ def load_profile(
     spec = profiles[name]
     if not isinstance(spec, dict):
         raise ValueError(f"{params_file}: profile {name!r} must be a mapping, got {spec!r}")
-    if "models_dir" in spec:
-        raise ValueError(
-            f"{params_file}: profile {name!r} sets models_dir {spec['models_dir']!r}; a profile's "
-            f"models are always in data/models/{name} (the train_ladder stage's DVC output, "
-            f"data/models/${{profile}}): remove the key"
-        )
     unknown = sorted(set(spec) - set(PROFILE_KEYS))
     if unknown:
         raise ValueError(
@@ -144,7 +138,7 @@ def load_profile(
     kind = spec.get("kind", "hub")
     if kind not in ("embedded", "hub"):
         raise ValueError(f"profile {name!r}: kind must be 'embedded' or 'hub', got {kind!r}")
-    models_dir = f"data/models/{name}"  # = the train_ladder stage's output, data/models/${profile}
+    models_dir = spec.get("models_dir") or f"data/models/{name}"
     rungs = []
     for entry in spec.get("rungs") or []:
         entry = dict(entry)

@@ -219,6 +219,7 @@ def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> St
         values = dict(values)
         if schema.uses_profile:
             values["profile"] = params.get("profile")
+            _check_models_dir(params, params_file)
         where = f"{params_file}, section {section!r}"
     else:
         values, where = dict(tiny), f"the notebook's tiny values for {section!r}"
@@ -230,3 +231,18 @@ def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> St
             for e in error.errors()
         )
         raise ValueError(f"invalid values in {where}: {problems}") from None
+
+
+def _check_models_dir(params: dict, params_file: str | os.PathLike) -> None:
+    """Under DVC a profile's models are the train_ladder stage's output, data/models/${profile}:
+    a profile that points them elsewhere would train outside it (and DVC would fail the stage)."""
+    name = params.get("profile")
+    spec = (params.get("profiles") or {}).get(name)
+    if isinstance(spec, dict) and spec.get("models_dir", f"data/models/{name}") != (
+        expected := f"data/models/{name}"
+    ):
+        raise ValueError(
+            f"{params_file}: profile {name!r} sets models_dir {spec['models_dir']!r}, but the "
+            f"train_ladder stage's output is data/models/${{profile}}: remove the key (its "
+            f"models then go to {expected})"
+        )
