@@ -268,6 +268,8 @@ def test_loss_law_fit_recovers_a_known_curve():
     table, law = with_loss_law(ladder)
     assert table["loss_residual"].iloc[5] > 0.03 and pd.isna(table["loss_residual"].iloc[6])
     assert abs(table["loss_residual"].iloc[:5]).max() < table["loss_residual"].iloc[5]
+    # one definition of a residual: the fit's largest is the table's largest
+    assert law["max_abs_residual"] == pytest.approx(table["loss_residual"].abs().max(), rel=1e-9)
     with pytest.raises(ValueError, match="need >= 4"):
         fit_loss_law(params[:3], losses[:3])
 

@@ -441,9 +441,9 @@ def _with_interval(column: str, hits: list[bool]) -> dict:
 
 
 def fit_loss_law(params: Sequence[float], losses: Sequence[float]) -> dict[str, float]:
-    """Fit L(N) = E + A * N^(-a) to held-out losses by least squares on relative residuals
-    (E between 0 and the smallest loss, A >= 0, a in [0, 3]); returns E, A, a and the largest
-    absolute relative residual. N is in units of the smallest N, so A is the loss above E there."""
+    """Fit L(N) = E + A * N^(-a) to held-out losses by least squares on the fit's error relative
+    to each loss (E between 0 and the smallest loss, A >= 0, a in [0, 3]); returns E, A, a and
+    the largest absolute residual (loss - fitted) / fitted, the ladder table's `loss_residual`. N is in units of the smallest N, so A is the loss above E there."""
     n = np.asarray(params, dtype=float)
     loss = np.asarray(losses, dtype=float)
     if len(n) < 4 or len(n) != len(loss):
@@ -452,7 +452,7 @@ def fit_loss_law(params: Sequence[float], losses: Sequence[float]) -> dict[str, 
         )
     x = n / n.min()
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
+    def residuals(theta: np.ndarray) -> np.ndarray:  # fitted relative to the measured loss
         e, a_coef, alpha = theta
         return (e + a_coef * x ** (-alpha)) / loss - 1.0
 
@@ -461,12 +461,13 @@ def fit_loss_law(params: Sequence[float], losses: Sequence[float]) -> dict[str, 
         residuals, start, bounds=([0.0, 0.0, 0.0], [loss.min(), np.inf, 3.0]), method="trf"
     )
     e, a_coef, alpha = (float(v) for v in fit.x)
+    fitted = e + a_coef * x ** (-alpha)
     return {
         "E": e,
         "A": a_coef,
         "a": alpha,
         "n_min": float(n.min()),
-        "max_abs_residual": float(np.abs(residuals(fit.x)).max()),
+        "max_abs_residual": float(np.abs((loss - fitted) / fitted).max()),
     }
 
 
