@@ -2,7 +2,7 @@
 
 The embedded ladder (`fsgen.models.train`) takes the 45-minute `make repro` to train; without it
 the quick start would have nothing trained to show offline. This module trains a small and a
-large GPT-NeoX model on the ladder's synthetic corpus, with the ladder's own functions, and
+large GPT-NeoX model exactly as stage 00 trains a rung (`train_ladder`, untuned), and
 writes them as package data (`fsgen/assets/quickstart`): one tokenizer, `small/` and `large/`
 (safetensors in float16, loaded back as float32) and `RECORD`, a JSON account of what made them
 (settings, shapes, seed, library versions, and each model's held-out loss and plain accuracy).
@@ -15,28 +15,18 @@ Rewrite the assets (about 2-3 minutes on two CPU threads) with
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from fsgen.core.determinism import compute_threads, reproducibility, use_deterministic_algorithms
+from fsgen.core.determinism import reproducibility
 from fsgen.core.io import atomic_directory, atomic_write_text
-from fsgen.core.stats import wilson_interval
-from fsgen.data.synthetic import base_corpus, generate_problems, plain_document, plain_prompt
-from fsgen.data.tokenizer import train_tokenizer
-from fsgen.models.profiles import count_parameters, load_model
-from fsgen.models.train import (
-    answer_hits,
-    batch_order,
-    build_model,
-    heldout_loss,
-    pack_blocks,
-    train_causal_lm,
-)
+from fsgen.models.profiles import Profile, Rung, load_model
+from fsgen.models.train import LadderConfig, train_ladder
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "quickstart"
 RECORD = "quickstart_pair.json"
@@ -70,8 +60,7 @@ class QuickstartPairConfig:
     max_position_embeddings: int = 1024
     small: Shape = field(default_factory=lambda: Shape(24, 2, 2, 0.006))
     large: Shape = field(default_factory=lambda: Shape(64, 2, 4, 0.004))
-    test_problems: int = 200  # held-out problems for the record's loss (the ladder's count)
-    accuracy_problems: int = 200  # held-out problems for the record's plain accuracy
+    test_problems: int = 200  # held-out problems for the record's loss and accuracy (as the ladder)
     max_new_tokens: int = 160
     threads: int = 2
 
@@ -82,72 +71,45 @@ def build_quickstart_pair(
     *,
     progress: bool = True,
 ) -> dict:
-    """Train the pair deterministically and write it to `out_dir` atomically (the folder is
-    replaced only once everything is written). Returns the record that is saved beside it."""
+    """Train the pair deterministically, through the ladder's own `train_ladder` (a two-rung
+    embedded profile, untuned), and write it to `out_dir` atomically (the folder is replaced only
+    once everything is written). Returns the record that is saved beside it."""
     config = config or QuickstartPairConfig()
-    compute_threads(config.threads)
-    use_deterministic_algorithms()
-    train = generate_problems(config.train_problems, split="train", seed=config.seed)
-    test = generate_problems(config.test_problems, split="test", seed=config.seed)
-    docs = base_corpus(
-        train, chat_share=config.chat_share, expression_share=config.expression_share
-    )
-    tokenizer = train_tokenizer(docs, config.vocab_size)
-    blocks = pack_blocks(tokenizer, docs, config.block_size)
-    batches = batch_order(len(blocks), config.steps, config.batch_size, config.seed)
-    test_docs = [plain_document(p) for p in test]
-    record: dict = {
-        "settings": asdict(config),
-        "transformers": transformers.__version__,
-        **reproducibility(),  # torch's version, kernel width and threads: what decides the bytes
-        "train_blocks": len(blocks),
-        "models": {},
-    }
-    out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as partial:
-        tokenizer.save_pretrained(partial / "tokenizer")
+    shared = {f.name for f in fields(LadderConfig)} & {f.name for f in fields(config)}
+    training = LadderConfig(**{name: getattr(config, name) for name in shared})  # untuned
+    rungs = tuple(Rung(name=role, model=role, arch=asdict(getattr(config, role))) for role in ROLES)
+    profile = Profile(name="quickstart", kind="embedded", rungs=rungs)
+    with tempfile.TemporaryDirectory() as scratch:
+        ladder, curves = train_ladder(profile, training, scratch, progress=progress)
+        rows = ladder.set_index("model")
+        record: dict = {
+            "settings": asdict(config),
+            "transformers": transformers.__version__,
+            **reproducibility(),  # torch's version, kernel width and threads: what decides the bytes
+            "models": {},
+        }
         for index, role in enumerate(ROLES):
-            shape: Shape = getattr(config, role)
-            model = build_model(
-                asdict(shape),
-                len(tokenizer),
-                tokenizer,
-                config.max_position_embeddings,
-                config.seed + index,
-            )
-            started = time.perf_counter()
-            losses = train_causal_lm(
-                model,
-                blocks,
-                batches,
-                lr=shape.lr,
-                warmup_steps=config.warmup_steps,
-                desc=role,
-                progress=progress,
-            )
-            seconds = time.perf_counter() - started
-            hits = answer_hits(
-                model,
-                tokenizer,
-                test[: config.accuracy_problems],
-                plain_prompt,
-                config.max_new_tokens,
-            )
+            row = rows.loc[role]
             record["models"][role] = {
-                "shape": asdict(shape),
-                "seed": config.seed + index,
-                "params": count_parameters(model)["total"],
-                "final_train_loss": losses[-1],
-                "heldout_loss": heldout_loss(model, tokenizer, test_docs),
-                "accuracy": sum(hits) / len(hits),
-                "accuracy_low": wilson_interval(sum(hits), len(hits))[0],
-                "accuracy_high": wilson_interval(sum(hits), len(hits))[1],
-                "accuracy_problems": len(hits),
+                "shape": asdict(getattr(config, role)),
+                "seed": config.seed + index,  # train_ladder seeds a rung by its place
+                "params": int(row["params"]),
+                "final_train_loss": float(curves.loc[curves["model"] == role, "loss"].iloc[-1]),
+                "heldout_loss": float(row["heldout_loss"]),
+                "accuracy": float(row["accuracy"]),
+                "accuracy_low": float(row["accuracy_low"]),
+                "accuracy_high": float(row["accuracy_high"]),
+                "accuracy_problems": config.test_problems,
             }
-            if progress:
-                print(f"{role}: trained in {seconds:.0f} s; {record['models'][role]}")
-            model.to(torch.float16).save_pretrained(partial / role)
-        atomic_write_text(partial / RECORD, json.dumps(record, indent=1) + "\n")
+        out_dir = Path(out_dir)
+        with atomic_directory(out_dir) as partial:
+            AutoTokenizer.from_pretrained(Path(scratch) / "tokenizer").save_pretrained(
+                partial / "tokenizer"
+            )
+            for role in ROLES:
+                model, _ = load_model(Path(scratch) / role, dtype="float32", with_tokenizer=False)
+                model.to(torch.float16).save_pretrained(partial / role)
+            atomic_write_text(partial / RECORD, json.dumps(record, indent=1) + "\n")
     return record
 
 
