@@ -24,11 +24,8 @@ HUB_PAIR = ("EleutherAI/pythia-70m", "EleutherAI/pythia-160m")  # fp32: ~1 GB, f
 CHOICES = ("auto", "embedded", "hub", "packaged")
 
 
-def quickstart_models(choice: str = "auto", seed: int = 0):
-    """`(small, large, tokenizer, description)` for the quick start; see the module docstring.
-
-    `seed` is kept for callers of the former random pair; every choice now loads fixed weights.
-    """
+def quickstart_models(choice: str = "auto"):
+    """`(small, large, tokenizer, description)` for the quick start; see the module docstring."""
     if choice not in CHOICES:
         raise ValueError(f"unknown model choice {choice!r}; valid choices: {list(CHOICES)}")
     if choice == "auto":
