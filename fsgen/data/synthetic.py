@@ -4,14 +4,15 @@ Every problem is a short story about one person and one kind of object. Each ste
 count (buys, gives away, fills boxes, ...) and the worked solution carries out the same steps,
 one equation each, ending in "The answer is N."; the problem's `expression` is the arithmetic the
 story states, as one formula ("(7 + 3) * 2 - 4"). Difficulty levels set the number of steps and
-the size of the operands:
+the operations; every operand is one digit, so the arithmetic is within reach of the embedded
+ladder's small rungs and accuracy can grow with size (README, "The embedded ladder"):
 
-| level | steps | operands          | operations            |
-|-------|-------|-------------------|-----------------------|
-| 1     | 1     | 1..9              | +, -                  |
-| 2     | 2     | 1..20             | +, -                  |
-| 3     | 3     | 2..50, x by 2..5  | +, -, x               |
-| 4     | 4     | 2..99, x by 2..9  | +, -, x               |
+| level | steps | operands         | operations            |
+|-------|-------|------------------|-----------------------|
+| 1     | 1     | 1..9             | +, -                  |
+| 2     | 2     | 1..9             | +, -                  |
+| 3     | 3     | 1..9, x by 2..3  | +, -, x               |
+| 4     | 4     | 1..9, x by 2..3  | +, -, x               |
 
 Splits are decided by a hash of the question text, so the held-out test split can never share a
 question with the training split, whatever the seeds and sizes that drew them.
@@ -67,8 +68,8 @@ OBJECTS = (
     "beads",
     "rocks",
 )
-_OPERAND_RANGE = {1: (1, 9), 2: (1, 20), 3: (2, 50), 4: (2, 99)}
-_FACTOR_RANGE = {3: (2, 5), 4: (2, 9)}
+_OPERAND_RANGE = {1: (1, 9), 2: (1, 9), 3: (1, 9), 4: (1, 9)}
+_FACTOR_RANGE = {3: (2, 3), 4: (2, 3)}
 _STEPS = {1: 1, 2: 2, 3: 3, 4: 4}
 
 

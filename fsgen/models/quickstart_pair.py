@@ -1,6 +1,6 @@
 """The quick start's shipped System 1 / System 2 pair: two small models trained like the ladder.
 
-The embedded ladder (`fsgen.models.train`) takes the 45-minute `make repro` to train; without it
+The embedded ladder (`fsgen.models.train`) takes most of `make repro`'s time to train; without it
 the quick start would have nothing trained to show offline. This module trains a small and a
 large GPT-NeoX model exactly as stage 00 trains a rung (`train_ladder`, untuned), and
 writes them as package data (`fsgen/assets/quickstart`): one tokenizer, `small/` and `large/`
@@ -54,9 +54,9 @@ class QuickstartPairConfig:
     chat_share: float = 0.25
     expression_share: float = 0.25
     block_size: int = 256
-    batch_size: int = 8
-    steps: int = 1000
-    warmup_steps: int = 50
+    batch_size: int = 4
+    steps: int = 2000
+    warmup_steps: int = 100
     max_position_embeddings: int = 1024
     small: Shape = field(default_factory=lambda: Shape(24, 2, 2, 0.006))
     large: Shape = field(default_factory=lambda: Shape(64, 2, 4, 0.004))
