@@ -229,6 +229,20 @@ def test_a_killed_ladder_resumes_without_retraining_to_identical_weights(tmp_pat
     assert trained == ["t0-chat", "t1-chat"]  # only what the change affects is retrained
 
 
+def test_workers_train_the_same_weights(tmp_path):
+    profile = load_profile("tiny")
+    one, one_curves = train_ladder(profile, SMALL, tmp_path / "one", progress=False)
+    parallel = LadderConfig(**{**vars(SMALL), "workers": 2})
+    two, two_curves = train_ladder(profile, parallel, tmp_path / "two", progress=False)
+    for name in ("t0", "t0-chat", "t1", "t1-chat", "t2"):
+        assert _weights(tmp_path / "two" / name) == _weights(tmp_path / "one" / name)
+    columns = [c for c in one.columns if c != "train_seconds"]
+    pd.testing.assert_frame_equal(two[columns], one[columns])
+    pd.testing.assert_frame_equal(two_curves, one_curves)
+    trained = train_ladder(profile, SMALL, tmp_path / "two", progress=False)[0]  # workers=1
+    assert trained["train_seconds"].equals(two["train_seconds"])  # read back: not retrained
+
+
 def test_a_folder_fsgen_did_not_write_is_refused_and_left_alone(tmp_path):
     foreign = tmp_path / "models/t0"
     foreign.mkdir(parents=True)

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 import fsgen
 from fsgen.data.synthetic import generate_problems, plain_document
+from fsgen.models.profiles import read_params
 from fsgen.models.quickstart_pair import (
     ASSETS,
     ROLES,
@@ -93,3 +94,14 @@ def test_auto_loads_the_packaged_pair_without_a_ladder(tmp_path, monkeypatch):
     assert description.startswith("packaged pair")
     with pytest.raises(ValueError, match="'random'"):
         quickstart_models("random")
+
+
+def test_the_builder_trains_as_params_yaml_trains_the_ladder():
+    params = read_params()
+    config = asdict(QuickstartPairConfig())
+    shared = {k: v for k, v in params["train_ladder"].items() if k in config}
+    assert shared == {k: config[k] for k in shared}, "QuickstartPairConfig differs from params.yaml"
+    assert {"steps", "batch_size", "threads", "seed"} <= set(shared)
+    rungs = {r["name"]: r for r in params["profiles"]["embedded"]["rungs"]}
+    for role, rung in (("small", "e0"), ("large", "e2")):
+        assert config[role] == {k: v for k, v in rungs[rung].items() if k != "name"}, role

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from fsgen.core.stats import bootstrap_over_units, bootstrap_ratio_interval, wilson_interval
+from fsgen.core.stats import (
+    bootstrap_over_units,
+    bootstrap_ratio_interval,
+    weighted_auroc,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_matches_the_closed_form():
@@ -47,13 +53,25 @@ def test_bootstrap_over_units_moves_whole_units_and_is_seeded():
     values = np.repeat(np.random.default_rng(2).normal(size=30), 5)  # constant within a prompt
     seen = []
 
-    def mean(picked: np.ndarray) -> float:
-        counts = np.bincount(units[picked], minlength=30)
-        seen.append(set(counts[counts > 0]) <= {5, 10, 15, 20, 25, 30})  # whole prompts only
-        return float(values[picked].mean())
+    def mean(weights: np.ndarray) -> float:
+        per_unit = [set(weights[units == u]) for u in range(30)]
+        seen.append(all(len(w) == 1 for w in per_unit) and weights.sum() == 150)  # whole prompts
+        return float(np.average(values, weights=weights))
 
     low, high = bootstrap_over_units(units, mean, resamples=200, seed=0)
     assert low < values.mean() < high and all(seen)
     assert (low, high) == bootstrap_over_units(units, mean, resamples=200, seed=0)
-    nan = bootstrap_over_units(units, lambda picked: float("nan"), resamples=5, seed=0)
+    nan = bootstrap_over_units(units, lambda weights: float("nan"), resamples=5, seed=0)
     assert all(np.isnan(nan))
+
+
+def test_weighted_auroc_is_sklearns_on_repeated_rows():
+    rng = np.random.default_rng(3)
+    labels = rng.random(400) < 0.3
+    scores = np.round(rng.normal(size=400) + labels, 1)  # rounded: many ties
+    weights = rng.integers(0, 4, 400)
+    repeated = np.repeat(np.arange(400), weights)
+    expected = roc_auc_score(labels[repeated], scores[repeated])
+    assert weighted_auroc(labels, scores, weights) == pytest.approx(expected, abs=1e-12)
+    assert weighted_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(weighted_auroc(np.zeros(5), np.arange(5)))

@@ -114,6 +114,21 @@ def test_shards_split_the_work(tiny_ladder, tmp_path, monkeypatch):
     assert one[0].equals(two[0]) and one[1].equals(two[1])
 
 
+def test_workers_write_the_same_bytes(tiny_ladder, tmp_path, monkeypatch):
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    run = RUN | {"methods": ["alone", "oracle", "proxy"], "threads": 1}
+    one = log_tokens(profile, tmp_path / "one", **run)
+    two = log_tokens(profile, tmp_path / "two", workers=2, **run)
+    assert one == two
+    for folder in ("traces", "generations"):
+        names = sorted(p.name for p in (tmp_path / "one" / folder).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "two" / folder).iterdir())
+        for name in names:
+            path = tmp_path / "one" / folder / name
+            assert (tmp_path / "two" / folder / name).read_bytes() == path.read_bytes(), name
+
+
 def test_oracle_and_each_rung_alone_run_on_more_prompts(tiny_ladder, tmp_path, monkeypatch):
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))

@@ -15,11 +15,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from sklearn.metrics import roc_auc_score
 
 from fsgen.core.io import write_metrics
 from fsgen.core.plots import save_figure
-from fsgen.core.stats import bootstrap_over_units, wilson_interval
+from fsgen.core.stats import bootstrap_over_units, weighted_auroc, wilson_interval
 
 SIGNALS = {"top1_prob": "small_top1_prob", "margin": "small_margin", "entropy": "small_entropy"}
 LESS_SURE = {"top1_prob": -1.0, "margin": -1.0, "entropy": 1.0}  # sign making larger = less sure
@@ -72,11 +71,6 @@ def entropy_bins(rows: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
     return out
 
 
-def _auroc(mismatch: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of `score` for `mismatch`; NaN when only one class is present."""
-    return float(roc_auc_score(mismatch, score)) if 0 < mismatch.sum() < len(mismatch) else np.nan
-
-
 def signal_auroc(rows: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
     """AUROC of each signal of System 1's uncertainty for predicting a mismatch, per task and
     pair (0.5 = no better than chance; NaN when a pair has only one class), with a 95% interval
@@ -92,11 +86,11 @@ def signal_auroc(rows: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> pd
         }
         for name, column in SIGNALS.items():
             score = LESS_SURE[name] * group[column].to_numpy(float)
-            record[name] = _auroc(y, score)
+            record[name] = weighted_auroc(y, score)
             if bootstrap:
                 low, high = bootstrap_over_units(
                     group["prompt_id"].to_numpy(),
-                    lambda picked, y=y, score=score: _auroc(y[picked], score[picked]),
+                    lambda weights, y=y, score=score: weighted_auroc(y, score, weights),
                     resamples=bootstrap,
                     seed=seed,
                 )

@@ -68,21 +68,36 @@ def bootstrap_over_units(
     seed: int,
     level: float = LEVEL,
 ) -> tuple[float, float]:
-    """A percentile-bootstrap interval of `statistic(rows)` resampling whole units with
+    """A percentile-bootstrap interval of a weighted statistic, resampling whole units with
     replacement: `units[i]` is row i's unit (a prompt, so that the tokens of one generation
-    move together), and `statistic` gets the row indices of one resample. Resamples where it is
-    NaN are dropped; NaNs when none is left."""
+    move together), and `statistic` gets one resample as a weight per row (int, shape (n,)):
+    how many times the resample drew the row's unit. Resamples where it is NaN are dropped;
+    NaNs when none is left."""
     if resamples < 0:
         raise ValueError(f"resamples must be >= 0, got {resamples}")
-    codes, _ = pd.factorize(pd.Series(units), sort=True)
-    members = (
-        [np.flatnonzero(codes == unit) for unit in range(codes.max() + 1)] if len(codes) else []
-    )
-    if not members or not resamples:
+    codes, uniques = pd.factorize(pd.Series(units), sort=True)
+    if not len(codes) or not resamples:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
-        picked = rng.integers(0, len(members), len(members))
-        values.append(statistic(np.concatenate([members[unit] for unit in picked])))
+        picked = rng.integers(0, len(uniques), len(uniques))  # (n_units,) drawn units
+        values.append(statistic(np.bincount(picked, minlength=len(uniques))[codes]))
     return percentile_interval(values, level)
+
+
+def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None):
+    """The area under the ROC curve of `scores` for the binary `labels`, each row counted
+    `weights` times (None: once): the chance that a positive row outscores a negative one, ties
+    counting half. NaN when either class has no weight. Exact for integer weights (the sums stay
+    integers or halves far below 2^53), so equal to sklearn's `roc_auc_score` up to rounding."""
+    labels = np.asarray(labels, dtype=float)
+    weights = np.ones_like(labels) if weights is None else np.asarray(weights, dtype=float)
+    _, level = np.unique(np.asarray(scores, dtype=float), return_inverse=True)  # rank of each
+    positive = np.bincount(level, weights=weights * labels)  # (n_levels,)
+    negative = np.bincount(level, weights=weights * (1.0 - labels))
+    below = np.cumsum(negative) - negative  # negative weight scored lower than each level
+    pairs = positive.sum() * negative.sum()
+    if pairs == 0:
+        return float("nan")
+    return float((positive * (below + 0.5 * negative)).sum() / pairs)

@@ -5,9 +5,10 @@ shape (and the learning rate) differs, as in Pythia. The base corpus (`base_corp
 solutions, formulas and bare-answer chat dialogues; every rung, the largest included, then gets a
 tuned ("chat") copy that learns worked answers in the chat format.
 
-Training goes rung by rung. Each finished model is saved atomically with a record of what made
-it (`RECORD`: the settings, the rung and a fingerprint of the code), so a killed or timed-out run
-resumes where it stopped: a rung whose record matches is read back, not retrained.
+Rungs train independently, each on `threads` threads, `workers` rungs at once in their own
+processes (`fsgen.core.parallel`: the weights depend on the thread count, never on the workers).
+Each finished model is saved atomically with a record of what made it (`RECORD`: the settings,
+the rung and a fingerprint of the code), so a killed or timed-out run resumes where it stopped: a rung whose record matches is read back, not retrained.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.core.determinism import check_pinned, compute_threads, use_deterministic_algorithms
 from fsgen.core.io import atomic_directory, atomic_write_bytes, write_metrics
+from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.paths import resolve
 from fsgen.core.source import code_fingerprint
 from fsgen.data.scoring import last_number
@@ -58,6 +60,7 @@ from fsgen.models.profiles import Profile, count_parameters, load_config
 
 SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
 EXPRESSION_STOP = get_task("expression").stop
+WALL_TIME_ONLY = ("workers",)  # settings that change how long training takes, not its weights
 RECORD = "fsgen_rung.json"  # in each saved model's folder: what made it, its row and its curve
 
 
@@ -81,7 +84,8 @@ class LadderConfig:
     max_new_tokens: int = 160
     eval_batch_size: int = 50
     max_position_embeddings: int = 1024
-    threads: int = 2
+    threads: int = 1
+    workers: int = 1
 
 
 def build_model(arch: dict, vocab_size: int, tokenizer, max_positions: int, seed: int):
@@ -257,8 +261,9 @@ def train_ladder(
     *,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train every rung of an embedded `profile` and its tuned copy into `models_dir`, rung by
-    rung, resuming from the models a previous run finished with the same settings and code.
+    """Train every rung of an embedded `profile` and its tuned copy into `models_dir` (rungs in
+    `config.workers` processes at once, largest first), resuming from the models a previous run
+    finished with the same settings and code.
 
     Returns `(ladder, curves)`: one row per model with its parameter counts, held-out loss,
     accuracy (plain, chat and expression prompts) and training seconds; and the training loss of
@@ -272,9 +277,54 @@ def train_ladder(
     use_deterministic_algorithms()
     if warning := check_pinned():
         warnings.warn(warning, stacklevel=2)
+    check_workers(config.workers)
     models_dir = Path(models_dir)
+    corpus = build_corpus(config)
+    corpus.tokenizer.save_pretrained(models_dir / "tokenizer")
+    code = code_fingerprint(["models.train"])
+    jobs = []
+    for index, rung in enumerate(profile.rungs):
+        base_key = _fingerprint(config, rung.arch, index, "base", code)
+        tune_key = _fingerprint(config, rung.arch, index, "tuned", base_key)
+        job = RungJob(rung, index, config, models_dir, base_key, tune_key, corpus, progress)
+        if not job.finished():
+            jobs.append(job)
+    if config.workers > 1:  # the largest first, so that no worker is left alone with one at the end
+        jobs.sort(
+            key=lambda job: -(job.rung.arch["hidden_size"] ** 2) * job.rung.arch["num_layers"]
+        )
+    run_jobs(
+        train_rung,
+        jobs,
+        workers=config.workers,
+        threads=config.threads,
+        desc="rungs",
+        progress=progress and config.workers > 1,
+    )
+    rows, curves = [], []
+    for rung in profile.rungs:
+        _collect(models_dir / rung.name, rows, curves)
+        if rung.tuned is not None:
+            _collect(models_dir / f"{rung.name}-chat", rows, curves)
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What every rung trains and is measured on: the tokenizer, the base corpus's blocks and
+    the order of its batches, the tuning corpus's, and the held-out problems."""
+
+    tokenizer: object
+    blocks: torch.Tensor  # (n_blocks, block_size)
+    batches: list[list[int]]
+    tune_blocks: torch.Tensor  # (n_tune_blocks, block_size)
+    tune_batches: list[list[int]]
+    test: list[Problem]
+
+
+def build_corpus(config: LadderConfig) -> Corpus:
+    """The ladder's `Corpus` from its settings: problems, tokenizer, blocks and batch orders."""
     train = generate_problems(config.train_problems, split="train", seed=config.seed)
-    test = generate_problems(config.test_problems, split="test", seed=config.seed)
     tune = generate_problems(config.tune_problems, split="train", seed=config.seed + 1)
     base_docs = base_corpus(
         train, chat_share=config.chat_share, expression_share=config.expression_share
@@ -284,66 +334,93 @@ def train_ladder(
     tokenizer = train_tokenizer(
         base_docs + [chat_document(p) for p in worked_chats], config.vocab_size
     )
-    tokenizer.save_pretrained(models_dir / "tokenizer")
     blocks = pack_blocks(tokenizer, base_docs, config.block_size)
-    batches = batch_order(len(blocks), config.steps, config.batch_size, config.seed)
     tune_blocks = pack_blocks(tokenizer, tune_docs, config.block_size)
-    tune_batches = batch_order(len(tune_blocks), config.tune_steps, config.batch_size, config.seed)
-    evaluation = Evaluation(tokenizer, test, config)
-    code = code_fingerprint(["models.train"])
+    return Corpus(
+        tokenizer=tokenizer,
+        blocks=blocks,
+        batches=batch_order(len(blocks), config.steps, config.batch_size, config.seed),
+        tune_blocks=tune_blocks,
+        tune_batches=batch_order(
+            len(tune_blocks), config.tune_steps, config.batch_size, config.seed
+        ),
+        test=generate_problems(config.test_problems, split="test", seed=config.seed),
+    )
 
-    rows, curves = [], []
-    for index, rung in enumerate(profile.rungs):
-        base_key = _fingerprint(config, rung.arch, index, "base", code)
-        tune_key = _fingerprint(config, rung.arch, index, "tuned", base_key)
-        base_dir = models_dir / rung.name
-        tune_dir = models_dir / f"{rung.name}-chat"
-        base_done, tune_done = _finished(base_dir, base_key), _finished(tune_dir, tune_key)
-        wants_tuned = rung.tuned is not None
-        if base_done and (tune_done or not wants_tuned):
-            model = None  # nothing to train from it
-        elif base_done:
-            model = GPTNeoXForCausalLM.from_pretrained(base_dir)
-        else:
-            model = build_model(
-                rung.arch,
-                len(tokenizer),
-                tokenizer,
-                config.max_position_embeddings,
-                config.seed + index,
-            )
-            started = time.perf_counter()
-            losses = train_causal_lm(
-                model,
-                blocks,
-                batches,
-                lr=rung.arch["lr"],
-                warmup_steps=config.warmup_steps,
-                desc=rung.name,
-                progress=progress,
-            )
-            seconds = time.perf_counter() - started
-            row = evaluation.row(rung.name, "base", model, seconds)
-            _save_rung(model, tokenizer, base_dir, base_key, row, losses)
-        _collect(base_dir, rows, curves)
-        if not wants_tuned:
-            continue
-        if not tune_done:
-            started = time.perf_counter()
-            losses = train_causal_lm(
-                model,
-                tune_blocks,
-                tune_batches,
-                lr=config.tune_lr,
-                warmup_steps=1,
-                desc=f"{rung.name}-chat",
-                progress=progress,
-            )
-            seconds = time.perf_counter() - started
-            row = evaluation.row(f"{rung.name}-chat", "tuned", model, seconds)
-            _save_rung(model, tokenizer, tune_dir, tune_key, row, losses)
-        _collect(tune_dir, rows, curves)
-    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+@dataclass(frozen=True)
+class RungJob:
+    """One rung to train (its base model, then its tuned copy if it has one) into `models_dir`,
+    with the fingerprints its saved records must carry."""
+
+    rung: object
+    index: int
+    config: LadderConfig
+    models_dir: Path
+    base_key: str
+    tune_key: str
+    corpus: Corpus
+    progress: bool
+
+    @property
+    def base_dir(self) -> Path:
+        return self.models_dir / self.rung.name
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.models_dir / f"{self.rung.name}-chat"
+
+    def finished(self) -> bool:
+        """Whether the base model, and the tuned copy if the rung has one, are saved already."""
+        base_done = _finished(self.base_dir, self.base_key)
+        return base_done and (self.rung.tuned is None or _finished(self.tune_dir, self.tune_key))
+
+
+def train_rung(job: RungJob) -> None:
+    """Train `job`'s base model (unless saved already) and then its tuned copy from it, saving
+    each atomically with its table row and loss curve (a `train_ladder` job)."""
+    config, corpus, rung = job.config, job.corpus, job.rung
+    tokenizer = corpus.tokenizer
+    evaluation = Evaluation(tokenizer, corpus.test, config)
+    progress = job.progress and config.workers == 1  # one bar per process is unreadable
+    if _finished(job.base_dir, job.base_key):
+        model = GPTNeoXForCausalLM.from_pretrained(job.base_dir)
+    else:
+        model = build_model(
+            rung.arch,
+            len(tokenizer),
+            tokenizer,
+            config.max_position_embeddings,
+            config.seed + job.index,
+        )
+        started = time.perf_counter()
+        losses = train_causal_lm(
+            model,
+            corpus.blocks,
+            corpus.batches,
+            lr=rung.arch["lr"],
+            warmup_steps=config.warmup_steps,
+            desc=rung.name,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - started
+        row = evaluation.row(rung.name, "base", model, seconds)
+        _save_rung(model, tokenizer, job.base_dir, job.base_key, row, losses)
+    if rung.tuned is None or _finished(job.tune_dir, job.tune_key):
+        return
+    started = time.perf_counter()
+    losses = train_causal_lm(
+        model,
+        corpus.tune_blocks,
+        corpus.tune_batches,
+        lr=config.tune_lr,
+        warmup_steps=1,
+        desc=f"{rung.name}-chat",
+        progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    row = evaluation.row(f"{rung.name}-chat", "tuned", model, seconds)
+    _save_rung(model, tokenizer, job.tune_dir, job.tune_key, row, losses)
 
 
 def _collect(folder: Path, rows: list[dict], curves: list[dict]) -> None:
@@ -359,7 +436,9 @@ def _fingerprint(config: LadderConfig, arch: dict, index: int, variant: str, par
     tuning's; the thread count among them, as float sums depend on it), the rung's shape and
     place, the variant and the code (or, for a tuned copy, its base model's fingerprint)."""
     settings = {
-        k: v for k, v in vars(config).items() if not (variant == "base" and k.startswith("tune_"))
+        k: v
+        for k, v in vars(config).items()
+        if k not in WALL_TIME_ONLY and not (variant == "base" and k.startswith("tune_"))
     }
     text = json.dumps([settings, arch, index, variant, parent], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -71,7 +71,8 @@ class TrainLadder(StageConfig):
     chat_share: float  # share of the base corpus's problems also told as a bare-answer dialogue
     expression_share: float  # share also told as a formula (the expression task's format)
     max_new_tokens: int
-    threads: int
+    threads: int  # CPU threads each rung trains on (the weights' float sums depend on the count)
+    workers: int  # rungs trained at once, each in its own process (wall time only)
 
 
 class TokenLogging(StageConfig):
@@ -88,7 +89,8 @@ class TokenLogging(StageConfig):
     seed: int
     shard: str  # "i/n": this process logs every n-th unit from the i-th
     bootstrap: int  # resamples of the prompts for each collaboration frequency's interval
-    threads: int  # CPU threads it computes on (the traces' float sums depend on the count)
+    threads: int  # CPU threads each unit computes on (the traces' float sums depend on the count)
+    workers: int  # units decoded at once, each in its own process (wall time only)
 
 
 class Frequency(StageConfig):

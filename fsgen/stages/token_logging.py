@@ -34,13 +34,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from fsgen.core import source
 from fsgen.core.determinism import check_pinned, compute_threads
 from fsgen.core.io import atomic_write_text, write_metrics
 from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
+from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.shards import PLAN, ShardStore, merge_logs, select_shard, write_plan
 from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
@@ -230,6 +230,7 @@ def log_tokens(
     trace_top_k: int = 10,
     shard: str = "0/1",
     threads: int | None = None,
+    workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
     """Run (or resume) every unit of this machine's shard; returns counts of units run and skipped.
@@ -237,8 +238,10 @@ def log_tokens(
     Methods of a pair run on the first `n_prompts` prompts of each task; each rung alone and the
     ladder-wide oracle on the first `ladder_prompts` (default `n_prompts`; the same selection,
     extended). `threads`: compute on exactly this many CPU threads (float sums, and so the
-    traces, depend on the count); None keeps torch's."""
+    traces, depend on the count); None keeps torch's. `workers`: decode this many units at once,
+    each in its own process (`fsgen.core.parallel`; the traces do not depend on it)."""
     tasks = name_list(tasks, "tasks")
+    check_workers(workers)
     if threads is not None:
         compute_threads(threads)
         if warning := check_pinned():
@@ -262,7 +265,7 @@ def log_tokens(
         "code": code_fingerprint(),
     }
     out_dir = _start_or_resume(Path(out_dir), settings)
-    traces, gens = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
+    gens = ShardStore(out_dir / "generations")
     selected = {
         t: load_examples(t, data_dir=data_dir, n_prompts=ladder_prompts, seed=seed) for t in tasks
     }
@@ -283,34 +286,92 @@ def log_tokens(
     write_plan(out_dir, [u.key for u in plan])
     units = select_shard(plan, shard)
     todo = [u for u in units if not gens.done(u.key)]
-    cache = ModelCache(profile)
-    for unit in tqdm(todo, desc="token logging", disable=not progress):
-        cache.keep(_needed(unit, profile))
-        examples = chunk(unit)
-        cache.get(unit.large)  # loads the tokenizer with the first model
-        # proxy tuning steers the base large model toward the tuned small one: its prompts are
-        # in the tuned models' chat format
-        chat = unit.method != "alone" and get_method(unit.method).uses_tuned
-        prompts = build_prompts(
-            unit.task,
-            examples,
-            data_dir=data_dir,
-            chat=chat,
-            tokenizer=cache.tokenizer if chat else None,
-        )
-        trace, generations = run_unit(
+    jobs = [
+        UnitJob(
+            profile,
             unit,
-            cache,
-            prompts,
-            examples,
+            chunk(unit),
             unit.chunk * chunk_size,
-            max_new_tokens=profile.generation_length(unit.task, max_new_tokens),
+            out_dir,
+            data_dir,
             batch_size=profile.batch_size or batch_size,
             trace_top_k=trace_top_k,
         )
-        traces.write(unit.key, trace)
-        gens.write(unit.key, generations)  # last: marks the unit done
+        for unit in todo
+    ]
+    if workers > 1:  # the costliest first, so that no worker is left alone with one at the end
+        jobs.sort(key=lambda job: -_cost(job.unit, profile))
+    try:
+        run_jobs(
+            log_unit,
+            jobs,
+            workers=workers,
+            threads=torch.get_num_threads() if threads is None else threads,
+            desc="token logging",
+            progress=progress,
+        )
+    finally:
+        _CACHES.clear()  # this process's models (workers > 1: the workers' went with them)
     return {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """One unit to decode and write (a `log_tokens` job): its examples and where they start in
+    the selection, the output folder and the decoding settings."""
+
+    profile: Profile
+    unit: Unit
+    examples: list
+    offset: int
+    out_dir: Path
+    data_dir: str | os.PathLike | None
+    batch_size: int
+    trace_top_k: int
+
+
+_CACHES: dict[str, ModelCache] = {}  # per profile, the models this process has loaded
+
+
+def log_unit(job: UnitJob) -> None:
+    """Decode `job`'s unit and write its trace and then its generations (which mark it done)."""
+    unit, profile = job.unit, job.profile
+    cache = _CACHES.setdefault(profile.name, ModelCache(profile))
+    cache.keep(_needed(unit, profile))
+    cache.get(unit.large)  # loads the tokenizer with the first model
+    # proxy tuning steers the base large model toward the tuned small one: its prompts are in the
+    # tuned models' chat format
+    chat = unit.method != "alone" and get_method(unit.method).uses_tuned
+    prompts = build_prompts(
+        unit.task,
+        job.examples,
+        data_dir=job.data_dir,
+        chat=chat,
+        tokenizer=cache.tokenizer if chat else None,
+    )
+    trace, generations = run_unit(
+        unit,
+        cache,
+        prompts,
+        job.examples,
+        job.offset,
+        max_new_tokens=unit.max_new_tokens,
+        batch_size=job.batch_size,
+        trace_top_k=job.trace_top_k,
+    )
+    ShardStore(job.out_dir / "traces").write(unit.key, trace)
+    ShardStore(job.out_dir / "generations").write(unit.key, generations)  # last: marks it done
+
+
+def _cost(unit: Unit, profile: Profile) -> float:
+    """A unit's rough compute: its prompts times the weights of the models it runs (hidden size
+    squared times layers; 1 per model where the profile gives no shape)."""
+
+    def weight(name: str) -> float:
+        arch = profile.rung(name).arch or {}
+        return float(arch.get("hidden_size", 1) ** 2 * arch.get("num_layers", 1))
+
+    return unit.prompts * sum(weight(name) for name, _ in _needed(unit, profile))
 
 
 def code_fingerprint() -> str:

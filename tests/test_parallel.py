@@ -1,0 +1,30 @@
+"""Jobs in worker processes: results in job order, the first failure raised, bad counts refused."""
+
+import pytest
+import torch
+
+from fsgen.core.parallel import check_workers, run_jobs
+
+
+def threads_and_square(n: int) -> tuple[int, int]:
+    if n < 0:
+        raise ValueError(f"negative job {n}")
+    return torch.get_num_threads(), n * n
+
+
+def test_workers_return_results_in_job_order_on_the_asked_threads():
+    jobs = [5, 1, 4, 2, 3]
+    results = run_jobs(threads_and_square, jobs, workers=2, threads=1, progress=False)
+    assert results == [(1, n * n) for n in jobs]
+    assert run_jobs(threads_and_square, jobs, workers=1, threads=1, progress=False) == results
+
+
+def test_a_failed_job_raises_its_own_error():
+    with pytest.raises(ValueError, match="negative job -3"):
+        run_jobs(threads_and_square, [1, -3, 2], workers=2, threads=1, progress=False)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_worker_counts_are_named(bad):
+    with pytest.raises(ValueError, match=f"workers must be an integer >= 1, got {bad!r}"):
+        check_workers(bad)
