@@ -121,12 +121,7 @@ def test_workers_write_the_same_bytes(tiny_ladder, tmp_path, monkeypatch):
     one = log_tokens(profile, tmp_path / "one", **run)
     two = log_tokens(profile, tmp_path / "two", workers=2, **run)
     assert one == two
-    for folder in ("traces", "generations"):
-        names = sorted(p.name for p in (tmp_path / "one" / folder).iterdir())
-        assert names == sorted(p.name for p in (tmp_path / "two" / folder).iterdir())
-        for name in names:
-            path = tmp_path / "one" / folder / name
-            assert (tmp_path / "two" / folder / name).read_bytes() == path.read_bytes(), name
+    _assert_same_shards(tmp_path / "one", tmp_path / "two")
 
 
 def test_oracle_and_each_rung_alone_run_on_more_prompts(tiny_ladder, tmp_path, monkeypatch):
@@ -218,12 +213,17 @@ def test_a_killed_run_resumes_to_identical_bytes(tiny_ladder, tmp_path, monkeypa
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     resumed = log_tokens(profile, tmp_path / "killed", **run)
     assert resumed["skipped"] == 2 and resumed["run"] == whole["units"] - 2
+    _assert_same_shards(tmp_path / "whole", tmp_path / "killed")
+
+
+def _assert_same_shards(expected, actual):
+    """Both log folders hold the same trace and generation shards, byte for byte."""
     for folder in ("traces", "generations"):
-        names = sorted(p.name for p in (tmp_path / "whole" / folder).iterdir())
-        assert names == sorted(p.name for p in (tmp_path / "killed" / folder).iterdir())
+        names = sorted(p.name for p in (expected / folder).iterdir())
+        assert names == sorted(p.name for p in (actual / folder).iterdir())
         for name in names:
-            path = tmp_path / "whole" / folder / name
-            assert (tmp_path / "killed" / folder / name).read_bytes() == path.read_bytes(), name
+            wanted = (expected / folder / name).read_bytes()
+            assert (actual / folder / name).read_bytes() == wanted, name
 
 
 def test_summary_table(tiny_ladder, tmp_path, monkeypatch):
