@@ -23,7 +23,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import pandas as pd
+from results_table import append_rows  # benchmarks/results_table.py, beside this script
 
 import fsgen
 import fsgen.data.synthetic as synthetic
@@ -66,10 +66,7 @@ def main() -> None:
     columns += ["chat_accuracy", "expression_accuracy", "train_seconds"]
     table = ladder[columns].assign(seed=[config.seed + i for i in range(len(rungs))])
     table.insert(1, "variant", args.variant)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS, mode="a", header=not RESULTS.exists(), index=False, float_format="%.6g")
-    with pd.option_context("display.width", 140, "display.precision", 4):
-        print(table.to_string(index=False))
+    append_rows(table, RESULTS)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from results_table import append_rows  # benchmarks/results_table.py, beside this script
 
 import fsgen
 from fsgen.core.parallel import run_jobs
@@ -55,10 +56,7 @@ def main() -> None:
     columns += ["accuracy_low", "accuracy_high", "chat_accuracy", "expression_accuracy"]
     columns += ["train_seconds"]
     table = table[columns]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RESULTS, mode="a", header=not RESULTS.exists(), index=False, float_format="%.6g")
-    with pd.option_context("display.width", 160, "display.precision", 4):
-        print(table.to_string(index=False))
+    append_rows(table, RESULTS)
 
 
 if __name__ == "__main__":
