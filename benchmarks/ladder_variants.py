@@ -50,8 +50,6 @@ def main() -> None:
     parser.add_argument("--shapes", default="e0,e2,e4")
     args = parser.parse_args()
     (operands, factors), schedule = VARIANTS[args.variant]
-    synthetic._OPERAND_RANGE.update(operands)  # the generator reads these at every draw
-    synthetic._FACTOR_RANGE.update(factors)
     values = fsgen.stage_config("train_ladder", "params.yaml", {})
     config = fsgen.LadderConfig(**(values.model_dump(exclude={"profile"}) | schedule))
     embedded = fsgen.load_profile("embedded")
@@ -60,7 +58,7 @@ def main() -> None:
         name = f"{shape}-{args.variant}"
         rungs.append(Rung(name=name, model=name, arch=embedded.rung(shape).arch))
     profile = Profile(name="variants", kind="embedded", rungs=tuple(rungs))
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, synthetic.number_ranges(operands, factors):
         ladder, _ = train_ladder(profile, config, scratch, progress=False)
     columns = ["model", "params", "heldout_loss", "accuracy", "accuracy_low", "accuracy_high"]
     columns += ["chat_accuracy", "expression_accuracy", "train_seconds"]

@@ -2,110 +2,89 @@
 
 What a notebook user calls, by layer; everything else lives in its subpackage
 (`fsgen.core`, `fsgen.data`, `fsgen.engine`, `fsgen.models`, `fsgen.analysis`, `fsgen.stages`).
+Each name is imported when first used (`__getattr__`), so `import fsgen` is quick and an analysis
+notebook never loads torch or transformers it does not need.
 """
 
-import fsgen.core.threads  # noqa: F401 (first: OpenMP's wait policy, before torch loads)
-from fsgen.analysis.routing import calibrate_router, plot_router_sweep, sweep_routers
-from fsgen.analysis.scaling import fit_scaling_law
-from fsgen.analysis.speedup import plot_speedups, speedup_study
-from fsgen.core.determinism import compute_threads, use_deterministic_algorithms
-from fsgen.core.io import read_metrics
-from fsgen.core.paths import repo_root, resolve
-from fsgen.core.plots import plot_ladder, plot_training_curves
-from fsgen.core.shards import merge_logs
-from fsgen.data.sandbox import run_python
-from fsgen.data.tasks import (
-    TASKS,
-    DataUnavailableError,
-    accuracy,
-    build_prompts,
-    get_task,
-    load_examples,
-    score,
-)
-from fsgen.engine.collaborate import (
-    Collaboration,
-    Engine,
-    collaborate,
-    collaborate_ladder,
-    generate,
-)
-from fsgen.engine.methods import METHODS, get_method
-from fsgen.engine.routers import ROUTERS, make_router
-from fsgen.engine.trace import read_trace, write_trace
-from fsgen.models.llm_to_slm import LLMToSLM
-from fsgen.models.profiles import (
-    ModelUnavailableError,
-    count_parameters,
-    load_model,
-    load_profile,
-    load_rung,
-)
-from fsgen.models.train import LadderConfig, build_ladder, write_ladder_outputs
-from fsgen.stages.config import stage_config
-from fsgen.stages.routers import router_data_dir, write_router_outputs
-from fsgen.stages.token_logging import (
-    default_tasks,
-    log_tokens,
-    logging_methods,
-    write_logging_outputs,
-)
+import importlib
 
-__all__ = [
+import fsgen.core.threads  # noqa: F401 (first: OpenMP's wait policy, before torch loads)
+
+_HOMES = {  # each public name, by layer, and the module it lives in (imported on first use)
     # core: paths from the repository root, metrics, token logs, figures
-    "merge_logs",
-    "plot_ladder",
-    "plot_training_curves",
-    "read_metrics",
-    "repo_root",
-    "resolve",
-    "compute_threads",
-    "use_deterministic_algorithms",
+    "merge_logs": "fsgen.core.shards",
+    "plot_ladder": "fsgen.core.plots",
+    "plot_training_curves": "fsgen.core.plots",
+    "read_metrics": "fsgen.core.io",
+    "repo_root": "fsgen.core.paths",
+    "resolve": "fsgen.core.paths",
+    "compute_threads": "fsgen.core.determinism",
+    "use_deterministic_algorithms": "fsgen.core.determinism",
     # data: benchmark tasks, prompts, scoring, the sandbox for generated code
-    "DataUnavailableError",
-    "TASKS",
-    "accuracy",
-    "build_prompts",
-    "get_task",
-    "load_examples",
-    "run_python",
-    "score",
+    "DataUnavailableError": "fsgen.data.tasks",
+    "TASKS": "fsgen.data.tasks",
+    "accuracy": "fsgen.data.tasks",
+    "build_prompts": "fsgen.data.tasks",
+    "get_task": "fsgen.data.tasks",
+    "load_examples": "fsgen.data.tasks",
+    "run_python": "fsgen.data.sandbox",
+    "score": "fsgen.data.tasks",
     # engine: the one decoding loop, its methods and routers, token traces
-    "Collaboration",
-    "Engine",
-    "METHODS",
-    "ROUTERS",
-    "collaborate",
-    "collaborate_ladder",
-    "generate",
-    "get_method",
-    "make_router",
-    "read_trace",
-    "write_trace",
+    "Collaboration": "fsgen.engine.collaborate",
+    "Engine": "fsgen.engine.collaborate",
+    "METHODS": "fsgen.engine.methods",
+    "ROUTERS": "fsgen.engine.routers",
+    "collaborate": "fsgen.engine.collaborate",
+    "collaborate_ladder": "fsgen.engine.collaborate",
+    "generate": "fsgen.engine.collaborate",
+    "get_method": "fsgen.engine.methods",
+    "make_router": "fsgen.engine.routers",
+    "read_trace": "fsgen.engine.trace",
+    "write_trace": "fsgen.engine.trace",
     # models: ladders and loading, the embedded ladder's training, LLM-to-SLM
-    "LLMToSLM",
-    "LadderConfig",
-    "ModelUnavailableError",
-    "build_ladder",
-    "count_parameters",
-    "load_model",
-    "load_profile",
-    "load_rung",
-    "write_ladder_outputs",
+    "LLMToSLM": "fsgen.models.llm_to_slm",
+    "LadderConfig": "fsgen.models.train",
+    "ModelUnavailableError": "fsgen.models.profiles",
+    "build_ladder": "fsgen.models.train",
+    "count_parameters": "fsgen.models.profiles",
+    "load_model": "fsgen.models.profiles",
+    "load_profile": "fsgen.models.profiles",
+    "load_rung": "fsgen.models.profiles",
+    "write_ladder_outputs": "fsgen.models.train",
     # analysis: scaling laws, routers, speculative speed-ups
-    "calibrate_router",
-    "fit_scaling_law",
-    "plot_router_sweep",
-    "plot_speedups",
-    "speedup_study",
-    "sweep_routers",
+    "calibrate_router": "fsgen.analysis.routing",
+    "fit_scaling_law": "fsgen.analysis.scaling",
+    "plot_router_sweep": "fsgen.analysis.routing",
+    "plot_speedups": "fsgen.analysis.speedup",
+    "speedup_study": "fsgen.analysis.speedup",
+    "sweep_routers": "fsgen.analysis.routing",
     # stages: each stage's values, token logging, the router stage's outputs
-    "default_tasks",
-    "log_tokens",
-    "logging_methods",
-    "stage_config",
-    "write_logging_outputs",
-    "router_data_dir",
-    "write_router_outputs",
-]
+    "default_tasks": "fsgen.stages.token_logging",
+    "log_tokens": "fsgen.stages.token_logging",
+    "logging_methods": "fsgen.stages.token_logging",
+    "stage_config": "fsgen.stages.config",
+    "write_logging_outputs": "fsgen.stages.token_logging",
+    "router_data_dir": "fsgen.stages.routers",
+    "write_router_outputs": "fsgen.stages.routers",
+}
+
+__all__ = list(_HOMES)
 __version__ = "0.1.0"
+
+
+_SUBPACKAGES = ("core", "data", "engine", "models", "analysis", "stages")
+
+
+def __getattr__(name: str):
+    """Import a public name (or a subpackage) on first use; later uses find it in the module."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"fsgen.{name}")
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fsgen' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBPACKAGES))

@@ -5,9 +5,13 @@ imports another's private names."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+import fsgen
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fsgen"
 LAYERS = ("core", "data", "engine", "models", "analysis", "stages")
@@ -85,3 +89,28 @@ def test_no_import_cycles():
     for module in sorted(graph):
         if not state.get(module):
             visit(module, [module])
+
+
+def test_the_public_api_imports_on_first_use():
+    """`import fsgen` loads no model code (an analysis notebook never pays for torch); each
+    public name then comes from the module that defines it."""
+    code = (
+        "import sys, fsgen\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "from fsgen.analysis import uncertainty\n"
+        "print('torch' in sys.modules)\n"
+        "print(all(getattr(fsgen, n) is not None for n in fsgen.__all__))\n"
+        "print('torch' in sys.modules, len(fsgen.__all__))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:4] == [
+        "False False",
+        "False",
+        "True",
+        f"True {len(fsgen.__all__)}",
+    ]
+
+
+def test_an_unknown_public_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="module 'fsgen' has no attribute 'nothing'"):
+        fsgen.nothing  # noqa: B018

@@ -1,5 +1,7 @@
 """Jobs in worker processes: results in job order, the first failure raised, bad counts refused."""
 
+import time
+
 import pytest
 import torch
 
@@ -12,11 +14,30 @@ def threads_and_square(n: int) -> tuple[int, int]:
     return torch.get_num_threads(), n * n
 
 
+def note_start(job: tuple[str, int]) -> int:
+    path, n = job
+    with open(path, "a") as log:  # one short append per job: whole lines
+        log.write(f"{n}\n")
+    time.sleep(0.2)  # so the first two jobs are running before any third is taken
+    return n
+
+
 def test_workers_return_results_in_job_order_on_the_asked_threads():
     jobs = [5, 1, 4, 2, 3]
     results = run_jobs(threads_and_square, jobs, workers=2, threads=1, progress=False)
     assert results == [(1, n * n) for n in jobs]
     assert run_jobs(threads_and_square, jobs, workers=1, threads=1, progress=False) == results
+
+
+def test_costliest_jobs_start_first_and_results_keep_the_job_order(tmp_path):
+    jobs = [(str(tmp_path / "started"), n) for n in (1, 5, 2, 4)]
+    results = run_jobs(
+        note_start, jobs, workers=2, threads=1, cost=lambda job: job[1], progress=False
+    )
+    assert results == [1, 5, 2, 4]
+    started = [int(n) for n in (tmp_path / "started").read_text().split()]
+    assert started[:2] in ([5, 4], [4, 5])  # the two costliest went to the two workers first
+    assert sorted(started) == [1, 2, 4, 5]
 
 
 def test_a_failed_job_raises_its_own_error():

@@ -24,6 +24,7 @@ from fsgen.analysis.routing import (
     parse_pairs,
     random_router,
     split_prompts,
+    sweep_routers,
     uncertainty,
 )
 from fsgen.analysis.speedup import (
@@ -34,6 +35,7 @@ from fsgen.analysis.speedup import (
     speedup_table,
     work_rows,
 )
+from fsgen.core.shards import merge_logs
 from fsgen.core.timing import timed
 from fsgen.engine import forward
 from fsgen.engine.batch import Batch
@@ -463,3 +465,14 @@ def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
         assert (results / name).stat().st_size > 0, name
     runs = pd.read_csv(results / "runs.csv")
     assert set(runs.router) == {"small", "large", *KINDS, "random"}
+
+    # the same sweep in two worker processes: the same rows, whichever process ran each
+    traces, _ = merge_logs(tmp_path / "scratch/logs")
+    tiny = {"max_new_tokens": 16, "batch_size": 8, "n_prompts": 4, "prompt_offset": 4}
+    parallel = sweep_routers(
+        profile, traces, [["t2", "t1"]], target_call_rates=[0.1, 0.3], workers=2, **tiny
+    ).runs.drop(columns=["wall_seconds"])
+    written = pd.read_csv(results / "runs.csv")  # the notebook's sweep, in one process
+    pd.testing.assert_frame_equal(
+        parallel, written, check_dtype=False, check_exact=False, rtol=1e-5
+    )

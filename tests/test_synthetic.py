@@ -13,6 +13,7 @@ from fsgen.data.synthetic import (
     expression_prompt,
     generate_problems,
     make_problem,
+    number_ranges,
     plain_document,
     plain_prompt,
     split_of,
@@ -127,3 +128,20 @@ def test_bad_arguments_name_the_value(kwargs, message):
 def test_make_problem_rejects_unknown_level():
     with pytest.raises(ValueError, match="level must be one of .* got 0"):
         make_problem(random.Random(0), 0)
+
+
+def test_number_ranges_draw_other_numbers_and_restore_the_task():
+    before = generate_problems(20, levels=[1], seed=3)
+    with number_ranges({1: (20, 30)}):
+        wide = generate_problems(20, levels=[1], seed=3)
+    assert all(20 <= int(p.question.split()[2]) <= 30 for p in wide)  # "<name> has <n> <obj>."
+    assert generate_problems(20, levels=[1], seed=3) == before
+
+
+@pytest.mark.parametrize(
+    ("operands", "factors"), [({5: (1, 9)}, None), ({1: (9, 1)}, None), (None, {1: (2, 3)})]
+)
+def test_number_ranges_refuse_an_unknown_level_or_an_empty_range(operands, factors):
+    with pytest.raises(ValueError, match="maps a level in"):
+        with number_ranges(operands, factors):
+            pass

@@ -21,7 +21,7 @@ from fsgen.analysis.frequency import UNDER
 from fsgen.analysis.scaling import paper_frequencies
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
-from fsgen.models.train import with_loss_law
+from fsgen.models.loss_law import with_loss_law
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 COLUMNS = [

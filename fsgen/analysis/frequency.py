@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -20,7 +21,9 @@ import seaborn as sns
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.plots import save_figure
-from fsgen.models.profiles import Profile
+
+if TYPE_CHECKING:  # a type only: the frequency tables never load a model
+    from fsgen.models.profiles import Profile
 
 UNDER = 0.2  # FS-GEN: fewer than ~20% of tokens need the large model
 COLLABORATIONS = ("oracle", "contrastive", "contrastive_obrien", "speculative", "proxy")

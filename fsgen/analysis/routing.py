@@ -31,6 +31,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from fsgen.core.parallel import run_jobs
 from fsgen.core.plots import save_figure
 from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
 from fsgen.engine.collaborate import collaborate
@@ -402,6 +403,57 @@ def load_rung_cached(cache: dict, profile, name: str):
     return cache[name]
 
 
+@dataclass(frozen=True)
+class SweepRun:
+    """One decoding run of a sweep (a `sweep_routers` job): System 1 (`small`) decodes the
+    prompts and consults System 2 (`large`) where the router says; `method` "small" or "large"
+    runs that model alone. The router is rebuilt from `calibration` (or, for the random
+    baseline, from `random_rate` and `seed`) where the run happens, as routers are closures."""
+
+    profile: object
+    large: str
+    small: str
+    method: str  # "oracle" (routed), "small" or "large" (alone)
+    prompts: list[str]
+    examples: list
+    task: str
+    decoding: dict  # max_new_tokens, batch_size, stop
+    calibration: Calibration | None = None
+    random_rate: float | None = None
+    seed: int = 0
+
+
+_MODELS: dict = {}  # the rungs this process has loaded for sweep runs, by (profile, name)
+
+
+def run_sweep(job: SweepRun) -> dict:
+    """Decode one `SweepRun`; returns its realised call rate, collaboration frequency, accuracy,
+    tokens, large-model forwards and wall seconds."""
+
+    def model(name: str):
+        return load_rung_cached(_MODELS.setdefault(job.profile.name, {}), job.profile, name)
+
+    (small, tokenizer), (large, _) = model(job.small), model(job.large)
+    how: dict = {"method": job.method}
+    if job.calibration is not None:
+        how["router"] = job.calibration.router()
+    elif job.random_rate is not None:
+        how["router"] = random_router(job.random_rate, job.seed)
+    if job.method == "small":
+        large = small
+    elif job.method == "large":
+        small = large
+    out = collaborate(small, large, tokenizer, job.prompts, **how, **job.decoding)
+    return {
+        "call_rate": out.summary["call_rate"],
+        "collaboration_frequency": out.summary["collaboration_frequency"],
+        "accuracy": accuracy(score(job.task, out.texts, job.examples)),
+        "tokens": out.summary["tokens"],
+        "large_forwards": out.summary["large_forwards"],
+        "wall_seconds": out.summary["wall_seconds"],
+    }
+
+
 def sweep_routers(
     profile,
     traces: pd.DataFrame,
@@ -418,6 +470,8 @@ def sweep_routers(
     max_new_tokens: int = 160,
     batch_size: int = 64,
     data_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+    workers: int = 1,
     progress: bool = False,
 ) -> SweepResult:
     """For each pair, calibrate every router kind on the pair's oracle traces to each target call
@@ -425,7 +479,11 @@ def sweep_routers(
     (`n_prompts` examples after the first `prompt_offset` of the `seed` shuffle, so not the
     logged ones when the offset is the logged count), next to a random router at the same
     targets and the two models alone. The learned router is fitted on a `fit_fraction` split of
-    the traces' prompts and evaluated on the rest."""
+    the traces' prompts and evaluated on the rest.
+
+    The runs decode on `threads` threads (None: torch's count), `workers` at once in their own
+    processes (`fsgen.core.parallel`): each run's wall time is then one run's on its own core,
+    beside another's; every other column is the same whatever `workers` is."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown router kinds {unknown}; valid kinds: {list(KINDS)}")
@@ -435,70 +493,66 @@ def sweep_routers(
         task, data_dir=data_dir, n_prompts=prompt_offset + n_prompts, seed=seed
     )[prompt_offset:]
     prompts = build_prompts(task, examples, data_dir=data_dir)
-    kwargs = {
+    decoding = {
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "stop": list(get_task(task).stop),
     }
-    cache: dict = {}
-    alone: dict[str, dict] = {}
-    runs, scores = [], []
+    jobs: list[SweepRun] = []
+    rows: list[tuple[dict, int]] = []  # each run's label and the job that measures it
+    alone: dict[str, int] = {}  # a model alone runs once, whatever pairs it is in
+    scores = []
 
-    def run(small, large, label: dict, **how) -> dict:
-        out = collaborate(small, large, tokenizer, prompts, **how, **kwargs)
-        return label | {
-            "call_rate": out.summary["call_rate"],
-            "collaboration_frequency": out.summary["collaboration_frequency"],
-            "accuracy": accuracy(score(task, out.texts, examples)),
-            "tokens": out.summary["tokens"],
-            "large_forwards": out.summary["large_forwards"],
-            "wall_seconds": out.summary["wall_seconds"],
-        }
+    def job(large: str, small: str, method: str, **router) -> int:
+        jobs.append(
+            SweepRun(profile, large, small, method, prompts, examples, task, decoding, **router)
+        )
+        return len(jobs) - 1
 
     for large_name, small_name in plan:
-        large, tokenizer = load_rung_cached(cache, profile, large_name)
-        small, _ = load_rung_cached(cache, profile, small_name)
         trace = oracle_trace(traces, task, large_name, small_name)
         fit_ids, held_ids = split_prompts(trace["prompt_id"], fit_fraction, seed)
         learned = fit_learned_router(trace[trace["prompt_id"].isin(fit_ids)], top_k=top_k)
         held = mismatch_auc(trace[trace["prompt_id"].isin(held_ids)], learned)
         base = {"task": task, "large": large_name, "small": small_name}
         scores += [base | {"router": k, "holdout_mismatch_auc": v} for k, v in held.items()]
-        for name, model, method in ((small_name, small, "small"), (large_name, large, "large")):
+        for name, method in ((small_name, "small"), (large_name, "large")):
             if name not in alone:
-                alone[name] = run(model, model, {}, method=method)
+                alone[name] = job(name, name, method)
             fixed = 0.0 if method == "small" else 1.0
-            runs.append(
-                base
-                | {
-                    "router": method,
-                    "target_call_rate": fixed,
-                    "threshold": None,
-                    "predicted_call_rate": fixed,
-                }
-                | alone[name]
-            )
+            label = {"target_call_rate": fixed, "threshold": None, "predicted_call_rate": fixed}
+            rows.append((base | {"router": method} | label, alone[name]))
         for target in target_call_rates:
             for kind in kinds:
                 cal = calibrate_router(trace, kind, target, learned=learned)
-                label = base | {
+                label = {
                     "router": kind,
                     "target_call_rate": target,
                     "threshold": cal.threshold,
                     "predicted_call_rate": cal.predicted_call_rate,
                 }
-                runs.append(run(small, large, label, method="oracle", router=cal.router()))
-            label = base | {
+                rows.append((base | label, job(large_name, small_name, "oracle", calibration=cal)))
+            label = {
                 "router": "random",
                 "target_call_rate": target,
                 "threshold": None,
                 "predicted_call_rate": target,
             }
-            router = random_router(target, seed)
-            runs.append(run(small, large, label, method="oracle", router=router))
-            if progress:
-                print(f"{large_name}-{small_name} target {target}: done", flush=True)
-    table = pd.DataFrame(runs)
+            index = job(large_name, small_name, "oracle", random_rate=target, seed=seed)
+            rows.append((base | label, index))
+    try:
+        measured = run_jobs(
+            run_sweep,
+            jobs,
+            workers=workers,
+            threads=torch.get_num_threads() if threads is None else threads,
+            cost=lambda run: run.profile.rung(run.large).compute_weight,
+            desc="router sweep",
+            progress=progress,
+        )
+    finally:
+        _MODELS.clear()
+    table = pd.DataFrame([label | measured[index] for label, index in rows])
     return SweepResult(table, summarize_sweep(table), pd.DataFrame(scores))
 
 

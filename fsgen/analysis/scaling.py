@@ -11,6 +11,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,6 +27,7 @@ from statsmodels.tools.eval_measures import aic, bic
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from fsgen.core.io import write_metrics
+from fsgen.core.parallel import run_jobs
 from fsgen.core.paths import resolve
 from fsgen.core.plots import save_figure
 from fsgen.core.stats import percentile_interval
@@ -228,35 +230,89 @@ def _best_form(row: dict, criterion: str) -> str:
     return min(FORMS, key=lambda form: np.nan_to_num(row[f"{form}.{criterion}"], nan=np.inf))
 
 
+@dataclass(frozen=True)
+class GroupFit:
+    """One group of a CF table to fit (a `fit_table` job): its key columns and its points."""
+
+    key: dict
+    ratios: np.ndarray
+    frequencies: np.ndarray
+    n_large: np.ndarray
+    n_small: np.ndarray
+    bootstrap: int
+    seed: int
+
+
+def fit_group(job: GroupFit) -> dict:
+    """The fit table's row for one group: the power law with its bootstrap intervals, the
+    leave-one-pair-out error and the model comparison (NaNs under 3 distinct ratios)."""
+    r, cf = job.ratios, job.frequencies
+    row = job.key | {"n": len(r)}
+    if len(np.unique(r)) < 3:
+        return row
+    try:
+        row |= fit_scaling_law(r, cf, bootstrap=job.bootstrap, seed=job.seed)
+    except RuntimeError:
+        return row
+    row |= leave_one_out_error(r, cf)
+    row |= compare_forms(job.n_large, job.n_small, cf)
+    row["best_form"] = _best_form(row, "aic")
+    row["best_form_bic"] = _best_form(row, "bic")
+    return row
+
+
+def group_fits(
+    table: pd.DataFrame,
+    by: Sequence[str] = ("task", "method"),
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> list[GroupFit]:
+    """The `GroupFit` of every group of `table`, in the table's order."""
+    jobs = []
+    for key, group in table.groupby(list(by), sort=False):
+        keys = key if isinstance(key, tuple) else (key,)
+        jobs.append(
+            GroupFit(
+                dict(zip(by, keys, strict=True)),
+                group["ratio"].to_numpy(float),
+                group["collaboration_frequency"].to_numpy(float),
+                group["n_large"].to_numpy(float),
+                group["n_small"].to_numpy(float),
+                bootstrap,
+                seed,
+            )
+        )
+    return jobs
+
+
+def fit_groups(jobs: Sequence[GroupFit], workers: int = 1) -> list[dict]:
+    """`[fit_group(job) for job in jobs]`, `workers` groups at once in their own processes
+    (`fsgen.core.parallel`; each group's fit is the same whichever process makes it)."""
+    return run_jobs(
+        fit_group,
+        jobs,
+        workers=workers,
+        cost=lambda job: job.bootstrap * len(job.ratios),
+        desc="scaling-law fits",
+        progress=False,
+    )
+
+
 def fit_table(
     table: pd.DataFrame,
     by: Sequence[str] = ("task", "method"),
     *,
     bootstrap: int = 1000,
     seed: int = 0,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Fit the scaling law to every group of `table` (columns `n_large`, `n_small`, `ratio`,
     `collaboration_frequency`): parameters, R^2, bootstrap intervals, leave-one-pair-out error,
-    and the AIC of each form. Groups with fewer than 3 distinct ratios get a row of NaNs."""
-    rows = []
-    for key, group in table.groupby(list(by), sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        r, cf = group["ratio"].to_numpy(float), group["collaboration_frequency"].to_numpy(float)
-        row["n"] = len(group)
-        if len(np.unique(r)) < 3:
-            rows.append(row)
-            continue
-        try:
-            row |= fit_scaling_law(r, cf, bootstrap=bootstrap, seed=seed)
-        except RuntimeError:
-            rows.append(row)
-            continue
-        row |= leave_one_out_error(r, cf)
-        row |= compare_forms(group["n_large"], group["n_small"], cf)
-        row["best_form"] = _best_form(row, "aic")
-        row["best_form_bic"] = _best_form(row, "bic")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    and the AIC of each form. Groups with fewer than 3 distinct ratios get a row of NaNs.
+    `workers`: fit this many groups at once (`fit_groups`)."""
+    jobs = group_fits(table, by, bootstrap=bootstrap, seed=seed)
+    return pd.DataFrame(fit_groups(jobs, workers))
 
 
 def fit_metrics(
@@ -384,16 +440,18 @@ def write_scaling_outputs(
     seed: int = 0,
     paper_dataset: str = "gsm8k",
     paper_file: str | os.PathLike = PAPER_FREQUENCIES,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stage 03: fit every task x method of the CF `table` and every method x dataset of the
-    paper's points; write both fit tables (CSV), the flat metrics and the figures."""
+    paper's points (`workers` groups at once); write both fit tables (CSV), the flat metrics
+    and the figures."""
     results_dir = Path(resolve(results_dir))
     results_dir.mkdir(parents=True, exist_ok=True)
-    fits = fit_table(table, bootstrap=bootstrap, seed=seed)
     paper = paper_frequencies(paper_file)
-    paper_fits = fit_table(
-        paper.rename(columns={"dataset": "task"}), bootstrap=bootstrap, seed=seed
-    )
+    ours = group_fits(table, bootstrap=bootstrap, seed=seed)
+    theirs = group_fits(paper.rename(columns={"dataset": "task"}), bootstrap=bootstrap, seed=seed)
+    rows = fit_groups(ours + theirs, workers)  # one pool for both tables
+    fits, paper_fits = pd.DataFrame(rows[: len(ours)]), pd.DataFrame(rows[len(ours) :])
     fits.to_csv(results_dir / "fits.csv", index=False, float_format="%.6g")
     paper_fits.to_csv(results_dir / "paper_fits.csv", index=False, float_format="%.6g")
     write_metrics(metrics_file, fit_metrics(fits) | fit_metrics(paper_fits, prefix="paper."))

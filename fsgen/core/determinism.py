@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -22,20 +23,25 @@ def use_deterministic_algorithms() -> None:
 
 def compute_threads(threads: int) -> None:
     """Compute on exactly `threads` intra-op threads (results depend on the count; see the module
-    docstring), whatever the machine's cores or OMP_NUM_THREADS."""
+    docstring), whatever the machine's cores or OMP_NUM_THREADS; warn when torch's kernels are
+    not at the pinned width (`check_pinned`)."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     torch.set_num_threads(threads)
+    if warning := check_pinned():
+        warnings.warn(warning, stacklevel=2)
 
 
 def reproducibility() -> dict[str, str | int]:
-    """What decides this machine's float results: torch's version and kernel width, MKL's and
-    oneDNN's pinned ISA and the thread count (the record a stage keeps beside its results)."""
+    """What decides this machine's float results: torch's version and kernel width, MKL's,
+    oneDNN's and OpenBLAS's pinned ISA and the thread count (the record a stage keeps beside
+    its results)."""
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
         "threads": torch.get_num_threads(),
     }
 

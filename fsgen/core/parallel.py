@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import TypeVar
 
+import torch
 from tqdm.auto import tqdm
 
 from fsgen.core.determinism import compute_threads, use_deterministic_algorithms
@@ -43,17 +44,28 @@ def run_jobs(
     *,
     workers: int = 1,
     threads: int = 1,
+    cost: Callable[[Job], float] | None = None,
     desc: str = "jobs",
     progress: bool = True,
 ) -> list[Result]:
     """`[task(job) for job in jobs]`, each on `threads` threads with torch's deterministic
-    algorithms: in this process when `workers` is 1 (or there is one job), else in `workers`
-    spawned processes that take the jobs in the order given (put the longest first). The first
-    failure stops the run: jobs not yet started are cancelled and its exception is raised."""
+    algorithms: in this process when `workers` is 1 or there is one job (its own settings are
+    restored afterwards), else in `workers` spawned processes that take the jobs costliest first
+    by `cost` (a job's rough compute; without it, in the order given), so that no worker is left
+    alone with a long job at the end. Results come back in the order of `jobs` either way. The
+    first failure stops the run: jobs not yet started are cancelled and its exception raised."""
     check_workers(workers)
     if workers == 1 or len(jobs) <= 1:
+        before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
         _start_worker(threads)
-        return [task(job) for job in tqdm(jobs, desc=desc, disable=not progress)]
+        try:
+            return [task(job) for job in tqdm(jobs, desc=desc, disable=not progress)]
+        finally:  # this process's settings as they were
+            torch.set_num_threads(before[0])
+            torch.use_deterministic_algorithms(before[1])
+    order = list(range(len(jobs)))
+    if cost is not None:
+        order.sort(key=lambda i: -cost(jobs[i]))  # stable: equal costs keep their order
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)),
@@ -61,7 +73,8 @@ def run_jobs(
         initializer=_start_worker,
         initargs=(threads,),
     ) as pool:
-        futures = [pool.submit(task, job) for job in jobs]
+        submitted = {i: pool.submit(task, jobs[i]) for i in order}
+        futures = [submitted[i] for i in range(len(jobs))]
         bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
         pending = set(futures)
         while pending:

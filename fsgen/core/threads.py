@@ -24,12 +24,14 @@ A value the user set in the environment wins (and `reproducibility` reports it).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
 PINNED_ISA = "AVX2"
 
 
+@functools.cache
 def cpu_has_avx2() -> bool:
     """Whether this is an x86-64 CPU with AVX2 (read from /proc/cpuinfo where it exists)."""
     if platform.machine().lower() not in {"x86_64", "amd64"}:

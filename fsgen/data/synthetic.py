@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 LEVELS = (1, 2, 3, 4)
@@ -71,6 +73,35 @@ OBJECTS = (
 _OPERAND_RANGE = {1: (1, 9), 2: (1, 9), 3: (1, 9), 4: (1, 9)}
 _FACTOR_RANGE = {3: (2, 3), 4: (2, 3)}
 _STEPS = {1: 1, 2: 2, 3: 3, 4: 4}
+
+
+@contextmanager
+def number_ranges(
+    operands: dict[int, tuple[int, int]] | None = None,
+    factors: dict[int, tuple[int, int]] | None = None,
+) -> Iterator[None]:
+    """Draw problems with other number ranges inside the block (a variant of the task, for
+    benchmarks/ladder_variants.py): `operands` maps a level to its (low, high) operands,
+    `factors` a level of 3 or 4 to its multipliers; the table above is restored on exit."""
+    for name, ranges, allowed in (
+        ("operands", operands or {}, set(LEVELS)),
+        ("factors", factors or {}, set(_FACTOR_RANGE)),
+    ):
+        for level, (low, high) in ranges.items():
+            if level not in allowed or not 1 <= low <= high:
+                raise ValueError(
+                    f"{name} maps a level in {sorted(allowed)} to (low, high) with "
+                    f"1 <= low <= high, got {level!r}: {(low, high)!r}"
+                )
+    saved = dict(_OPERAND_RANGE), dict(_FACTOR_RANGE)
+    _OPERAND_RANGE.update(operands or {})
+    _FACTOR_RANGE.update(factors or {})
+    try:
+        yield
+    finally:
+        for table, before in zip((_OPERAND_RANGE, _FACTOR_RANGE), saved, strict=True):
+            table.clear()
+            table.update(before)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,12 @@ class Rung:
     revision: str = "main"
     arch: dict = field(default_factory=dict)  # embedded rungs only: the GPT-NeoX shape
 
+    @property
+    def compute_weight(self) -> float:
+        """A rough relative cost of running or training this rung: hidden size squared times
+        layers (its weight matrices' size); 1 where the rung has no embedded shape."""
+        return float(self.arch.get("hidden_size", 1) ** 2 * self.arch.get("num_layers", 1))
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -8,7 +8,9 @@ tuned ("chat") copy that learns worked answers in the chat format.
 Rungs train independently, each on `threads` threads, `workers` rungs at once in their own
 processes (`fsgen.core.parallel`: the weights depend on the thread count, never on the workers).
 Each finished model is saved atomically with a record of what made it (`RECORD`: the settings,
-the rung and a fingerprint of the code), so a killed or timed-out run resumes where it stopped: a rung whose record matches is read back, not retrained.
+the rung and a fingerprint of the code), so a killed or timed-out run resumes where it stopped:
+a rung whose record matches is read back, not retrained. The record holds no timings, so a
+retrained model's folder is byte-identical and DVC sees the same output.
 """
 
 from __future__ import annotations
@@ -19,19 +21,15 @@ import math
 import random
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import least_squares
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from fsgen.core.determinism import check_pinned, compute_threads, use_deterministic_algorithms
 from fsgen.core.io import atomic_directory, atomic_write_bytes, write_metrics
 from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.paths import resolve
@@ -56,6 +54,7 @@ from fsgen.data.tasks import (
 )
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.collaborate import generate
+from fsgen.models.loss_law import ladder_table
 from fsgen.models.profiles import Profile, count_parameters, load_config
 
 SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
@@ -266,19 +265,16 @@ def train_ladder(
     finished with the same settings and code.
 
     Returns `(ladder, curves)`: one row per model with its parameter counts, held-out loss,
-    accuracy (plain, chat and expression prompts) and training seconds; and the training loss of
-    every step.
+    accuracy (plain, chat and expression prompts) and training seconds (NaN for a model read
+    back); and the training loss of every step.
     """
     if profile.kind != "embedded":
         raise ValueError(
             f"only embedded profiles are trained here; {profile.name!r} is {profile.kind!r}"
         )
-    compute_threads(config.threads)
-    use_deterministic_algorithms()
-    if warning := check_pinned():
-        warnings.warn(warning, stacklevel=2)
     check_workers(config.workers)
     models_dir = Path(models_dir)
+    step_bars = progress and config.workers == 1  # a bar per training step; per rung otherwise
     corpus = build_corpus(config)
     corpus.tokenizer.save_pretrained(models_dir / "tokenizer")
     code = code_fingerprint(["models.train"])
@@ -286,27 +282,28 @@ def train_ladder(
     for index, rung in enumerate(profile.rungs):
         base_key = _fingerprint(config, rung.arch, index, "base", code)
         tune_key = _fingerprint(config, rung.arch, index, "tuned", base_key)
-        job = RungJob(rung, index, config, models_dir, base_key, tune_key, corpus, progress)
+        job = RungJob(rung, index, config, models_dir, base_key, tune_key, corpus, step_bars)
         if not job.finished():
             jobs.append(job)
-    if config.workers > 1:  # the largest first, so that no worker is left alone with one at the end
-        jobs.sort(
-            key=lambda job: -(job.rung.arch["hidden_size"] ** 2) * job.rung.arch["num_layers"]
-        )
-    run_jobs(
+    seconds = {}  # training seconds of the models trained in this run (not of those read back)
+    for trained in run_jobs(
         train_rung,
         jobs,
         workers=config.workers,
         threads=config.threads,
+        cost=lambda job: job.rung.compute_weight,
         desc="rungs",
-        progress=progress and config.workers > 1,
-    )
+        progress=progress and not step_bars,
+    ):
+        seconds |= trained
     rows, curves = [], []
     for rung in profile.rungs:
         _collect(models_dir / rung.name, rows, curves)
         if rung.tuned is not None:
             _collect(models_dir / f"{rung.name}-chat", rows, curves)
-    return pd.DataFrame(rows), pd.DataFrame(curves)
+    ladder = pd.DataFrame(rows)
+    ladder["train_seconds"] = ladder["model"].map(seconds).astype(float)
+    return ladder, pd.DataFrame(curves)
 
 
 @dataclass(frozen=True)
@@ -360,7 +357,7 @@ class RungJob:
     base_key: str
     tune_key: str
     corpus: Corpus
-    progress: bool
+    progress: bool  # a bar over the training steps (in one process only: more are unreadable)
 
     @property
     def base_dir(self) -> Path:
@@ -376,13 +373,15 @@ class RungJob:
         return base_done and (self.rung.tuned is None or _finished(self.tune_dir, self.tune_key))
 
 
-def train_rung(job: RungJob) -> None:
+def train_rung(job: RungJob) -> dict[str, float]:
     """Train `job`'s base model (unless saved already) and then its tuned copy from it, saving
-    each atomically with its table row and loss curve (a `train_ladder` job)."""
+    each atomically with its table row and loss curve (a `train_ladder` job). Returns the
+    training seconds of each model it trained, by name (kept out of the saved record, so that
+    a retrained model's files are byte-identical)."""
     config, corpus, rung = job.config, job.corpus, job.rung
     tokenizer = corpus.tokenizer
     evaluation = Evaluation(tokenizer, corpus.test, config)
-    progress = job.progress and config.workers == 1  # one bar per process is unreadable
+    progress, trained = job.progress, {}
     if _finished(job.base_dir, job.base_key):
         model = GPTNeoXForCausalLM.from_pretrained(job.base_dir)
     else:
@@ -403,11 +402,11 @@ def train_rung(job: RungJob) -> None:
             desc=rung.name,
             progress=progress,
         )
-        seconds = time.perf_counter() - started
-        row = evaluation.row(rung.name, "base", model, seconds)
+        trained[rung.name] = time.perf_counter() - started
+        row = evaluation.row(rung.name, "base", model)
         _save_rung(model, tokenizer, job.base_dir, job.base_key, row, losses)
     if rung.tuned is None or _finished(job.tune_dir, job.tune_key):
-        return
+        return trained
     started = time.perf_counter()
     losses = train_causal_lm(
         model,
@@ -418,9 +417,10 @@ def train_rung(job: RungJob) -> None:
         desc=f"{rung.name}-chat",
         progress=progress,
     )
-    seconds = time.perf_counter() - started
-    row = evaluation.row(f"{rung.name}-chat", "tuned", model, seconds)
+    trained[f"{rung.name}-chat"] = time.perf_counter() - started
+    row = evaluation.row(f"{rung.name}-chat", "tuned", model)
     _save_rung(model, tokenizer, job.tune_dir, job.tune_key, row, losses)
+    return trained
 
 
 def _collect(folder: Path, rows: list[dict], curves: list[dict]) -> None:
@@ -478,7 +478,7 @@ class Evaluation:
         self.test_docs = [plain_document(p) for p in self.test]
         self.expressions = [expression_example(i, p) for i, p in enumerate(self.test)]
 
-    def row(self, name: str, variant: str, model, seconds: float) -> dict:
+    def row(self, name: str, variant: str, model) -> dict:
         """Parameters, held-out loss, and accuracy with Wilson intervals on plain, chat and
         expression prompts."""
         config, tokenizer = self.config, self.tokenizer
@@ -489,7 +489,6 @@ class Evaluation:
             "params": counts["total"],
             "non_embedding_params": counts["non_embedding"],
             "heldout_loss": heldout_loss(model, tokenizer, self.test_docs, config.eval_batch_size),
-            "train_seconds": seconds,
         }
         for column, prompt_fn in (("accuracy", plain_prompt), ("chat_accuracy", chat_prompt)):
             hits = answer_hits(
@@ -517,63 +516,6 @@ class Evaluation:
 def _with_interval(column: str, hits: list[bool]) -> dict:
     low, high = accuracy_interval(hits)
     return {column: accuracy(hits), f"{column}_low": low, f"{column}_high": high}
-
-
-def fit_loss_law(params: Sequence[float], losses: Sequence[float]) -> dict[str, float]:
-    """Fit L(N) = E + A * N^(-a) to held-out losses by least squares on the fit's error relative
-    to each loss (E between 0 and the smallest loss, A >= 0, a in [0, 3]); returns E, A, a and
-    the largest absolute residual (loss - fitted) / fitted, the ladder table's `loss_residual`. N is in units of the smallest N, so A is the loss above E there."""
-    n = np.asarray(params, dtype=float)
-    loss = np.asarray(losses, dtype=float)
-    if len(n) < 4 or len(n) != len(loss):
-        raise ValueError(
-            f"need >= 4 (N, loss) points of equal length, got {len(n)} and {len(loss)}"
-        )
-    x = n / n.min()
-
-    def residuals(theta: np.ndarray) -> np.ndarray:  # fitted relative to the measured loss
-        e, a_coef, alpha = theta
-        return (e + a_coef * x ** (-alpha)) / loss - 1.0
-
-    start = np.array([0.5 * loss.min(), loss.max() - 0.5 * loss.min(), 0.5])
-    fit = least_squares(
-        residuals, start, bounds=([0.0, 0.0, 0.0], [loss.min(), np.inf, 3.0]), method="trf"
-    )
-    e, a_coef, alpha = (float(v) for v in fit.x)
-    fitted = e + a_coef * x ** (-alpha)
-    return {
-        "E": e,
-        "A": a_coef,
-        "a": alpha,
-        "n_min": float(n.min()),
-        "max_abs_residual": float(np.abs((loss - fitted) / fitted).max()),
-    }
-
-
-def with_loss_law(ladder: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The ladder with `fitted_loss` and `loss_residual` ((loss - fitted) / fitted) for its base
-    rungs, from `fit_loss_law` over them in total parameters; and the fit itself."""
-    base = ladder["variant"] == "base"
-    law = fit_loss_law(ladder.loc[base, "params"], ladder.loc[base, "heldout_loss"])
-    fitted = law["E"] + law["A"] * (ladder["params"] / law["n_min"]) ** (-law["a"])
-    ladder = ladder.copy()
-    ladder["fitted_loss"] = fitted.where(base)
-    ladder["loss_residual"] = ((ladder["heldout_loss"] - fitted) / fitted).where(base)
-    return ladder, law
-
-
-LAW_COLUMNS = ("fitted_loss", "loss_residual")  # what `with_loss_law` adds to the ladder table
-
-
-def ladder_table(ladder: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float] | None]:
-    """Stage 00's ladder table: a trained ladder (one with held-out losses) with the columns of
-    `with_loss_law` and the fit, or, with fewer than 4 base rungs to fit, those columns empty
-    (NaN) and no fit. A ladder without held-out losses (a hub ladder) is returned as it is."""
-    if "heldout_loss" not in ladder:
-        return ladder, None
-    if (ladder["variant"] == "base").sum() >= 4:
-        return with_loss_law(ladder)
-    return ladder.assign(**dict.fromkeys(LAW_COLUMNS, np.nan)), None
 
 
 ACCURACIES = tuple(

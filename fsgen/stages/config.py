@@ -107,6 +107,7 @@ class ScalingLaw(StageConfig):
     bootstrap: int
     seed: int
     paper_dataset: str
+    workers: int  # groups fitted at once, each in its own process (wall time only)
 
 
 class Uncertainty(StageConfig):
@@ -185,6 +186,7 @@ class Routers(StageConfig):
     repeats: int
     probe_tokens: IntList
     threads: int
+    workers: int  # sweep runs decoded at once, each in its own process (not the speed-up study)
 
 
 class Findings(StageConfig):

@@ -16,8 +16,8 @@ import pandas as pd
 from fsgen.analysis.estimates import estimate_table
 from fsgen.core.io import atomic_write_bytes, read_metrics
 from fsgen.core.paths import resolve
+from fsgen.models.loss_law import LAW_COLUMNS, with_loss_law
 from fsgen.models.profiles import load_profile, read_params
-from fsgen.models.train import LAW_COLUMNS, with_loss_law
 
 START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"

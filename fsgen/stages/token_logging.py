@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ import pandas as pd
 import torch
 
 from fsgen.core import source
-from fsgen.core.determinism import check_pinned, compute_threads
+from fsgen.core.determinism import compute_threads
 from fsgen.core.io import atomic_write_text, write_metrics
 from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
@@ -244,8 +243,6 @@ def log_tokens(
     check_workers(workers)
     if threads is not None:
         compute_threads(threads)
-        if warning := check_pinned():
-            warnings.warn(warning, stacklevel=2)
     for name, value in (("chunk_size", chunk_size), ("max_new_tokens", max_new_tokens)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -299,14 +296,13 @@ def log_tokens(
         )
         for unit in todo
     ]
-    if workers > 1:  # the costliest first, so that no worker is left alone with one at the end
-        jobs.sort(key=lambda job: -_cost(job.unit, profile))
     try:
         run_jobs(
             log_unit,
             jobs,
             workers=workers,
-            threads=torch.get_num_threads() if threads is None else threads,
+            threads=torch.get_num_threads(),
+            cost=lambda job: _cost(job.unit, profile),
             desc="token logging",
             progress=progress,
         )
@@ -364,14 +360,10 @@ def log_unit(job: UnitJob) -> None:
 
 
 def _cost(unit: Unit, profile: Profile) -> float:
-    """A unit's rough compute: its prompts times the weights of the models it runs (hidden size
-    squared times layers; 1 per model where the profile gives no shape)."""
-
-    def weight(name: str) -> float:
-        arch = profile.rung(name).arch or {}
-        return float(arch.get("hidden_size", 1) ** 2 * arch.get("num_layers", 1))
-
-    return unit.prompts * sum(weight(name) for name, _ in _needed(unit, profile))
+    """A unit's rough compute: its prompts times the `compute_weight` of the models it runs."""
+    return unit.prompts * sum(
+        profile.rung(name).compute_weight for name, _ in _needed(unit, profile)
+    )
 
 
 def code_fingerprint() -> str:
