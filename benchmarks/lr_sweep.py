@@ -23,8 +23,7 @@ import pandas as pd
 from results_table import append_rows  # benchmarks/results_table.py, beside this script
 
 import fsgen
-from fsgen.core.parallel import run_jobs
-from fsgen.models.train import RECORD, RungJob, build_corpus, train_rung
+from fsgen.models.train import RECORD, RungJob, build_corpus, train_rungs
 
 RESULTS = Path(__file__).parent / "results" / "lr_sweep.csv"
 
@@ -56,15 +55,7 @@ def main() -> None:
                 arch = {**rung.arch, "lr": lr}
                 swept = dataclasses.replace(rung, name=name, arch=arch, tuned=None)
                 jobs.append(RungJob(swept, index, config, Path(scratch), name, name, corpus, False))
-        seconds = {}
-        for trained in run_jobs(
-            train_rung,
-            jobs,
-            workers=config.workers,
-            threads=config.threads,
-            cost=lambda job: job.rung.compute_weight,
-        ):
-            seconds |= trained
+        seconds = train_rungs(jobs, config, progress=False)
         for job in jobs:
             record = json.loads((job.base_dir / RECORD).read_text())
             rows.append(

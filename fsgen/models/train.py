@@ -285,17 +285,7 @@ def train_ladder(
         job = RungJob(rung, index, config, models_dir, base_key, tune_key, corpus, step_bars)
         if not job.finished():
             jobs.append(job)
-    seconds = {}  # training seconds of the models trained in this run (not of those read back)
-    for trained in run_jobs(
-        train_rung,
-        jobs,
-        workers=config.workers,
-        threads=config.threads,
-        cost=lambda job: job.rung.compute_weight,
-        desc="rungs",
-        progress=progress and not step_bars,
-    ):
-        seconds |= trained
+    seconds = train_rungs(jobs, config, progress=progress and not step_bars)
     rows, curves = [], []
     for rung in profile.rungs:
         _collect(models_dir / rung.name, rows, curves)
@@ -304,6 +294,25 @@ def train_ladder(
     ladder = pd.DataFrame(rows)
     ladder["train_seconds"] = ladder["model"].map(seconds).astype(float)
     return ladder, pd.DataFrame(curves)
+
+
+def train_rungs(
+    jobs: Sequence[RungJob], config: LadderConfig, *, progress: bool = True
+) -> dict[str, float]:
+    """Run `train_rung` on every job, `config.workers` at once on `config.threads` threads each,
+    the largest rungs first; returns the training seconds of every model trained, by name."""
+    seconds: dict[str, float] = {}
+    for trained in run_jobs(
+        train_rung,
+        jobs,
+        workers=config.workers,
+        threads=config.threads,
+        cost=lambda job: job.rung.compute_weight,
+        desc="rungs",
+        progress=progress,
+    ):
+        seconds |= trained
+    return seconds
 
 
 @dataclass(frozen=True)
