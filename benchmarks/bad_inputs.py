@@ -331,7 +331,8 @@ def config_cases(root: Path) -> list[Case]:
 
     token = "token_logging:\n"
     embedded = "  embedded:\n    kind: embedded\n"
-    e0 = "{name: e0, hidden_size: 24, num_layers: 2, num_heads: 2, lr: 0.006}"
+    e0 = re.search(r"\{name: e0, [^}]*\}", base).group(0)  # the first rung as params.yaml has it
+    e0_lr = re.search(r"lr: ([0-9.]+)", e0).group(1)
     cases = [
         Case("YAML error", section(base + "\n  bad: [unclosed\n", "token_logging"), ".yaml"),
         Case("params file missing", lambda: read_yaml(root / "none.yaml"), "none.yaml"),
@@ -372,10 +373,10 @@ def config_cases(root: Path) -> list[Case]:
         ),
         Case(
             "rung lr 3e-3 (a YAML string)",
-            lambda: profile(swap(e0, e0.replace("0.006", "3e-3")))().rungs[0].arch["lr"] == 0.003,
+            lambda: profile(swap(e0, e0.replace(e0_lr, "3e-3")))().rungs[0].arch["lr"] == 0.003,
             expect="ok",
         ),
-        Case("rung lr a word", profile(swap(e0, e0.replace("0.006", "fast"))), "'fast'"),
+        Case("rung lr a word", profile(swap(e0, e0.replace(e0_lr, "fast"))), "'fast'"),
         Case("rung hidden_size 24.5", profile(swap(e0, e0.replace("24", "24.5"))), "24.5"),
         Case(
             "rung misspelt num_layer",

@@ -90,9 +90,9 @@ def test_configuration_names_file_key_and_value(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(base.replace("    kind: embedded\n", "    kind: embedded\n    dtyp: x\n", 1))
     _raises(lambda: load_profile("embedded", params), "unknown keys ['dtyp']")
-    params.write_text(base.replace("lr: 0.006", "lr: 3e-3", 1))  # YAML reads 3e-3 as a string
+    params.write_text(base.replace("lr: 0.0096", "lr: 3e-3", 1))  # YAML reads 3e-3 as a string
     assert load_profile("embedded", params).rungs[0].arch["lr"] == 0.003
-    params.write_text(base.replace("lr: 0.006", "lr: fast", 1))
+    params.write_text(base.replace("lr: 0.0096", "lr: fast", 1))
     _raises(lambda: load_profile("embedded", params), "'fast'")
     params.write_text(base + "\n  broken: [unclosed\n")
     _raises(lambda: stage_config("token_logging", params, {}), str(params))

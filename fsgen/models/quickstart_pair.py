@@ -59,8 +59,8 @@ class QuickstartPairConfig:
     steps: int = 2000
     warmup_steps: int = 100
     max_position_embeddings: int = 1024
-    small: Shape = field(default_factory=lambda: Shape(24, 2, 2, 0.006))
-    large: Shape = field(default_factory=lambda: Shape(64, 2, 4, 0.004))
+    small: Shape = field(default_factory=lambda: Shape(24, 2, 2, 0.0096))
+    large: Shape = field(default_factory=lambda: Shape(64, 2, 4, 0.0024))
     test_problems: int = 200  # held-out problems for the record's loss and accuracy (as the ladder)
     max_new_tokens: int = 160
     threads: int = 1
