@@ -470,7 +470,6 @@ def sweep_routers(
     max_new_tokens: int = 160,
     batch_size: int = 64,
     data_dir: str | os.PathLike | None = None,
-    threads: int | None = None,
     workers: int = 1,
     progress: bool = False,
 ) -> SweepResult:
@@ -481,7 +480,7 @@ def sweep_routers(
     targets and the two models alone. The learned router is fitted on a `fit_fraction` split of
     the traces' prompts and evaluated on the rest.
 
-    The runs decode on `threads` threads (None: torch's count), `workers` at once in their own
+    The runs decode on this process's torch thread count, `workers` at once in their own
     processes (`fsgen.core.parallel`): each run's wall time is then one run's on its own core,
     beside another's; every other column is the same whatever `workers` is."""
     unknown = sorted(set(kinds) - set(KINDS))
@@ -545,7 +544,7 @@ def sweep_routers(
             run_sweep,
             jobs,
             workers=workers,
-            threads=torch.get_num_threads() if threads is None else threads,
+            threads=torch.get_num_threads(),
             cost=lambda run: run.profile.rung(run.large).compute_weight,
             desc="router sweep",
             progress=progress,
