@@ -62,3 +62,30 @@ def fake_hub() -> dict:
     from tests.fake_hub import build_fake_hub, corpus  # noqa: PLC0415 (only its tests pay for it)
 
     return build_fake_hub(os.environ["HF_HUB_CACHE"], FAKE_HUB_MODELS, texts=corpus(300_000))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray cluster for the session: three nodes on this machine, one CPU each, their object
+    stores capped; a lost node is noticed within seconds. Skipped where Ray is not installed."""
+    pytest.importorskip("ray", reason='executor "ray" needs the extra: pip install "fsgen[ray]"')
+    import ray  # noqa: PLC0415 (only the Ray tests load it)
+    from ray.cluster_utils import Cluster  # noqa: PLC0415
+
+    store = 80 * 2**20
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": store,
+            "include_dashboard": False,
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
+        },
+    )
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, object_store_memory=store)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

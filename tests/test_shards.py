@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from fsgen.core.shards import ShardStore, parse_shard, select_shard
+from fsgen.core.shards import ShardStore
 
 
 def _frame(key: str) -> pd.DataFrame:
@@ -34,13 +34,3 @@ def test_empty_store_and_bad_keys(tmp_path):
     assert ShardStore(tmp_path / "none").merge().empty
     with pytest.raises(ValueError, match=r"shard keys are .* got '\.\./escape'"):
         ShardStore(tmp_path).path("../escape")
-
-
-def test_sharding_splits_work_without_overlap():
-    items = list(range(10))
-    parts = [select_shard(items, f"{i}/3") for i in range(3)]
-    assert sorted(sum(parts, [])) == items
-    assert parse_shard("1/4") == (1, 4)
-    for bad in ("4/4", "1", "a/b", "-1/2"):
-        with pytest.raises(ValueError, match="shard must be 'i/n'"):
-            parse_shard(bad)

@@ -100,27 +100,15 @@ def test_resume_after_a_crash_gives_identical_outputs(tiny_ladder, tmp_path, mon
             assert (crashed / folder / path.name).read_bytes() == path.read_bytes()
 
 
-def test_shards_split_the_work(tiny_ladder, tmp_path, monkeypatch):
-    profile, root = tiny_ladder
-    monkeypatch.setenv("FSGEN_ROOT", str(root))
-    run = RUN | {"tasks": ["synthetic"]}
-    whole = log_tokens(profile, tmp_path / "one", methods=["alone", "oracle"], **run)
-    parts = [
-        log_tokens(profile, tmp_path / "two", methods=["alone", "oracle"], shard=f"{i}/2", **run)
-        for i in range(2)
-    ]
-    assert sum(p["units"] for p in parts) == whole["units"]
-    one, two = merge_logs(tmp_path / "one"), merge_logs(tmp_path / "two")
-    assert one[0].equals(two[0]) and one[1].equals(two[1])
-
-
 def test_workers_write_the_same_bytes(tiny_ladder, tmp_path, monkeypatch):
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))
     run = RUN | {"methods": ["alone", "oracle", "proxy"], "threads": 1}
     one = log_tokens(profile, tmp_path / "one", **run)
     two = log_tokens(profile, tmp_path / "two", workers=2, **run)
-    assert one == two
+    assert {k: one[k] for k in ("units", "run", "skipped")} == {
+        k: two[k] for k in ("units", "run", "skipped")
+    }
     _assert_same_shards(tmp_path / "one", tmp_path / "two")
 
 

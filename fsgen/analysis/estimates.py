@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fsgen.analysis.scaling import parse_size
+from fsgen.core.names import parse_size
 from fsgen.engine.methods import METHODS
-from fsgen.models.profiles import Profile
+from fsgen.models.profiles import Profile, load_config
 
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 H100_BANDWIDTH = 3.35e12  # bytes/s, H100 SXM HBM3
@@ -116,6 +116,32 @@ def shape_of(model: str) -> Shape:
     if base not in ARCHITECTURES:
         raise ValueError(f"no architecture known for {model!r}; known: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[base]
+
+
+def model_shape(source: str, *, revision: str = "main") -> Shape:
+    """A model's shape: the profiles' known ones by hub id, else read from its config.json (a
+    local folder or the hub cache), for GPT-NeoX, Llama/Qwen-style and T5 configs."""
+    base = str(source).removesuffix("-Chat")
+    if base in ARCHITECTURES:
+        return ARCHITECTURES[base]
+    config = load_config(source, revision=revision)
+
+    def get(*names: str, default=0):  # the first of a config's synonyms that it sets
+        return next((getattr(config, n) for n in names if getattr(config, n, None)), default)
+
+    family = {"gpt_neox": "neox", "t5": "t5"}.get(config.model_type, "qwen")
+    hidden = get("hidden_size", "d_model")
+    heads = get("num_attention_heads", "num_heads")
+    return Shape(
+        hidden=hidden,
+        layers=get("num_hidden_layers", "num_layers"),
+        heads=heads,
+        intermediate=get("intermediate_size", "d_ff", default=4 * hidden),
+        kv_heads=get("num_key_value_heads", default=heads),
+        vocab=get("vocab_size"),
+        family=family,
+        tied=bool(get("tie_word_embeddings", default=False)),
+    )
 
 
 def held_models(method: str, large: int, smaller: Sequence[int], tuned: bool) -> list[list[int]]:

@@ -31,6 +31,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from fsgen.core.executor import Executor
 from fsgen.core.parallel import run_jobs
 from fsgen.core.plots import save_figure
 from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
@@ -471,6 +472,7 @@ def sweep_routers(
     batch_size: int = 64,
     data_dir: str | os.PathLike | None = None,
     workers: int = 1,
+    executor: str | Executor = "local",
     progress: bool = False,
 ) -> SweepResult:
     """For each pair, calibrate every router kind on the pair's oracle traces to each target call
@@ -481,8 +483,9 @@ def sweep_routers(
     the traces' prompts and evaluated on the rest.
 
     The runs decode on this process's torch thread count, `workers` at once in their own
-    processes (`fsgen.core.parallel`): each run's wall time is then one run's on its own core,
-    beside another's; every other column is the same whatever `workers` is."""
+    processes (`fsgen.core.parallel`), or as Ray tasks (`executor="ray"`): each run's wall time
+    is then one run's on its own core, beside another's; every other column is the same whatever
+    `workers` and `executor` are."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown router kinds {unknown}; valid kinds: {list(KINDS)}")
@@ -548,6 +551,8 @@ def sweep_routers(
             cost=lambda run: run.profile.rung(run.large).compute_weight,
             desc="router sweep",
             progress=progress,
+            executor=executor,
+            name=lambda run: f"sweep run {run.method} {run.large}-{run.small}",
         )
     finally:
         _MODELS.clear()

@@ -8,7 +8,6 @@ region reflective) from the initial guess a = alpha = b = 1, with every paramete
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,9 @@ from statsmodels.regression.linear_model import RegressionResultsWrapper
 from statsmodels.tools.eval_measures import aic, bic
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
+from fsgen.core.executor import Executor
 from fsgen.core.io import write_metrics
+from fsgen.core.names import parse_size
 from fsgen.core.parallel import run_jobs
 from fsgen.core.paths import resolve
 from fsgen.core.plots import save_figure
@@ -36,20 +37,11 @@ PAPER_FREQUENCIES = "data/paper/fsgen_collaboration_frequency.csv"
 LOWER_BOUND = 0.05
 INITIAL_GUESS = (1.0, 1.0, 1.0)  # a, alpha, b
 PARAMETERS = ("a", "alpha", "b")
-_UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
 def scaling_law(r: np.ndarray, a: float, alpha: float, b: float) -> np.ndarray:
     """CF(r) = b - a * r^(-alpha)."""
     return b - a * np.power(r, -alpha)
-
-
-def parse_size(name: str) -> float:
-    """A nominal model size such as "1.8B", "410m" or "72B" as a number of parameters."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KkMmBbTt])\s*", str(name))
-    if not match:
-        raise ValueError(f"expected a model size like '1.8B' or '410M', got {name!r}")
-    return float(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
 def _jacobian(r: np.ndarray, a: float, alpha: float, b: float) -> np.ndarray:
@@ -286,13 +278,18 @@ def group_fits(
     return jobs
 
 
-def fit_groups(jobs: Sequence[GroupFit], workers: int = 1) -> list[dict]:
-    """`[fit_group(job) for job in jobs]`, `workers` groups at once in their own processes
-    (`fsgen.core.parallel`; each group's fit is the same whichever process makes it)."""
+def fit_groups(
+    jobs: Sequence[GroupFit], workers: int = 1, executor: str | Executor = "local"
+) -> list[dict]:
+    """`[fit_group(job) for job in jobs]`, `workers` groups at once in their own processes (or
+    as Ray tasks: `fsgen.core.executor`); each group's fit is the same whichever process makes
+    it."""
     return run_jobs(
         fit_group,
         jobs,
         workers=workers,
+        executor=executor,
+        name=lambda job: f"fit of {job.key}",
         cost=lambda job: job.bootstrap * len(job.ratios),
         desc="scaling-law fits",
         progress=False,
@@ -441,6 +438,7 @@ def write_scaling_outputs(
     paper_dataset: str = "gsm8k",
     paper_file: str | os.PathLike = PAPER_FREQUENCIES,
     workers: int = 1,
+    executor: str | Executor = "local",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stage 03: fit every task x method of the CF `table` and every method x dataset of the
     paper's points (`workers` groups at once); write both fit tables (CSV), the flat metrics
@@ -450,7 +448,7 @@ def write_scaling_outputs(
     paper = paper_frequencies(paper_file)
     ours = group_fits(table, bootstrap=bootstrap, seed=seed)
     theirs = group_fits(paper.rename(columns={"dataset": "task"}), bootstrap=bootstrap, seed=seed)
-    rows = fit_groups(ours + theirs, workers)  # one pool for both tables
+    rows = fit_groups(ours + theirs, workers, executor)  # one pool for both tables
     fits, paper_fits = pd.DataFrame(rows[: len(ours)]), pd.DataFrame(rows[len(ours) :])
     fits.to_csv(results_dir / "fits.csv", index=False, float_format="%.6g")
     paper_fits.to_csv(results_dir / "paper_fits.csv", index=False, float_format="%.6g")

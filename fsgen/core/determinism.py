@@ -32,6 +32,13 @@ def compute_threads(threads: int) -> None:
         warnings.warn(warning, stacklevel=2)
 
 
+def start_worker(threads: int) -> None:
+    """A worker process's settings before its jobs: `threads` compute threads and torch's
+    deterministic algorithms (`fsgen.core.parallel`, `fsgen.core.executor`)."""
+    compute_threads(threads)
+    use_deterministic_algorithms()
+
+
 def reproducibility() -> dict[str, str | int]:
     """What decides this machine's float results: torch's version and kernel width, MKL's,
     oneDNN's and OpenBLAS's pinned ISA and the thread count (the record a stage keeps beside

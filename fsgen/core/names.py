@@ -1,8 +1,20 @@
-"""Lists of names given in a parameter: one helper, so every layer reads them the same way."""
+"""Names given in a parameter: lists of them, and model sizes in them, read the same way by every
+layer."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+_UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+
+
+def parse_size(name: str) -> float:
+    """A nominal model size such as "1.8B", "410m" or "72B" as a number of parameters."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KkMmBbTt])\s*", str(name))
+    if not match:
+        raise ValueError(f"expected a model size like '1.8B' or '410M', got {name!r}")
+    return float(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
 def name_list(value: object, what: str = "names") -> list[str]:

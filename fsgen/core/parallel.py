@@ -7,20 +7,22 @@ proportion on a loaded machine. A job's result depends on the thread count it co
 on which process runs it or when, so `workers` changes the wall time and not one byte of output.
 
 Workers are spawned (not forked: a fork after OpenMP has started can hang), so a job and its
-function must be picklable (a module-level function and plain data).
+function must be picklable (a module-level function and plain data). `executor="ray"` sends the
+same jobs to a Ray cluster instead (`fsgen.core.executor`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
-from fsgen.core.determinism import compute_threads, use_deterministic_algorithms
+from fsgen.core.determinism import start_worker
+from fsgen.core.executor import Executor, RayRun, Resources, as_executor, run_on_ray
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -33,11 +35,6 @@ def check_workers(workers: int) -> int:
     return workers
 
 
-def _start_worker(threads: int) -> None:
-    compute_threads(threads)
-    use_deterministic_algorithms()
-
-
 def run_jobs(
     task: Callable[[Job], Result],
     jobs: Sequence[Job],
@@ -47,19 +44,51 @@ def run_jobs(
     cost: Callable[[Job], float] | None = None,
     desc: str = "jobs",
     progress: bool = True,
-) -> list[Result]:
+    executor: str | Mapping | Executor = "local",
+    on_result: Callable[[int, Result], object] | None = None,
+    resources: Callable[[Job], Resources] | None = None,
+    group: Callable[[Job], Hashable] | None = None,
+    name: Callable[[Job], str] = repr,
+    report: RayRun | None = None,
+) -> list:
     """`[task(job) for job in jobs]`, each on `threads` threads with torch's deterministic
     algorithms: in this process when `workers` is 1 or there is one job (its own settings are
     restored afterwards), else in `workers` spawned processes that take the jobs costliest first
     by `cost` (a job's rough compute; without it, in the order given), so that no worker is left
     alone with a long job at the end. Results come back in the order of `jobs` either way. The
-    first failure stops the run: jobs not yet started are cancelled and its exception raised."""
+    first failure stops the run: jobs not yet started are cancelled and its exception raised.
+
+    `on_result(index, result)` runs in this process as each job finishes (a stage writes what
+    the job returned there), and its return value takes the result's place. `executor="ray"`
+    runs the jobs as Ray tasks instead (`fsgen.core.executor`: `workers` is then the cluster's
+    to decide), each asking for `resources(job)` (default: `threads` CPUs), the jobs of one
+    `group` key in one task; `name(job)` names a job in errors; `report` collects what Ray did."""
     check_workers(workers)
+    executor = as_executor(executor)
+    if executor.kind == "ray":
+        return run_on_ray(
+            task,
+            jobs,
+            executor=executor,
+            threads=threads,
+            resources=resources,
+            group=group,
+            name=name,
+            cost=cost,
+            on_result=on_result,
+            desc=desc,
+            progress=progress,
+            report=report,
+        )
     if workers == 1 or len(jobs) <= 1:
         before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-        _start_worker(threads)
+        start_worker(threads)
         try:
-            return [task(job) for job in tqdm(jobs, desc=desc, disable=not progress)]
+            results = []
+            for index, job in enumerate(tqdm(jobs, desc=desc, disable=not progress)):
+                result = task(job)
+                results.append(on_result(index, result) if on_result else result)
+            return results
         finally:  # this process's settings as they were
             torch.set_num_threads(before[0])
             torch.use_deterministic_algorithms(before[1])
@@ -70,21 +99,25 @@ def run_jobs(
     with ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)),
         mp_context=context,
-        initializer=_start_worker,
+        initializer=start_worker,
         initargs=(threads,),
     ) as pool:
-        submitted = {i: pool.submit(task, jobs[i]) for i in order}
-        futures = [submitted[i] for i in range(len(jobs))]
+        submitted = {pool.submit(task, jobs[i]): i for i in order}
+        results: list = [None] * len(jobs)
         bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            bar.update(len(done))
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                for future in pending:
-                    future.cancel()
-                bar.close()
-                raise failed[0].exception()
-        bar.close()
-        return [future.result() for future in futures]
+        pending = set(submitted)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=submitted.__getitem__):
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()
+                    index = submitted[future]
+                    result = future.result()
+                    results[index] = on_result(index, result) if on_result else result
+                    bar.update(1)
+        finally:
+            bar.close()
+        return results

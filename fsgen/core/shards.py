@@ -4,7 +4,7 @@ A long stage lists its units (a task x pair x method x prompt chunk, say), skips
 already exists, and writes each new one through a temporary file and a rename, so a crash never
 leaves a half-written shard and a rerun redoes only what is missing. `merge` reads every shard in
 sorted key order, so the merged table does not depend on the order the work finished in, nor on
-how it was split across machines (`select_shard`). A run records the keys of its plan in
+which process or machine did it. A run records the keys of its plan in
 `plan.json` (`write_plan`); `merge_logs` then reads only those, so shards of units a later run
 dropped (a task left out, say) stay on disk for when they come back, without entering results.
 """
@@ -68,20 +68,6 @@ class ShardStore:
         """Delete the shards `keys` (shards this store wrote; absent ones are skipped)."""
         for key in keys:
             self.path(key).unlink(missing_ok=True)
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """'i/n' (0 <= i < n) as `(i, n)`: this machine's part of n."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
-    if not match or not int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"shard must be 'i/n' with 0 <= i < n, got {spec!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def select_shard(items: Sequence, spec: str = "0/1") -> list:
-    """The items of shard `spec` ('i/n'): every n-th item starting at i."""
-    index, count = parse_shard(spec)
-    return list(items[index::count])
 
 
 PLAN = "plan.json"

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
 
+from fsgen.core.executor import Executor
 from fsgen.core.io import atomic_directory, atomic_write_bytes, write_metrics
 from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.paths import resolve
@@ -59,7 +60,8 @@ from fsgen.models.profiles import Profile, count_parameters, load_config
 
 SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers stop, as stage 01's
 EXPRESSION_STOP = get_task("expression").stop
-WALL_TIME_ONLY = ("workers",)  # settings that change how long training takes, not its weights
+# settings that change how long training takes, or where, not its weights
+WALL_TIME_ONLY = ("workers", "executor")
 RECORD = "fsgen_rung.json"  # in each saved model's folder: what made it, its row and its curve
 
 
@@ -85,6 +87,7 @@ class LadderConfig:
     max_position_embeddings: int = 1024
     threads: int = 1
     workers: int = 1
+    executor: str | dict | Executor = "local"  # "local" processes or "ray" tasks
 
 
 def build_model(arch: dict, vocab_size: int, tokenizer, max_positions: int, seed: int):
@@ -310,6 +313,8 @@ def train_rungs(
         cost=lambda job: job.rung.compute_weight,
         desc="rungs",
         progress=progress,
+        executor=config.executor,
+        name=lambda job: f"rung {job.rung.name}",
     ):
         seconds |= trained
     return seconds

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from fsgen.core.executor import Executor, as_executor
 from fsgen.core.io import read_yaml
 from fsgen.core.names import name_list
 
@@ -41,6 +42,7 @@ def _pair_items(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(name_list)]
+ExecutorSpec = Annotated[Executor, BeforeValidator(as_executor)]
 Pairs = Annotated[Literal["auto"] | list[tuple[str, str]], BeforeValidator(_pair_items)]
 IntList = Annotated[list[int], BeforeValidator(_split_commas)]
 FloatList = Annotated[list[float], BeforeValidator(_split_commas)]
@@ -51,12 +53,15 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     uses_profile: ClassVar[bool] = True  # whether the stage reads params.yaml's `profile`
+    uses_executor: ClassVar[bool] = False  # whether it fans out jobs (params.yaml's `executor`)
 
 
 class TrainLadder(StageConfig):
     """Stage 00: how the embedded ladder is trained (see `fsgen.models.train.LadderConfig`)."""
 
+    uses_executor: ClassVar[bool] = True
     profile: str
+    executor: ExecutorSpec  # where the rungs train: "local" processes or "ray" tasks
     seed: int
     vocab_size: int
     train_problems: int
@@ -78,7 +83,9 @@ class TrainLadder(StageConfig):
 class TokenLogging(StageConfig):
     """Stage 01: which methods are logged on how many prompts of each task."""
 
+    uses_executor: ClassVar[bool] = True
     profile: str
+    executor: ExecutorSpec  # where the units run: "local" processes or "ray" tasks
     methods: str | list[str]  # "all" (the registry's every method), or their names
     data_dir: str  # a local data directory (like ../shared/data); "": FSGEN_DATA_DIR or none
     n_prompts: int  # prompts per task for the methods of a pair
@@ -87,7 +94,6 @@ class TokenLogging(StageConfig):
     max_new_tokens: int
     batch_size: int
     seed: int
-    shard: str  # "i/n": this process logs every n-th unit from the i-th
     bootstrap: int  # resamples of the prompts for each collaboration frequency's interval
     threads: int  # CPU threads each unit computes on (the traces' float sums depend on the count)
     workers: int  # units decoded at once, each in its own process (wall time only)
@@ -104,6 +110,8 @@ class ScalingLaw(StageConfig):
     """Stage 03: the scaling-law fits and the paper's dataset they are drawn beside."""
 
     uses_profile: ClassVar[bool] = False
+    uses_executor: ClassVar[bool] = True
+    executor: ExecutorSpec  # where the groups are fitted: "local" processes or "ray" tasks
     bootstrap: int
     seed: int
     paper_dataset: str
@@ -168,7 +176,9 @@ class LLMToSLM(StageConfig):
 class Routers(StageConfig):
     """Stage 06: the router sweep and the speed-up study."""
 
+    uses_executor: ClassVar[bool] = True
     profile: str
+    executor: ExecutorSpec  # where the sweep's runs decode: "local" processes or "ray" tasks
     task: str  # "": the profile's first task
     data_dir: str  # "": the data directory the token logs were made from
     pairs: Pairs  # [[large, small], ...]; "auto": the largest rung with the two below it
@@ -210,8 +220,9 @@ SECTIONS: dict[str, type[StageConfig]] = {
 
 
 def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> StageConfig:
-    """The stage's values: `params_file`'s `section` (and top-level `profile`) when a file is
-    given, else the notebook's `tiny` values; validated against the section's schema."""
+    """The stage's values: `params_file`'s `section` (and top-level `profile` and `executor`)
+    when a file is given, else the notebook's `tiny` values; validated against the section's
+    schema."""
     if section not in SECTIONS:
         raise ValueError(f"unknown stage section {section!r}; sections: {sorted(SECTIONS)}")
     schema = SECTIONS[section]
@@ -224,6 +235,8 @@ def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> St
         if schema.uses_profile:
             values["profile"] = params.get("profile")
             _check_models_dir(params, params_file)
+        if schema.uses_executor:
+            values["executor"] = params.get("executor", "")  # missing: an error naming it
         where = f"{params_file}, section {section!r}"
     else:
         values, where = dict(tiny), f"the notebook's tiny values for {section!r}"

@@ -1,9 +1,13 @@
 """Token logging for a ladder: every method on every pair of rungs, as resumable shards.
 
-The work is cut into units (task x method x pair x chunk of prompts). Each unit writes its token
-trace and its generations (text, score) as two shards; the generations shard is written last, so
-a unit counts as done only when both exist. A rerun skips finished units, `shard="i/n"` lets n
-machines split the units, and `merge_logs` reads the run's plan back in a fixed order.
+The work is cut into units (task x method x pair x chunk of prompts). Each unit returns its token
+trace and its generations (text, score), and this process writes them as two shards (the
+generations shard last, so a unit counts as done only when both exist): a worker on another
+machine needs no filesystem in common with this one. A rerun skips finished units, and
+`merge_logs` reads the run's plan back in a fixed order. Units run in worker processes on this
+machine (`executor="local"`, `workers` at once) or as tasks on a Ray cluster (`executor="ray"`,
+`fsgen.core.executor`): each unit asks for the GPUs its models' estimated memory needs, and the
+units that hold the same models run in one task, so those models load once.
 
 The output folder is fsgen's own (`fsgen.core.owned`): a non-empty folder fsgen did not make is
 refused, never wiped. A unit's key names what decides its result besides the run-wide settings
@@ -26,6 +30,7 @@ is logged too:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -34,13 +39,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from fsgen.analysis.estimates import BYTES, LONGEST_PROMPT, USABLE, model_shape, unit_memory
 from fsgen.core import source
 from fsgen.core.determinism import compute_threads
+from fsgen.core.executor import Executor, RayRun, Resources, as_executor
 from fsgen.core.io import atomic_write_text, write_metrics
 from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
 from fsgen.core.parallel import check_workers, run_jobs
-from fsgen.core.shards import PLAN, ShardStore, merge_logs, select_shard, write_plan
+from fsgen.core.shards import PLAN, ShardStore, merge_logs, write_plan
 from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
@@ -124,12 +131,14 @@ class ModelCache:
 
     def __init__(self, profile: Profile):
         self.profile, self.models, self.tokenizer = profile, {}, None
+        self.loads = 0  # models loaded so far
 
     def get(self, name: str, tuned: bool = False):
         key = (name, tuned)
         if key not in self.models:
             model, tokenizer = load_rung(self.profile.rung(name), self.profile, tuned=tuned)
             self.models[key], self.tokenizer = model, self.tokenizer or tokenizer
+            self.loads += 1
         return self.models[key]
 
     def keep(self, needed: set[tuple[str, bool]]) -> None:
@@ -227,20 +236,23 @@ def log_tokens(
     max_new_tokens: int = 64,
     batch_size: int = 64,
     trace_top_k: int = 10,
-    shard: str = "0/1",
     threads: int | None = None,
     workers: int = 1,
+    executor: str | Executor = "local",
     progress: bool = True,
 ) -> dict[str, int]:
-    """Run (or resume) every unit of this machine's shard; returns counts of units run and skipped.
+    """Run (or resume) every unit; returns counts of units, units run and skipped, model loads
+    and the distinct model sets of the units run (and, on Ray, resubmissions after a lost node).
 
     Methods of a pair run on the first `n_prompts` prompts of each task; each rung alone and the
     ladder-wide oracle on the first `ladder_prompts` (default `n_prompts`; the same selection,
     extended). `threads`: compute on exactly this many CPU threads (float sums, and so the
     traces, depend on the count); None keeps torch's. `workers`: decode this many units at once,
-    each in its own process (`fsgen.core.parallel`; the traces do not depend on it)."""
+    each in its own process (`fsgen.core.parallel`). `executor`: "local" (those processes) or
+    "ray" (tasks on a Ray cluster, `fsgen.core.executor`). The traces depend on neither."""
     tasks = name_list(tasks, "tasks")
     check_workers(workers)
+    executor = as_executor(executor)
     if threads is not None:
         compute_threads(threads)
     for name, value in (("chunk_size", chunk_size), ("max_new_tokens", max_new_tokens)):
@@ -281,7 +293,7 @@ def log_tokens(
         if (size := len(chunk(u)))
     ]
     write_plan(out_dir, [u.key for u in plan])
-    units = select_shard(plan, shard)
+    units = plan
     todo = [u for u in units if not gens.done(u.key)]
     jobs = [
         UnitJob(
@@ -289,38 +301,97 @@ def log_tokens(
             unit,
             chunk(unit),
             unit.chunk * chunk_size,
-            out_dir,
             data_dir,
             batch_size=profile.batch_size or batch_size,
             trace_top_k=trace_top_k,
         )
         for unit in todo
     ]
+    threads = torch.get_num_threads()
+    ray_run = RayRun()
     try:
-        run_jobs(
+        loads = run_jobs(
             log_unit,
             jobs,
             workers=workers,
-            threads=torch.get_num_threads(),
+            threads=threads,
             cost=lambda job: _cost(job.unit, profile),
             desc="token logging",
             progress=progress,
+            executor=executor,
+            on_result=lambda index, result: write_unit(out_dir, jobs[index].unit, *result),
+            resources=lambda job: unit_resources(job.unit, profile, threads, executor),
+            group=lambda job: model_set(job.unit, profile),
+            name=lambda job: f"unit {job.unit.key}",
+            report=ray_run,
         )
     finally:
         _CACHES.clear()  # this process's models (workers > 1: the workers' went with them)
-    return {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+    counts = {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+    counts["model_loads"] = sum(loads)
+    counts["model_sets"] = len({model_set(u, profile) for u in todo})
+    if executor.kind == "ray":
+        counts["resubmitted"] = ray_run.resubmitted
+    return counts
+
+
+def write_unit(out_dir: Path, unit: Unit, trace, generations, loads: int) -> int:
+    """Write a finished unit's trace and then its generations (which mark it done); returns the
+    models its worker loaded for it."""
+    ShardStore(out_dir / "traces").write(unit.key, trace)
+    ShardStore(out_dir / "generations").write(unit.key, generations)  # last: marks it done
+    return loads
+
+
+def model_set(unit: Unit, profile: Profile) -> tuple[tuple[str, bool], ...]:
+    """The models `unit` holds at once, sorted: units with the same set share their loads."""
+    return tuple(sorted(_needed(unit, profile)))
+
+
+def unit_resources(unit: Unit, profile: Profile, threads: int, executor: Executor) -> Resources:
+    """What a unit asks a Ray node for: on a CPU profile, its compute threads; on a GPU one, one
+    CPU and as many GPUs as the estimated peak memory of its models needs at the profile's batch
+    (`fsgen.analysis.estimates.unit_memory`); over several GPUs, `device: auto` spreads the
+    models across them."""
+    if profile.device == "cpu":
+        return Resources(cpus=threads)
+    memory = unit_gpu_memory(unit, profile)
+    usable = executor.gpu_memory_gb * 1e9 * USABLE
+    return Resources(cpus=1, gpus=max(1, math.ceil(memory / usable)), memory_gb=memory / 1e9)
+
+
+def unit_gpu_memory(unit: Unit, profile: Profile) -> float:
+    """The estimated peak bytes of `unit` on a GPU (`fsgen.analysis.estimates.unit_memory`)."""
+    shapes = []
+    for name, tuned in _held(unit, profile):
+        rung = profile.rung(name)
+        shapes.append(model_shape(rung.tuned if tuned else rung.model, revision=rung.revision))
+    return sum(
+        unit_memory(
+            shapes,
+            method=unit.method,
+            batch=profile.batch_size or min(unit.prompts, 64),
+            prompt=LONGEST_PROMPT.get(unit.task, 2048),
+            new=unit.max_new_tokens,
+            per_param=BYTES.get(profile.dtype, 2),
+        ).values()
+    )
+
+
+def _held(unit: Unit, profile: Profile) -> list[tuple[str, bool]]:
+    """The models of `unit`, the large rung first (the estimate sizes activations by it)."""
+    return sorted(_needed(unit, profile), key=lambda item: item != (unit.large, False))
 
 
 @dataclass(frozen=True)
 class UnitJob:
-    """One unit to decode and write (a `log_tokens` job): its examples and where they start in
-    the selection, the output folder and the decoding settings."""
+    """One unit to decode (a `log_tokens` job): its examples and where they start in the
+    selection, and the decoding settings."""
 
     profile: Profile
     unit: Unit
     examples: list
     offset: int
-    out_dir: Path
     data_dir: str | os.PathLike | None
     batch_size: int
     trace_top_k: int
@@ -329,10 +400,12 @@ class UnitJob:
 _CACHES: dict[str, ModelCache] = {}  # per profile, the models this process has loaded
 
 
-def log_unit(job: UnitJob) -> None:
-    """Decode `job`'s unit and write its trace and then its generations (which mark it done)."""
+def log_unit(job: UnitJob) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Decode `job`'s unit: its trace, its generations and the models loaded for it (a worker
+    keeps the models of its last unit, so the next unit of the same models loads none)."""
     unit, profile = job.unit, job.profile
     cache = _CACHES.setdefault(profile.name, ModelCache(profile))
+    loads_before = cache.loads
     cache.keep(_needed(unit, profile))
     cache.get(unit.large)  # loads the tokenizer with the first model
     # proxy tuning steers the base large model toward the tuned small one: its prompts are in the
@@ -355,8 +428,7 @@ def log_unit(job: UnitJob) -> None:
         batch_size=job.batch_size,
         trace_top_k=job.trace_top_k,
     )
-    ShardStore(job.out_dir / "traces").write(unit.key, trace)
-    ShardStore(job.out_dir / "generations").write(unit.key, generations)  # last: marks it done
+    return trace, generations, cache.loads - loads_before
 
 
 def _cost(unit: Unit, profile: Profile) -> float:
