@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fsgen.analysis.scaling import fit_scaling_law  # noqa: E402
+from fsgen.core.executor import as_executor  # noqa: E402
 from fsgen.core.io import read_yaml, write_metrics  # noqa: E402
 from fsgen.core.owned import prepare_owned_dir, remove_owned  # noqa: E402
-from fsgen.core.shards import ShardStore, parse_shard  # noqa: E402
+from fsgen.core.shards import ShardStore  # noqa: E402
 from fsgen.data.sandbox import run_python  # noqa: E402
 from fsgen.data.synthetic import generate_problems, plain_document, plain_prompt  # noqa: E402
 from fsgen.data.tasks import (  # noqa: E402
@@ -294,7 +295,7 @@ def file_cases(root: Path) -> list[Case]:
         Case("read_trace missing", lambda: read_trace(root / "gone.parquet"), "gone.parquet"),
         Case("nested metrics", lambda: write_metrics(root / "m.json", {"a": {"b": 1}}), "'a'"),
         Case("shard key with slash", lambda: ShardStore(root).path("../x"), "'../x'"),
-        Case("shard spec 2/2", lambda: parse_shard("2/2"), "'2/2'"),
+        Case("executor kind slurm", lambda: as_executor("slurm"), "'slurm'"),
         Case("logging methods unknown", lambda: logging_methods("alone,beam"), "'beam'"),
         Case("logging methods empty", lambda: logging_methods(""), "[]"),
         Case("sandbox timeout 0", lambda: run_python("pass", timeout=0), "0"),

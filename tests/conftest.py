@@ -24,8 +24,44 @@ import pytest  # noqa: E402
 
 from fsgen.data.synthetic import chat_document, generate_problems, plain_document  # noqa: E402
 from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
+from fsgen.models.profiles import load_profile  # noqa: E402
+from fsgen.models.train import LadderConfig, build_ladder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A ladder of seconds (the tiny profile's rungs) and a token-logging run of seconds on it
+TINY = LadderConfig(
+    vocab_size=300,
+    train_problems=200,
+    test_problems=4,
+    block_size=64,
+    batch_size=4,
+    steps=3,
+    warmup_steps=1,
+    tune_problems=20,
+    tune_steps=2,
+    max_new_tokens=8,
+)
+RUN = {
+    "tasks": ["synthetic"],
+    "n_prompts": 5,
+    "chunk_size": 3,
+    "max_new_tokens": 6,
+    "batch_size": 4,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_ladder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FSGEN_ROOT", str(root))
+        profile = load_profile("tiny")
+        build_ladder(profile, TINY, progress=False)
+        yield profile, root
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from fsgen.analysis.estimates import estimate_profile
 from fsgen.core.executor import Executor, Resources, as_executor, import_ray
 from fsgen.core.parallel import run_jobs
 from fsgen.models.profiles import load_profile
 from fsgen.stages.token_logging import Unit, log_tokens, model_set, unit_resources
-from tests.test_token_logging import RUN, tiny_ladder  # noqa: F401 (a fixture)
+from tests.conftest import RUN
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker holds the session's cluster
 
@@ -53,7 +54,7 @@ def test_ray_matches_local_bytes_when_a_node_is_lost(
 
     profile, root = tiny_ladder
     monkeypatch.setenv("FSGEN_ROOT", str(root))
-    run = RUN | {"threads": 1, "n_prompts": 12, "max_new_tokens": 16}  # units of ~0.1-1 s
+    run = RUN | {"threads": 1, "n_prompts": 12, "max_new_tokens": 48}  # units of ~1 s
     local = log_tokens(profile, tmp_path / "local", **run)
     outcome = {}
 
@@ -85,12 +86,17 @@ def test_ray_matches_local_bytes_when_a_node_is_lost(
 
 def test_gpu_units_ask_for_the_gpus_their_memory_estimate_needs():
     qwen = load_profile("qwen1.5")
-    new = qwen.generation_length("gsm8k", 160)
-    oracle = Unit("gsm8k", "oracle", "qwen1.5-72b", "", 0, prompts=8, max_new_tokens=new)
-    alone = Unit("gsm8k", "alone", "qwen1.5-0.5b", "", 0, prompts=8, max_new_tokens=new)
+    new = qwen.generation_length("mbpp", 160)
+    oracle = Unit("mbpp", "oracle", "qwen1.5-72b", "", 0, prompts=8, max_new_tokens=new)
+    alone = Unit("mbpp", "alone", "qwen1.5-0.5b", "", 0, prompts=8, max_new_tokens=new)
     big = unit_resources(oracle, qwen, 1, Executor(kind="ray"))
     small = unit_resources(alone, qwen, 1, Executor(kind="ray"))
-    assert big.gpus == 7 and big.memory_gb > 6 * 80 * 0.9  # the README's estimate: 7 H100s
+    # the profile's largest unit, as the memory estimates count it (README: 7 H100s)
+    estimate = estimate_profile(
+        qwen, n_prompts=8, max_new_tokens=160, batch_size=8, methods=["all"]
+    )
+    assert estimate["peak unit"] == "oracle qwen1.5-72b"
+    assert big.gpus == estimate["H100 80GB needed"] == 7
     assert small == Resources(cpus=1, gpus=1, memory_gb=small.memory_gb)
     assert unit_resources(oracle, qwen, 1, Executor(kind="ray", gpu_memory_gb=141)).gpus == 4
     assert len(model_set(oracle, qwen)) == 7 and model_set(alone, qwen) == (

@@ -27,7 +27,7 @@ from fsgen.models.train import (
     train_ladder,
 )
 from fsgen.stages.config import stage_config
-from tests.test_token_logging import TINY
+from tests.conftest import TINY
 
 SMALL = TINY  # the tiny ladder of the token-logging tests
 

@@ -37,11 +37,10 @@ from fsgen.models.llm_to_slm import (
 from fsgen.models.profiles import load_profile
 from fsgen.models.train import build_ladder
 from fsgen.stages.config import stage_config
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY
 from tests.reference import _end_ids, naive_collaborate
 from tests.test_decoding import _model
 from tests.test_notebooks import run_notebook
-from tests.test_token_logging import TINY
 
 PROMPTS = [
     "Question: Ann has 3 coins. How many coins does Ann have now?\nAnswer:",

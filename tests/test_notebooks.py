@@ -139,10 +139,13 @@ def test_each_stage_reads_its_values_from_its_params_section():
         real = stage_config(section, REPO / "params.yaml", {})
         small = stage_config(section, "", tiny)
         assert set(real.model_dump()) == set(small.model_dump())
-        assert set(params[section]) | {"profile"} >= set(real.model_dump())
+        assert set(params[section]) | {"profile", "executor"} >= set(real.model_dump())
         if "profile" in real.model_dump():
             assert "profile" in stage["params"], f"stage {name} reads params.yaml's profile"
             assert real.profile == params["profile"]
+        if "executor" in real.model_dump():
+            assert "executor" in stage["params"], f"stage {name} reads params.yaml's executor"
+            assert real.executor.kind == params["executor"]["kind"]
 
 
 def test_a_changed_params_value_reaches_the_stage(tmp_path):
@@ -337,3 +340,20 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     assert metrics["cf_under_20pct.verdict"] == by_id.loc["cf_under_20pct", "verdict"]
     timing = json.loads((sandbox / "scratch/metrics/findings_timing.json").read_text())
     assert "llm_to_slm_speed.verdict" in timing and "llm_to_slm_speed.verdict" not in metrics
+
+
+@pytest.mark.parametrize(
+    "executor, named",
+    [("slurm", "executor kind must be one of"), ({"kind": "ray", "retry": 1}, "unknown executor")],
+)
+def test_a_bad_executor_names_the_file_and_the_key(tmp_path, executor, named):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["executor"] = executor
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*executor.*{named}"):
+        stage_config("token_logging", path, {})
+    del params["executor"]
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*executor"):
+        stage_config("routers", path, {})

@@ -43,10 +43,9 @@ from fsgen.engine.collaborate import Engine, collaborate
 from fsgen.models.profiles import load_profile
 from fsgen.models.train import build_ladder
 from fsgen.stages.token_logging import log_tokens
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY
 from tests.test_decoding import PROMPTS, _model, _perturbed
 from tests.test_notebooks import run_notebook
-from tests.test_token_logging import TINY
 
 
 def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:

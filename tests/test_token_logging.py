@@ -12,7 +12,6 @@ import torch
 
 from fsgen.engine.methods import METHODS
 from fsgen.models.profiles import load_profile, read_params
-from fsgen.models.train import LadderConfig, build_ladder
 from fsgen.stages.token_logging import (
     log_tokens,
     logging_methods,
@@ -20,40 +19,7 @@ from fsgen.stages.token_logging import (
     plan_units,
     summarize_logs,
 )
-from tests.conftest import REPO
-
-TINY = LadderConfig(
-    vocab_size=300,
-    train_problems=200,
-    test_problems=4,
-    block_size=64,
-    batch_size=4,
-    steps=3,
-    warmup_steps=1,
-    tune_problems=20,
-    tune_steps=2,
-    max_new_tokens=8,
-)
-RUN = {
-    "tasks": ["synthetic"],
-    "n_prompts": 5,
-    "chunk_size": 3,
-    "max_new_tokens": 6,
-    "batch_size": 4,
-    "progress": False,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_ladder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("root")
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FSGEN_ROOT", str(root))
-        profile = load_profile("tiny")
-        build_ladder(profile, TINY, progress=False)
-        yield profile, root
+from tests.conftest import REPO, RUN
 
 
 def test_units_cover_every_pair():

@@ -4,9 +4,9 @@
 package. `ray` sends the jobs to a Ray cluster (`pip install "fsgen[ray]"`) as Ray tasks that ask
 for what each job needs (CPUs, GPUs) and are placed by Ray's scheduler:
 
-- **Which cluster.** One this process has initialised already; else the one `RAY_ADDRESS` names
-  (`ray start --head` prints it); else a local one fsgen starts, on this machine's cores with its
-  object store capped at `object_store_mb`.
+- **Which cluster.** One this process has initialised already; else the one `RAY_ADDRESS` names;
+  else the one `ray start` started on this machine (a head node); else a local one fsgen starts,
+  on this machine's cores with its object store capped at `object_store_mb`.
 - **Model locality.** Jobs with the same `group` key (token logging: units that hold the same
   models) run one after another in one task, so their models load once per group and not once
   per job (a GPU task's worker process exits when the task ends, and its models with it).
@@ -33,8 +33,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tqdm.auto import tqdm
-
-from fsgen.core.determinism import start_worker
 
 KINDS = ("local", "ray")
 ENV_PREFIXES = ("FSGEN_",)  # variables forwarded to Ray's workers (the repository root, the data)
@@ -120,23 +118,30 @@ def import_ray():
 
 def connect_ray(executor: Executor):
     """Ray, initialised the way Ray users expect: the cluster this process joined already, else
-    the one `RAY_ADDRESS` names, else a new local one on this machine's cores."""
+    the one `RAY_ADDRESS` names, else the one `ray start` started on this machine, else a new
+    local one on this machine's cores with the object store capped."""
     ray = import_ray()
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        else:
-            ray.init(
-                num_cpus=os.cpu_count() or 1,
-                object_store_memory=executor.object_store_mb * 2**20,
-                include_dashboard=False,
-                log_to_driver=True,
-            )
+    if ray.is_initialized():
+        return ray
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return ray
+    try:
+        ray.init(address="auto")  # a cluster `ray start` started here (a head node)
+    except ConnectionError:
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            object_store_memory=executor.object_store_mb * 2**20,
+            include_dashboard=False,
+        )
     return ray
 
 
 def _run_group(task, items, threads):
     """A Ray task: `task` on each `(index, job)` in turn, yielding `(index, result)` as each ends."""
+    # here, not at the top: the stage configs import this module, and analysis stages skip torch
+    from fsgen.core.determinism import start_worker  # noqa: PLC0415
+
     start_worker(threads)
     for index, job in items:
         yield index, task(job)
