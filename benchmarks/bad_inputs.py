@@ -36,14 +36,16 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fsgen.analysis.routing import calibrate_router  # noqa: E402
 from fsgen.analysis.scaling import fit_scaling_law  # noqa: E402
 from fsgen.core.executor import as_executor  # noqa: E402
 from fsgen.core.io import read_yaml, write_metrics  # noqa: E402
 from fsgen.core.owned import prepare_owned_dir, remove_owned  # noqa: E402
-from fsgen.core.shards import ShardStore  # noqa: E402
+from fsgen.core.shards import ShardStore, merge_logs, write_plan  # noqa: E402
 from fsgen.data.sandbox import run_python  # noqa: E402
 from fsgen.data.synthetic import generate_problems, plain_document, plain_prompt  # noqa: E402
 from fsgen.data.tasks import (  # noqa: E402
+    accuracy,
     build_prompts,
     get_task,
     load_examples,
@@ -54,6 +56,7 @@ from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
 from fsgen.engine.collaborate import collaborate, generate  # noqa: E402
 from fsgen.engine.trace import read_trace  # noqa: E402
 from fsgen.models.profiles import load_profile  # noqa: E402
+from fsgen.models.train import remove_stale_models  # noqa: E402
 from fsgen.stages.config import stage_config  # noqa: E402
 from fsgen.stages.token_logging import log_tokens, logging_methods  # noqa: E402
 
@@ -456,6 +459,150 @@ def data_loss_cases(root: Path) -> list[Case]:
     ]
 
 
+def root_cases(root: Path, small, large, tokenizer, prompts) -> list[Case]:
+    """The classes the unseen battery of issue 28 found, each fixed at its root: models of
+    another profile, rung names, shards and unfinished runs, schema values, NaN, meaningless
+    numbers, empty and non-string prompts, texts that are not strings."""
+    base = (REPO / "params.yaml").read_text()
+
+    def swap(old: str, new: str) -> str:
+        assert old in base, old
+        return base.replace(old, new, 1)
+
+    def stage(text: str, name: str):
+        path = params_file(root, text)
+        return lambda: stage_config(name, path, {})
+
+    def ladder(*rungs: tuple[str, int]):
+        """A profile "odd" of the given (name, hidden size) rungs."""
+        entries = "".join(
+            f"      - {{name: {name!r}, hidden_size: {hidden}, num_layers: 1, num_heads: 2, "
+            f"lr: 0.003}}\n"
+            for name, hidden in rungs
+        )
+        path = params_file(
+            root,
+            swap("profiles:\n", f"profiles:\n  odd:\n    kind: embedded\n    rungs:\n{entries}"),
+        )
+        return lambda: load_profile("odd", path)
+
+    # another profile's trained model in this profile's models folder
+    models = root / "shared-models"
+    (models / "e3").mkdir(parents=True)
+    (models / "e3" / "fsgen_rung.json").write_text('{"profile": "embedded"}')
+
+    def keeps_other_profiles_models():
+        removed = remove_stale_models(models, keep={"t0", "t1"}, profile="tiny")
+        return removed == [] and (models / "e3").is_dir()
+
+    # shards: a truncated one, one of another run, and a run whose plan is not finished
+    store = ShardStore(root / "store")
+    frame = pd.DataFrame({"x": [1, 2, 3]})
+    store.write("whole", frame, "run-a")
+    store.path("cut").write_bytes(store.path("whole").read_bytes()[:-9])
+    copied = ShardStore(root / "copied")
+    copied.write("whole", frame, "run-a")
+    copied.write("other", frame, "run-b")  # copied in from another run
+    unfinished = root / "unfinished"
+    for folder in ("traces", "generations"):
+        ShardStore(unfinished / folder).write("u1", frame)
+    write_plan(unfinished, ["u1", "u2"])
+    nan_trace = pd.DataFrame(
+        {
+            "prompt_id": [0, 0],
+            "mismatch": [False, True],
+            "small_top1_prob": [0.9, float("nan")],
+            "small_margin": [0.5, 0.1],
+            "small_entropy": [0.2, 1.0],
+        }
+    )
+    negative = re.sub(
+        r"^  n_prompts: \d+",
+        "  n_prompts: -5",
+        base.split("token_logging:\n")[1],
+        count=1,
+        flags=re.M,
+    )
+
+    def run(**kw):
+        return lambda: collaborate(small, large, tokenizer, max_new_tokens=2, **kw)
+
+    one = load_examples("synthetic", n_prompts=1)
+    return [
+        Case(
+            "another profile's model kept", keeps_other_profiles_models, expect="ok", guard=models
+        ),
+        Case("rung name a path", ladder(("../../somewhere", 16), ("t1", 32)), "'../../somewhere'"),
+        Case("rung names repeated", ladder(("t0", 16), ("t0", 32)), "['t0']"),
+        Case("rungs out of size order", ladder(("big", 32), ("small", 16)), "'small'"),
+        Case("truncated shard not done", lambda: not store.done("cut"), expect="ok"),
+        Case(
+            "another run's shard not done", lambda: not copied.done("other", "run-a"), expect="ok"
+        ),
+        Case("another run's shard refused", lambda: copied.merge(run="run-a"), "other.parquet"),
+        Case("an unfinished run refused", lambda: merge_logs(unfinished), "1 of 2 units"),
+        Case(
+            "token_logging n_prompts -5",
+            stage(
+                base.split("token_logging:\n")[0] + "token_logging:\n" + negative, "token_logging"
+            ),
+            "-5",
+        ),
+        Case(
+            "a YAML key written twice",
+            stage(swap("token_logging:\n", "token_logging:\n  seed: 1\n"), "token_logging"),
+            "'seed'",
+        ),
+        Case(
+            "routers fit_fraction 1.5",
+            stage(swap("fit_fraction: 0.5", "fit_fraction: 1.5"), "routers"),
+            "1.5",
+        ),
+        Case(
+            "a target call rate of 2",
+            stage(
+                swap("target_call_rates: [0.05, 0.1, 0.2]", "target_call_rates: [0.05, 2]"),
+                "routers",
+            ),
+            "2",
+        ),
+        Case("tune_lr .nan", stage(swap("tune_lr: 0.001", "tune_lr: .nan"), "train_ladder"), "nan"),
+        Case(
+            "chat_share 1.2",
+            stage(swap("chat_share: 0.25", "chat_share: 1.2"), "train_ladder"),
+            "1.2",
+        ),
+        Case("steps: true", stage(swap("steps: 2000", "steps: true"), "train_ladder"), "True"),
+        Case(
+            "executor kind slurm",
+            stage(swap("  kind: local\n", "  kind: slurm\n"), "token_logging"),
+            "'slurm'",
+        ),
+        Case("accuracy of a NaN score", lambda: accuracy([1.0, float("nan")]), "score 1"),
+        Case(
+            "a router on NaN statistics",
+            lambda: calibrate_router(nan_trace, "threshold", 0.5),
+            "row 1",
+        ),
+        Case("scaling ratios <= 1", lambda: fit_scaling_law([0.5, 2, 4], [0.1, 0.2, 0.3]), "0.5"),
+        Case(
+            "scaling bootstrap -3",
+            lambda: fit_scaling_law([2, 4, 8], [0.1, 0.2, 0.3], bootstrap=-3),
+            "-3",
+        ),
+        Case("contrastive beta -1", run(prompts=prompts, method="contrastive", beta=-1.0), "-1.0"),
+        Case("an empty prompt", run(prompts=["", *prompts]), "prompt 0"),
+        Case("a prompt that is not a string", run(prompts=[*prompts, 7]), "prompt 2"),
+        Case(
+            "trace_top_k above the vocabulary",
+            run(prompts=prompts, trace_top_k=10**9),
+            "1000000000",
+        ),
+        Case("a seed of 2**70", run(prompts=prompts, do_sample=True, seed=2**70), str(2**70)),
+        Case("scoring a None text", lambda: score("synthetic", [None], one), "prediction 0"),
+    ]
+
+
 def run_battery() -> tuple[Counter, list[tuple[str, str, str]]]:
     """Every case classed: the counts per verdict, and (verdict, case, detail) of each case that
     was not handled well."""
@@ -464,6 +611,7 @@ def run_battery() -> tuple[Counter, list[tuple[str, str, str]]]:
         small, large, tokenizer, prompts = tiny_models()
         cases = engine_cases(small, large, tokenizer, prompts) + scaling_cases()
         cases += task_cases(root) + file_cases(root) + config_cases(root) + data_loss_cases(root)
+        cases += root_cases(root, small, large, tokenizer, prompts)
         counts: Counter[str] = Counter()
         failures = []
         for case in cases:

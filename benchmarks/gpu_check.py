@@ -237,7 +237,12 @@ def _rounded(value):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="CPU-sized models (rehearsal)")
-    parser.add_argument("--out", default="benchmarks/results/gpu_check.json")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="default benchmarks/results/gpu_check.json (the GPU run's record); with --tiny, "
+        "benchmarks/results/gpu_check_tiny_cpu.json (the rehearsal's)",
+    )
     parser.add_argument("--new-tokens", type=int, default=None, help="default 128 (tiny: 12)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args(argv)
@@ -258,6 +263,9 @@ def main(argv=None) -> dict:
         "families": {f: check_family(f, args, texts, device) for f in FAMILIES},
     }
     report["seconds"] = time.perf_counter() - started
+    if args.out is None:  # a rehearsal never overwrites the real GPU run's record
+        name = "gpu_check_tiny_cpu.json" if args.tiny else "gpu_check.json"
+        args.out = str(Path(__file__).resolve().parent / "results" / name)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, sort_keys=True, default=_rounded) + "\n")
     for family, results in report["families"].items():

@@ -256,16 +256,18 @@ def test_a_folder_fsgen_did_not_write_is_refused_and_left_alone(tmp_path):
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
-def test_stale_models_removed_only_when_fsgen_wrote_them(tmp_path):
+def test_stale_models_removed_only_when_fsgen_wrote_them_for_this_profile(tmp_path):
     ours, foreign, kept = tmp_path / "old", tmp_path / "theirs", tmp_path / "t0"
     leftover, hidden = tmp_path / ".t0.abc123.tmp", tmp_path / ".cache"  # a killed save; not ours
-    for folder in (ours, foreign, kept, leftover, hidden):
+    other, unnamed = tmp_path / "e3", tmp_path / "older"  # another profile's; a record naming none
+    for folder in (ours, foreign, kept, leftover, hidden, other, unnamed):
         folder.mkdir()
-    (ours / RECORD).write_text("{}")
-    (kept / RECORD).write_text("{}")
-    remove_stale_models(tmp_path, keep={"t0"})
+    for folder, profile in ((ours, "tiny"), (kept, "tiny"), (other, "embedded")):
+        (folder / RECORD).write_text(json.dumps({"profile": profile}))
+    (unnamed / RECORD).write_text("{}")
+    assert remove_stale_models(tmp_path, keep={"t0"}, profile="tiny") == [".t0.abc123.tmp", "old"]
     assert not ours.exists() and not leftover.exists()
-    assert foreign.exists() and kept.exists() and hidden.exists()
+    assert all(f.exists() for f in (foreign, kept, hidden, other, unnamed))
 
 
 def test_loss_law_fit_recovers_a_known_curve():

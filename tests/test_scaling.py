@@ -81,7 +81,8 @@ def test_sizes_and_paper_table():
     [
         ([2, 4, 8], [0.1, 0.2], "equally long"),
         ([2, 2, 4, 4], [0.1, 0.1, 0.2, 0.2], "at least 3 distinct ratios"),
-        ([2, -4, 8], [0.1, 0.2, 0.3], "ratios must be positive"),
+        ([2, -4, 8], [0.1, 0.2, 0.3], r"finite and > 1, got \[2.0, -4.0, 8.0\]"),
+        ([1, 4, 8], [0.1, 0.2, 0.3], r"finite and > 1, got \[1.0, 4.0, 8.0\]"),
         ([2, 4, 8], [0.1, float("nan"), 0.3], "frequencies must be finite"),
     ],
 )

@@ -141,11 +141,11 @@ import torch
 
 torch.set_num_threads(int(sys.argv[4]))  # the test's own: float sums depend on the thread count
 writes, write = [0], ShardStore.write
-def write_then_die(self, key, frame):
+def write_then_die(self, key, frame, run=""):
     writes[0] += 1
     if writes[0] == int(sys.argv[2]):  # SIGKILL between a unit's trace and generations shards
         os.kill(os.getpid(), signal.SIGKILL)
-    return write(self, key, frame)
+    return write(self, key, frame, run)
 ShardStore.write = write_then_die
 log_tokens(load_profile("tiny"), sys.argv[1], **eval(sys.argv[3]))
 """

@@ -299,6 +299,13 @@ def calibrate_router(
         raise ValueError(f"unknown router kind {kind!r}; valid kinds: {list(KINDS)}")
     _check_trace(trace)
     u = uncertainty(trace, kind, learned)  # (N,)
+    if not np.isfinite(u).all():
+        bad = int(np.flatnonzero(~np.isfinite(u))[0])
+        raise ValueError(
+            f"router {kind!r} scores {int((~np.isfinite(u)).sum())} trace rows as NaN or "
+            f"infinite (the first is row {bad}, score {u[bad]!r}): the trace's small-model "
+            "statistics (top-1 probability, entropy) must be finite"
+        )
     cuts, rates, agreement = _cut_curve(u, trace["mismatch"].to_numpy(bool))
     if target_call_rate is not None:
         best = int(np.argmin(np.abs(rates - target_call_rate)))  # first (lowest rate) on a tie

@@ -7,6 +7,7 @@ region reflective) from the initial guess a = alpha = b = 1, with every paramete
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -91,8 +92,15 @@ def fit_scaling_law(
         raise ValueError(
             f"need at least 3 distinct ratios to fit 3 parameters, got {len(np.unique(r))}"
         )
-    if (r <= 0).any() or not np.isfinite(r).all():
-        raise ValueError(f"ratios must be positive and finite, got {r.tolist()}")
+    if not np.isfinite(r).all() or (r <= 1).any():
+        raise ValueError(
+            f"ratios are N_large / N_small of pairs (large > small): finite and > 1, got "
+            f"{r.tolist()}"
+        )
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, numbers.Integral) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be an integer >= 0 (resamples), got {bootstrap!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
     if not np.isfinite(cf).all():
         raise ValueError(f"frequencies must be finite, got {cf.tolist()}")
     if ((cf < 0) | (cf > 1)).any():

@@ -108,13 +108,34 @@ def read_metrics(path: str | os.PathLike) -> dict[str, object]:
     return json.loads(Path(path).read_text())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, with a key written twice in one mapping an error (plain YAML keeps
+    the last value, so an edit that adds a key already set further down would do nothing)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is written twice in one mapping (first at line "
+                    f"{seen[key].start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from `path` (resolved from the repository root); errors name the file."""
+    """A YAML mapping from `path` (resolved from the repository root); errors name the file, and
+    a key written twice in one mapping is one."""
     path = resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"no params file at {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(loaded, dict):

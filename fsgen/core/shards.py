@@ -7,10 +7,16 @@ sorted key order, so the merged table does not depend on the order the work fini
 which process or machine did it. A run records the keys of its plan in
 `plan.json` (`write_plan`); `merge_logs` then reads only those, so shards of units a later run
 dropped (a task left out, say) stay on disk for when they come back, without entering results.
+
+A shard carries its provenance in its Parquet metadata: the run's settings fingerprint and its
+key. It counts as done only when its file is a complete Parquet file of this run (a truncated
+file, or one copied in from a run with other settings, is not done, and is written again), and
+`merge_logs` refuses a run whose plan has units without shards, or shards of another run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -25,6 +31,7 @@ import pyarrow.parquet as pq
 from fsgen.core.io import atomic_write_bytes, atomic_write_text
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+PROVENANCE = b"fsgen.provenance"  # the Parquet metadata key: "<run fingerprint>/<shard key>"
 
 
 class ShardStore:
@@ -40,16 +47,29 @@ class ShardStore:
             )
         return self.folder / f"{key}.parquet"
 
-    def done(self, key: str) -> bool:
-        """Whether the shard `key` was written completely."""
-        return self.path(key).exists()
+    def done(self, key: str, run: str = "") -> bool:
+        """Whether the shard `key` was written completely (by the run `run`, when given)."""
+        return self.provenance(key) is not None and (not run or self.provenance(key) == run)
 
-    def write(self, key: str, frame: pd.DataFrame) -> Path:
-        """Write one shard atomically (deterministic bytes for the same frame)."""
+    def provenance(self, key: str) -> str | None:
+        """The run fingerprint shard `key` was written with ("" if none); None when there is
+        no complete Parquet file for it."""
+        try:
+            metadata = pq.read_metadata(self.path(key)).metadata or {}
+        except (OSError, pa.ArrowException):
+            return None
+        run, _, written_key = metadata.get(PROVENANCE, b"").decode().rpartition("/")
+        return run if written_key == key else ""
+
+    def write(self, key: str, frame: pd.DataFrame, run: str = "") -> Path:
+        """Write one shard atomically (deterministic bytes for the same frame), marked with the
+        run fingerprint `run` and its key."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if run:
+            marked = {**(table.schema.metadata or {}), PROVENANCE: f"{run}/{key}".encode()}
+            table = table.replace_schema_metadata(marked)
         buffer = io.BytesIO()
-        pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd"
-        )
+        pq.write_table(table, buffer, compression="zstd")
         return atomic_write_bytes(self.path(key), buffer.getvalue())
 
     def keys(self) -> list[str]:
@@ -58,9 +78,18 @@ class ShardStore:
             return []
         return sorted(p.name[: -len(".parquet")] for p in self.folder.glob("*.parquet"))
 
-    def merge(self, keys: Sequence[str] | None = None) -> pd.DataFrame:
-        """Every shard (or those of `keys` that exist), concatenated in sorted key order."""
+    def merge(self, keys: Sequence[str] | None = None, run: str = "") -> pd.DataFrame:
+        """Every shard (or those of `keys` that exist), concatenated in sorted key order; with
+        `run`, a shard written by another run is a ValueError naming it."""
         chosen = self.keys() if keys is None else sorted(set(keys) & set(self.keys()))
+        if run:
+            foreign = [key for key in chosen if self.provenance(key) != run]
+            if foreign:
+                raise ValueError(
+                    f"{len(foreign)} shard(s) in {self.folder} were not written by this run "
+                    f"(incomplete, or copied in from a run with other settings), e.g. "
+                    f"{self.path(foreign[0]).name}: rerun the stage to write them again"
+                )
         frames = [pq.read_table(self.path(key)).to_pandas() for key in chosen]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -95,10 +124,32 @@ def read_plan(out_dir: str | os.PathLike) -> list[str] | None:
 def merge_logs(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The traces and generations of a token-logging run (its `traces/` and `generations/`
     shard folders; only its plan's units when it recorded one), in a fixed order whatever the
-    run order."""
+    run order. A run whose plan has units not yet finished, or shards another run wrote, is a
+    ValueError saying so: a summary of part of a run would pass for the whole."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"no token logs at {out_dir}: run token logging first")
     keys = read_plan(out_dir)
+    run = run_fingerprint(out_dir)
     traces, generations = ShardStore(out_dir / "traces"), ShardStore(out_dir / "generations")
-    return traces.merge(keys), generations.merge(keys)
+    if keys is not None:
+        missing = [k for k in keys if not (generations.done(k) and traces.done(k))]
+        if missing:
+            raise ValueError(
+                f"token logs at {out_dir} are unfinished: {len(missing)} of {len(keys)} units "
+                f"have no complete shards (e.g. {missing[0]}); run token logging again to "
+                "finish them"
+            )
+    return traces.merge(keys, run), generations.merge(keys, run)
+
+
+SETTINGS = "settings.json"  # a run's run-wide settings, beside its plan
+
+
+def run_fingerprint(out_dir: str | os.PathLike) -> str:
+    """A short hash of the run-wide settings recorded in `out_dir` ("" when none are)."""
+    try:
+        text = (Path(out_dir) / SETTINGS).read_bytes()
+    except OSError:
+        return ""
+    return hashlib.sha256(text).hexdigest()[:16]

@@ -27,6 +27,7 @@ Typical use::
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -650,6 +651,12 @@ def score(
             f"need one prediction per example, got {len(predictions)} predictions for "
             f"{len(examples)} examples"
         )
+    for i, prediction in enumerate(predictions):
+        if not isinstance(prediction, str):
+            raise ValueError(
+                f"prediction {i} must be a generated text (a string), got "
+                f"{type(prediction).__name__} {prediction!r:.60}"
+            )
     if judge is not None:
         return [
             judge(example, prediction)
@@ -659,15 +666,29 @@ def score(
 
 
 def accuracy(scores: Sequence[bool | float | None]) -> float | None:
-    """The mean of the scored entries (None entries skipped); None when nothing was scored."""
-    scored = [float(s) for s in scores if s is not None]
+    """The mean of the scored entries (None entries skipped); None when nothing was scored. A
+    NaN or infinite score is a ValueError naming its index (a score is in [0, 1])."""
+    scored = _scored(scores)
     return sum(scored) / len(scored) if scored else None
+
+
+def _scored(scores: Sequence[bool | float | None]) -> list[float]:
+    """The scored entries as floats; a score that is not a finite number is an error."""
+    scored = []
+    for i, s in enumerate(scores):
+        if s is None:
+            continue
+        value = float(s)
+        if not math.isfinite(value):
+            raise ValueError(f"score {i} is {s!r}: a score is a finite number in [0, 1]")
+        scored.append(value)
+    return scored
 
 
 def accuracy_interval(scores: Sequence[bool | float | None]) -> tuple[float, float]:
     """The Wilson 95% interval of `accuracy(scores)` when every scored entry is right or wrong
     (0 or 1); NaNs for graded scores or when nothing was scored."""
-    scored = [float(s) for s in scores if s is not None]
+    scored = _scored(scores)
     if not scored or any(s not in (0.0, 1.0) for s in scored):
         return float("nan"), float("nan")
     return wilson_interval(int(sum(scored)), len(scored))

@@ -16,13 +16,26 @@ import torch
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt, without special tokens added and without padding."""
+    """Token ids of each prompt, without special tokens added and without padding. A prompt that
+    is not a string, or that is empty (or tokenizes to nothing: a model needs one token of
+    context to predict from), is a ValueError naming its index."""
     if isinstance(prompts, str):
         raise ValueError(f"prompts must be a list of strings, got one string {prompts[:40]!r}")
     prompts = list(prompts)
     if not prompts:
         return []
-    return list(tokenizer(prompts, add_special_tokens=False)["input_ids"])
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ValueError(
+                f"prompt {i} must be a string, got {type(prompt).__name__} {prompt!r:.60}"
+            )
+        if not prompt:
+            raise ValueError(f"prompt {i} is empty: a prompt needs at least one token of context")
+    ids = list(tokenizer(prompts, add_special_tokens=False)["input_ids"])
+    for i, row in enumerate(ids):
+        if not row:
+            raise ValueError(f"prompt {i} ({prompts[i]!r:.60}) tokenizes to no tokens")
+    return ids
 
 
 def padding_id(tokenizer) -> int:

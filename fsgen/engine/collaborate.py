@@ -88,6 +88,11 @@ def _check_weights(method: Method, alpha, beta) -> None:
             f"alpha of {method.name!r} (the plausibility cut, a share of the large model's top "
             f"probability) must be in (0, 1], got {alpha!r}"
         )
+    if method.name.startswith("contrastive") and beta < 0:
+        raise ValueError(
+            f"beta of {method.name!r} (how far to move toward the large model's difference "
+            f"from the small one) must be >= 0, got {beta!r}"
+        )
 
 
 def _parameters(model) -> int | None:
@@ -160,6 +165,9 @@ class Engine:
         if self.method.drafts:
             _check_number("num_draft", num_draft, 1, integer=True)
         _check_number("temperature", temperature, 0.0)
+        _check_number("seed", seed, 0, integer=True)
+        if seed >= 2**63:
+            raise ValueError(f"seed must be below 2**63 (a 64-bit generator seed), got {seed!r}")
         if do_sample and temperature == 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r}")
         if forward not in FORWARDS:
@@ -208,6 +216,11 @@ class Engine:
             raise ValueError(f"prompts must be a list of strings, got one string {prompts[:40]!r}")
         ids = encode_prompts(self.prompt_tokenizer, prompts)
         vocab = _vocab(self.tokenizer, models)
+        if self.trace_top_k > vocab:
+            raise ValueError(
+                f"trace_top_k={self.trace_top_k!r} is more tokens than the vocabulary holds "
+                f"({vocab}): the trace keeps each position's top k, so k <= {vocab}"
+            )
         if ids:
             self._check_lengths(ids, models)
         return ids, vocab

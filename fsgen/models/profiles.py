@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PositiveInt, Valida
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from fsgen.core.io import read_yaml
-from fsgen.core.names import name_list
+from fsgen.core.names import name_list, parse_size
 from fsgen.core.paths import resolve
 
 DEFAULT_PARAMS = "params.yaml"
@@ -168,6 +169,7 @@ def load_profile(
         rungs.append(Rung(rung_name, model, tuned, revision, arch))
     if len(rungs) < 2:
         raise ValueError(f"profile {name!r} needs at least 2 rungs, got {len(rungs)}")
+    _check_rung_names(name, rungs)
     dtype, device = spec.get("dtype", "float32"), spec.get("device", "cpu")
     _check_dtype_device(dtype, device)
     tasks = _profile_tasks(name, spec.get("tasks") or ("synthetic",))
@@ -182,6 +184,52 @@ def load_profile(
         max_new_tokens=_generation_lengths(name, spec.get("max_new_tokens"), tasks),
         batch_size=_positive(name, "batch_size", spec.get("batch_size")),
     )
+
+
+RUNG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain name: never a path
+
+
+def _check_rung_names(profile: str, rungs: list[Rung]) -> None:
+    """Rung names are plain names (a folder name and part of every shard key: no path
+    separators, no leading dot), unique, and the rungs go up in size: by shape for an embedded
+    profile (hidden size squared times layers), by the size a hub rung's name ends in where every
+    name gives one (e.g. pythia-410m)."""
+    names = [rung.name for rung in rungs]
+    for rung_name in names:
+        if not isinstance(rung_name, str) or not RUNG_NAME.fullmatch(rung_name):
+            raise ValueError(
+                f"profile {profile!r}: rung name {rung_name!r} must be a plain name (letters, "
+                "digits and . _ -, starting with a letter or digit: no path separators)"
+            )
+        if rung_name.endswith("-chat"):
+            raise ValueError(
+                f"profile {profile!r}: rung name {rung_name!r} ends in '-chat', the suffix of "
+                "tuned copies' folders"
+            )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"profile {profile!r}: rung names repeat: {repeated}")
+    if all(rung.arch for rung in rungs):
+        sizes = [rung.compute_weight for rung in rungs]
+    else:
+        sizes = [_name_size(rung.name) for rung in rungs]
+        if None in sizes:
+            return
+    for i in range(1, len(names)):
+        (small, a), (large, b) = (names[i - 1], sizes[i - 1]), (names[i], sizes[i])
+        if not b > a:
+            raise ValueError(
+                f"profile {profile!r}: rungs go smallest first, but {large!r} is not larger "
+                f"than {small!r} before it ({b:g} against {a:g}); order the rungs by size"
+            )
+
+
+def _name_size(name: str) -> float | None:
+    """The size a rung name ends in (pythia-410m: 4.1e8), or None."""
+    try:
+        return parse_size(name.rsplit("-", 1)[-1])
+    except ValueError:
+        return None
 
 
 def _profile_tasks(name: str, tasks) -> tuple[str, ...]:

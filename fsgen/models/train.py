@@ -285,7 +285,9 @@ def train_ladder(
     for index, rung in enumerate(profile.rungs):
         base_key = _fingerprint(config, rung.arch, index, "base", code)
         tune_key = _fingerprint(config, rung.arch, index, "tuned", base_key)
-        job = RungJob(rung, index, config, models_dir, base_key, tune_key, corpus, step_bars)
+        job = RungJob(
+            rung, index, config, profile.name, models_dir, base_key, tune_key, corpus, step_bars
+        )
         if not job.finished():
             jobs.append(job)
     seconds = train_rungs(jobs, config, progress=progress and not step_bars)
@@ -367,6 +369,7 @@ class RungJob:
     rung: object
     index: int
     config: LadderConfig
+    profile: str  # the profile's name, recorded with each model (whose it is)
     models_dir: Path
     base_key: str
     tune_key: str
@@ -418,7 +421,7 @@ def train_rung(job: RungJob) -> dict[str, float]:
         )
         trained[rung.name] = time.perf_counter() - started
         row = evaluation.row(rung.name, "base", model)
-        _save_rung(model, tokenizer, job.base_dir, job.base_key, row, losses)
+        _save_rung(model, tokenizer, job.base_dir, (job.profile, job.base_key), row, losses)
     if rung.tuned is None or _finished(job.tune_dir, job.tune_key):
         return trained
     started = time.perf_counter()
@@ -433,7 +436,7 @@ def train_rung(job: RungJob) -> dict[str, float]:
     )
     trained[f"{rung.name}-chat"] = time.perf_counter() - started
     row = evaluation.row(f"{rung.name}-chat", "tuned", model)
-    _save_rung(model, tokenizer, job.tune_dir, job.tune_key, row, losses)
+    _save_rung(model, tokenizer, job.tune_dir, (job.profile, job.tune_key), row, losses)
     return trained
 
 
@@ -470,7 +473,9 @@ def _finished(folder: Path, key: str) -> bool:
         return False
 
 
-def _save_rung(model, tokenizer, folder: Path, key: str, row: dict, losses: list[float]) -> None:
+def _save_rung(
+    model, tokenizer, folder: Path, made: tuple[str, str], row: dict, losses: list[float]
+) -> None:
     """Save a finished model atomically (`atomic_directory`: built beside `folder`, then moved
     into place); a previous version is replaced only if fsgen wrote it, as its record says."""
     if folder.exists() and not (folder / RECORD).is_file():
@@ -480,7 +485,8 @@ def _save_rung(model, tokenizer, folder: Path, key: str, row: dict, losses: list
     with atomic_directory(folder) as partial:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        record = {"fingerprint": key, "row": row, "losses": losses}
+        profile, key = made  # the profile whose model it is, and its fingerprint
+        record = {"profile": profile, "fingerprint": key, "row": row, "losses": losses}
         atomic_write_bytes(partial / RECORD, json.dumps(record, indent=1).encode())
 
 
@@ -619,19 +625,32 @@ def profile_model_names(profile: Profile) -> set[str]:
     return names | {f"{rung.name}-chat" for rung in profile.rungs if rung.tuned is not None}
 
 
-def remove_stale_models(models_dir: Path, keep: set[str]) -> None:
-    """Delete the model folders fsgen saved in `models_dir` (those with a `RECORD`) that are not
-    in `keep`, and the temporary folders a killed save of one of `keep` left behind
-    (`atomic_directory`'s `.<name>.*.tmp` and `.old`); anything else is left alone."""
+def remove_stale_models(models_dir: Path, keep: set[str], profile: str) -> list[str]:
+    """Delete the model folders fsgen saved in `models_dir` for `profile` (their `RECORD` names
+    it) that are not in `keep`, and the temporary folders a killed save of one of `keep` left
+    behind (`atomic_directory`'s `.<name>.*.tmp` and `.old`); returns the names removed. Models
+    another profile made, or whose record names no profile, and anything else are left alone."""
+    removed = []
     if not models_dir.is_dir():
-        return
-    for folder in models_dir.iterdir():
+        return removed
+    for folder in sorted(models_dir.iterdir()):
         if not folder.is_dir():
             continue
-        stale = (folder / RECORD).is_file() and folder.name not in keep
+        stale = folder.name not in keep and _record_profile(folder) == profile
         leftover = folder.name.startswith(".") and folder.name.endswith((".tmp", ".old"))
         if stale or (leftover and folder.name.split(".")[1] in keep):
             shutil.rmtree(folder)
+            removed.append(folder.name)
+    return removed
+
+
+def _record_profile(folder: Path) -> str | None:
+    """The profile a saved model's record names (None: no record, or none named)."""
+    try:
+        record = _read_record(folder)
+    except (OSError, ValueError):
+        return None
+    return record.get("profile") if isinstance(record, dict) else None
 
 
 def build_ladder(
@@ -644,7 +663,7 @@ def build_ladder(
     """
     models_dir = resolve(profile.models_dir)
     if profile.kind == "embedded":
-        remove_stale_models(models_dir, keep=profile_model_names(profile))
+        remove_stale_models(models_dir, keep=profile_model_names(profile), profile=profile.name)
         ladder, curves = train_ladder(profile, config, models_dir, progress=progress)
     else:
         ladder, curves = (

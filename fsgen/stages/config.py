@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from fsgen.core.executor import Executor, as_executor
 from fsgen.core.io import read_yaml
@@ -41,11 +41,18 @@ def _pair_items(value: Any) -> Any:
     ]
 
 
+# Values within their meaning: counts of things (>= 1), counts that may be none (>= 0), seeds,
+# shares and probabilities in [0, 1], rates > 0; floats finite; whole numbers never booleans
+Count = Annotated[int, Strict(), Field(ge=1)]
+Size = Annotated[int, Strict(), Field(ge=0)]  # a count that may be 0, an offset or a seed
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]  # a split: some on each side
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a learning rate
 StrList = Annotated[list[str], BeforeValidator(name_list)]
 ExecutorSpec = Annotated[Executor, BeforeValidator(as_executor)]
 Pairs = Annotated[Literal["auto"] | list[tuple[str, str]], BeforeValidator(_pair_items)]
-IntList = Annotated[list[int], BeforeValidator(_split_commas)]
-FloatList = Annotated[list[float], BeforeValidator(_split_commas)]
+CountList = Annotated[list[Count], BeforeValidator(_split_commas)]
+ShareList = Annotated[list[Share], BeforeValidator(_split_commas)]
 
 
 class StageConfig(BaseModel):
@@ -62,22 +69,22 @@ class TrainLadder(StageConfig):
     uses_executor: ClassVar[bool] = True
     profile: str
     executor: ExecutorSpec  # where the rungs train: "local" processes or "ray" tasks
-    seed: int
-    vocab_size: int
-    train_problems: int
-    test_problems: int
-    block_size: int
-    batch_size: int
-    steps: int
-    warmup_steps: int
-    tune_problems: int
-    tune_steps: int
-    tune_lr: float
-    chat_share: float  # share of the base corpus's problems also told as a bare-answer dialogue
-    expression_share: float  # share also told as a formula (the expression task's format)
-    max_new_tokens: int
-    threads: int  # CPU threads each rung trains on (the weights' float sums depend on the count)
-    workers: int  # rungs trained at once, each in its own process (wall time only)
+    seed: Size
+    vocab_size: Count
+    train_problems: Count
+    test_problems: Count
+    block_size: Count
+    batch_size: Count
+    steps: Count
+    warmup_steps: Size
+    tune_problems: Size
+    tune_steps: Size
+    tune_lr: Rate
+    chat_share: Share  # share of the base corpus's problems also told as a bare-answer dialogue
+    expression_share: Share  # share also told as a formula (the expression task's format)
+    max_new_tokens: Count
+    threads: Count  # CPU threads each rung trains on (the weights' float sums depend on the count)
+    workers: Count  # rungs trained at once, each in its own process (wall time only)
 
 
 class TokenLogging(StageConfig):
@@ -88,15 +95,15 @@ class TokenLogging(StageConfig):
     executor: ExecutorSpec  # where the units run: "local" processes or "ray" tasks
     methods: str | list[str]  # "all" (the registry's every method), or their names
     data_dir: str  # a local data directory (like ../shared/data); "": FSGEN_DATA_DIR or none
-    n_prompts: int  # prompts per task for the methods of a pair
-    ladder_prompts: int  # prompts per task for each rung alone and the ladder-wide oracle
-    chunk_size: int
-    max_new_tokens: int
-    batch_size: int
-    seed: int
-    bootstrap: int  # resamples of the prompts for each collaboration frequency's interval
-    threads: int  # CPU threads each unit computes on (the traces' float sums depend on the count)
-    workers: int  # units decoded at once, each in its own process (wall time only)
+    n_prompts: Count  # prompts per task for the methods of a pair
+    ladder_prompts: Count  # prompts per task for each rung alone and the ladder-wide oracle
+    chunk_size: Count
+    max_new_tokens: Count
+    batch_size: Count
+    seed: Size
+    bootstrap: Count  # resamples of the prompts for each collaboration frequency's interval
+    threads: Count  # CPU threads each unit computes on (the traces' float sums depend on the count)
+    workers: Count  # units decoded at once, each in its own process (wall time only)
 
 
 class Frequency(StageConfig):
@@ -112,10 +119,10 @@ class ScalingLaw(StageConfig):
     uses_profile: ClassVar[bool] = False
     uses_executor: ClassVar[bool] = True
     executor: ExecutorSpec  # where the groups are fitted: "local" processes or "ray" tasks
-    bootstrap: int
-    seed: int
+    bootstrap: Size
+    seed: Size
     paper_dataset: str
-    workers: int  # groups fitted at once, each in its own process (wall time only)
+    workers: Count  # groups fitted at once, each in its own process (wall time only)
 
 
 class Uncertainty(StageConfig):
@@ -123,10 +130,10 @@ class Uncertainty(StageConfig):
 
     uses_profile: ClassVar[bool] = False
     method: str
-    entropy_bin_count: int
+    entropy_bin_count: Count
     example_pair: str  # the top-k example's pair, like "e3-e0"; "": the widest pair logged
-    example_tokens: int
-    bootstrap: int  # resamples of the prompts for each AUROC's interval
+    example_tokens: Count
+    bootstrap: Size  # resamples of the prompts for each AUROC's interval
 
 
 class LLMToSLMPair(BaseModel):
@@ -148,20 +155,20 @@ class LLMToSLM(StageConfig):
     tasks: StrList  # trained on together (pairs interleaved), evaluated and timed one by one
     layer: int  # hidden layer of a decoder-only large model (-1: the last)
     fusion: str  # "add" or "replace"
-    projector_hidden: int  # 0: the wider of the two models
-    train_pairs: int
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    n_prompts: int
-    eval_batch_size: int
-    timing_prompts: int
-    batch_sizes: IntList
-    repeats: int
-    max_new_tokens: int
-    seed: int
-    threads: int
+    projector_hidden: Size  # 0: the wider of the two models
+    train_pairs: Count
+    steps: Count
+    batch_size: Count
+    lr: Rate
+    warmup_steps: Size
+    n_prompts: Count
+    eval_batch_size: Count
+    timing_prompts: Count
+    batch_sizes: CountList
+    repeats: Count
+    max_new_tokens: Count
+    seed: Size
+    threads: Count
 
     def pair(self) -> LLMToSLMPair:
         """The pair of this config's profile."""
@@ -182,21 +189,21 @@ class Routers(StageConfig):
     task: str  # "": the profile's first task
     data_dir: str  # "": the data directory the token logs were made from
     pairs: Pairs  # [[large, small], ...]; "auto": the largest rung with the two below it
-    target_call_rates: FloatList
-    n_prompts: int
-    prompt_offset: int
-    seed: int
-    fit_fraction: float
-    top_k: int
-    max_new_tokens: int
-    batch_size: int
+    target_call_rates: ShareList
+    n_prompts: Count
+    prompt_offset: Size
+    seed: Size
+    fit_fraction: Fraction
+    top_k: Count
+    max_new_tokens: Count
+    batch_size: Count
     speedup_pairs: Pairs  # as pairs; []: no speed-up study
-    draft_lengths: IntList
-    speedup_prompts: int
-    repeats: int
-    probe_tokens: IntList
-    threads: int
-    workers: int  # sweep runs decoded at once, each in its own process (not the speed-up study)
+    draft_lengths: CountList
+    speedup_prompts: Size
+    repeats: Count
+    probe_tokens: CountList
+    threads: Count
+    workers: Count  # sweep runs decoded at once, each in its own process (not the speed-up study)
 
 
 class Findings(StageConfig):

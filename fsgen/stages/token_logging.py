@@ -47,7 +47,7 @@ from fsgen.core.io import atomic_write_text, write_metrics
 from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
 from fsgen.core.parallel import check_workers, run_jobs
-from fsgen.core.shards import PLAN, ShardStore, merge_logs, write_plan
+from fsgen.core.shards import PLAN, SETTINGS, ShardStore, merge_logs, run_fingerprint, write_plan
 from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
@@ -294,7 +294,9 @@ def log_tokens(
     ]
     write_plan(out_dir, [u.key for u in plan])
     units = plan
-    todo = [u for u in units if not gens.done(u.key)]
+    run = run_fingerprint(out_dir)
+    traces = ShardStore(out_dir / "traces")
+    todo = [u for u in units if not (gens.done(u.key, run) and traces.done(u.key, run))]
     jobs = [
         UnitJob(
             profile,
@@ -319,7 +321,7 @@ def log_tokens(
             desc="token logging",
             progress=progress,
             executor=executor,
-            on_result=lambda index, result: write_unit(out_dir, jobs[index].unit, *result),
+            on_result=lambda index, result: write_unit(out_dir, run, jobs[index].unit, *result),
             resources=lambda job: unit_resources(job.unit, profile, threads, executor),
             group=lambda job: model_set(job.unit, profile),
             name=lambda job: f"unit {job.unit.key}",
@@ -335,11 +337,11 @@ def log_tokens(
     return counts
 
 
-def write_unit(out_dir: Path, unit: Unit, trace, generations, loads: int) -> int:
-    """Write a finished unit's trace and then its generations (which mark it done); returns the
-    models its worker loaded for it."""
-    ShardStore(out_dir / "traces").write(unit.key, trace)
-    ShardStore(out_dir / "generations").write(unit.key, generations)  # last: marks it done
+def write_unit(out_dir: Path, run: str, unit: Unit, trace, generations, loads: int) -> int:
+    """Write a finished unit's trace and then its generations (which mark it done), both marked
+    as the run `run`'s; returns the models its worker loaded for it."""
+    ShardStore(out_dir / "traces").write(unit.key, trace, run)
+    ShardStore(out_dir / "generations").write(unit.key, generations, run)  # last: marks it done
     return loads
 
 
@@ -494,7 +496,6 @@ def summarize_logs(
 
 
 OWNER = "token_logging"
-SETTINGS = "settings.json"
 WRITES = (SETTINGS, PLAN, "traces/*.parquet", "generations/*.parquet")  # all a run writes
 
 
