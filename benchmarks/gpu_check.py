@@ -1,7 +1,7 @@
 """The GPU check: fsgen on random-weight models of the hub profiles' real sizes, no hub needed.
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json   # a CUDA machine
-    python benchmarks/gpu_check.py --tiny --out /tmp/gpu_check.json           # CPU rehearsal
+    python benchmarks/gpu_check.py --tiny   # CPU rehearsal: results/gpu_check_tiny_cpu.json
 
 Builds Qwen1.5 0.5B/1.8B/4B/7B and Pythia 70m..1.4b (their real shapes, random bf16 weights,
 the fake hub's tokenizers: tests/fake_hub.py) and measures, in one run:
