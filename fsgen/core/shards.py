@@ -49,7 +49,8 @@ class ShardStore:
 
     def done(self, key: str, run: str = "") -> bool:
         """Whether the shard `key` was written completely (by the run `run`, when given)."""
-        return self.provenance(key) is not None and (not run or self.provenance(key) == run)
+        written = self.provenance(key)  # one footer read
+        return written is not None and (not run or written == run)
 
     def provenance(self, key: str) -> str | None:
         """The run fingerprint shard `key` was written with ("" if none); None when there is

@@ -293,10 +293,9 @@ def log_tokens(
         if (size := len(chunk(u)))
     ]
     write_plan(out_dir, [u.key for u in plan])
-    units = plan
     run = run_fingerprint(out_dir)
     traces = ShardStore(out_dir / "traces")
-    todo = [u for u in units if not (gens.done(u.key, run) and traces.done(u.key, run))]
+    todo = [u for u in plan if not (gens.done(u.key, run) and traces.done(u.key, run))]
     jobs = [
         UnitJob(
             profile,
@@ -329,7 +328,7 @@ def log_tokens(
         )
     finally:
         _CACHES.clear()  # this process's models (workers > 1: the workers' went with them)
-    counts = {"units": len(units), "run": len(todo), "skipped": len(units) - len(todo)}
+    counts = {"units": len(plan), "run": len(todo), "skipped": len(plan) - len(todo)}
     counts["model_loads"] = sum(loads)
     counts["model_sets"] = len({model_set(u, profile) for u in todo})
     if executor.kind == "ray":
