@@ -37,7 +37,7 @@ from fsgen.core.plots import save_figure
 from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
 from fsgen.engine.collaborate import collaborate
 from fsgen.engine.routers import Router, entropy, make_router
-from fsgen.models.profiles import load_rung
+from fsgen.models.cache import models_for, release_models
 
 KINDS = ("threshold", "margin", "entropy", "learned")
 ORACLE_COLUMNS = ("prompt_id", "mismatch", "small_top1_prob", "small_margin", "small_entropy")
@@ -404,13 +404,6 @@ class SweepResult:
     scores: pd.DataFrame
 
 
-def load_rung_cached(cache: dict, profile, name: str):
-    """Rung `name` of `profile` as (model, tokenizer), loaded once into `cache`."""
-    if name not in cache:
-        cache[name] = load_rung(profile.rung(name), profile)
-    return cache[name]
-
-
 @dataclass(frozen=True)
 class SweepRun:
     """One decoding run of a sweep (a `sweep_routers` job): System 1 (`small`) decodes the
@@ -431,17 +424,12 @@ class SweepRun:
     seed: int = 0
 
 
-_MODELS: dict = {}  # the rungs this process has loaded for sweep runs, by (profile, name)
-
-
 def run_sweep(job: SweepRun) -> dict:
     """Decode one `SweepRun`; returns its realised call rate, collaboration frequency, accuracy,
     tokens, large-model forwards and wall seconds."""
 
-    def model(name: str):
-        return load_rung_cached(_MODELS.setdefault(job.profile.name, {}), job.profile, name)
-
-    (small, tokenizer), (large, _) = model(job.small), model(job.large)
+    models = models_for(job.profile)
+    small, large, tokenizer = models.get(job.small), models.get(job.large), models.tokenizer
     how: dict = {"method": job.method}
     if job.calibration is not None:
         how["router"] = job.calibration.router()
@@ -562,7 +550,7 @@ def sweep_routers(
             name=lambda run: f"sweep run {run.method} {run.large}-{run.small}",
         )
     finally:
-        _MODELS.clear()
+        release_models()
     table = pd.DataFrame([label | measured[index] for label, index in rows])
     return SweepResult(table, summarize_sweep(table), pd.DataFrame(scores))
 

@@ -58,13 +58,14 @@ import seaborn as sns
 import torch
 from scipy.optimize import nnls
 
-from fsgen.analysis.routing import load_rung_cached, oracle_trace, parse_pairs, profile_task
+from fsgen.analysis.routing import oracle_trace, parse_pairs, profile_task
 from fsgen.core.plots import save_figure
 from fsgen.core.timing import timed
 from fsgen.data.tasks import build_prompts, get_task, load_examples
 from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import Engine
 from fsgen.engine.forward import open_stream
+from fsgen.models.cache import models_for
 
 
 def replay_rounds(mismatch: Sequence[bool], k: int) -> list[int]:
@@ -304,12 +305,11 @@ def speedup_study(
         "probe_finished": long,
         "full": max_new_tokens,
     }
-    cache: dict = {}
+    models = models_for(profile)
     acceptance, timings, table, work = [], [], [], []
     for large_name, small_name in plan:
         pair = f"{large_name}-{small_name}"
-        large, tokenizer = load_rung_cached(cache, profile, large_name)
-        small, _ = load_rung_cached(cache, profile, small_name)
+        large, small, tokenizer = models.get(large_name), models.get(small_name), models.tokenizer
         trace = oracle_trace(traces, task, large_name, small_name)
         trace = trace[trace["prompt_id"] < n_prompts]
         if trace["prompt_id"].nunique() < n_prompts:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import json
+import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,3 +88,43 @@ def code_fingerprint(modules: Iterable[str]) -> str:
     for module in sorted(module_closure(modules)):
         digest.update(module.encode() + module_path(module).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def notebook_files(notebook: str | Path) -> list[str]:
+    """Repository-relative paths of the fsgen modules a notebook's code cells run."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    code = "\n".join(
+        re.sub(r"^(\s*)[%!].*", r"\1pass", line)  # IPython magics and shell lines
+        for cell in cells
+        if cell["cell_type"] == "code"
+        for line in "".join(cell["source"]).splitlines()
+    )
+    return module_files(fsgen_imports(code))
+
+
+def sync_dvc_deps(dvc_file: str | Path) -> bool:
+    """Rewrite the fsgen module deps of every stage in `dvc_file` (its other lines, comments
+    included, as they are) to the modules its notebook runs; True if the file changed."""
+    path = Path(dvc_file)
+    lines, out, notebook = path.read_text().splitlines(keepends=True), [], None
+    for line in lines:
+        found = re.match(r"\s+- (notebooks/\S+\.ipynb)$", line)
+        if found and notebook is None:
+            notebook = found.group(1)
+            out.append(line)
+            indent = line[: line.index("-")]
+            out += [f"{indent}- {f}\n" for f in notebook_files(path.parent / notebook)]
+            continue
+        if re.match(r"\s+- fsgen/\S+\.py$", line):
+            continue
+        if re.match(r"  \S", line):  # the next stage
+            notebook = None
+        out.append(line)
+    text = "".join(out)
+    changed = text != path.read_text()
+    path.write_text(text)
+    return changed
+
+
+if __name__ == "__main__":  # python -m fsgen.core.source dvc.yaml: the deps follow the imports
+    print("deps updated" if sync_dvc_deps(sys.argv[1]) else "deps already up to date")

@@ -53,7 +53,8 @@ from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_dat
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
 from fsgen.engine.methods import METHODS as REGISTRY
 from fsgen.engine.methods import get_method
-from fsgen.models.profiles import Profile, load_rung
+from fsgen.models.cache import ModelCache, models_for, release_models
+from fsgen.models.profiles import Profile
 
 METHODS = ("alone", *(name for name, method in REGISTRY.items() if method.pairs))
 
@@ -124,27 +125,6 @@ def _smalls(method: str, smaller) -> list[str]:
     if spec.ladder_wide:
         return [""] if smaller else []
     return [s.name for s in smaller if s.tuned or not spec.uses_tuned]
-
-
-class ModelCache:
-    """Loads rungs on demand and keeps only those the current unit needs."""
-
-    def __init__(self, profile: Profile):
-        self.profile, self.models, self.tokenizer = profile, {}, None
-        self.loads = 0  # models loaded so far
-
-    def get(self, name: str, tuned: bool = False):
-        key = (name, tuned)
-        if key not in self.models:
-            model, tokenizer = load_rung(self.profile.rung(name), self.profile, tuned=tuned)
-            self.models[key], self.tokenizer = model, self.tokenizer or tokenizer
-            self.loads += 1
-        return self.models[key]
-
-    def keep(self, needed: set[tuple[str, bool]]) -> None:
-        for key in list(self.models):
-            if key not in needed:
-                del self.models[key]
 
 
 def _needed(unit: Unit, profile: Profile) -> set[tuple[str, bool]]:
@@ -327,7 +307,7 @@ def log_tokens(
             report=ray_run,
         )
     finally:
-        _CACHES.clear()  # this process's models (workers > 1: the workers' went with them)
+        release_models()  # this process's models (workers > 1: the workers' went with them)
     counts = {"units": len(plan), "run": len(todo), "skipped": len(plan) - len(todo)}
     counts["model_loads"] = sum(loads)
     counts["model_sets"] = len({model_set(u, profile) for u in todo})
@@ -398,14 +378,11 @@ class UnitJob:
     trace_top_k: int
 
 
-_CACHES: dict[str, ModelCache] = {}  # per profile, the models this process has loaded
-
-
 def log_unit(job: UnitJob) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Decode `job`'s unit: its trace, its generations and the models loaded for it (a worker
     keeps the models of its last unit, so the next unit of the same models loads none)."""
     unit, profile = job.unit, job.profile
-    cache = _CACHES.setdefault(profile.name, ModelCache(profile))
+    cache = models_for(profile)
     loads_before = cache.loads
     cache.keep(_needed(unit, profile))
     cache.get(unit.large)  # loads the tokenizer with the first model
