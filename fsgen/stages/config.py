@@ -12,6 +12,7 @@ what was expected.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
@@ -19,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Vali
 from fsgen.core.executor import Executor, as_executor
 from fsgen.core.io import read_yaml
 from fsgen.core.names import name_list
+from fsgen.core.paths import resolve
 
 
 def _split_commas(value: Any) -> Any:
@@ -224,6 +226,24 @@ SECTIONS: dict[str, type[StageConfig]] = {
     "routers": Routers,
     "findings": Findings,
 }
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """The files and folders a stage reads and writes, as its notebook's parameters cell names
+    them (`dvc repro` passes the pipeline's, the defaults are a scratch folder's). Each stage
+    module declares its own `Paths(StagePaths)`; every field is resolved from the repository
+    root, so a stage runs the same from any working directory."""
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, str | os.PathLike) or not str(value):
+                raise ValueError(
+                    f"{type(self).__module__}.{type(self).__name__}.{field.name}: expected a "
+                    f"path (a non-empty string), got {value!r}"
+                )
+            object.__setattr__(self, field.name, resolve(value))
 
 
 def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> StageConfig:
