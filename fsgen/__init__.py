@@ -61,7 +61,7 @@ _HOMES = {  # each public name, by layer, and the module it lives in (imported o
     # stages: each stage's values, token logging, the router stage's outputs
     "default_tasks": "fsgen.stages.token_logging",
     "log_tokens": "fsgen.stages.token_logging",
-    "logging_methods": "fsgen.stages.token_logging",
+    "logging_methods": "fsgen.engine.methods",
     "stage_config": "fsgen.stages.config",
     "write_logging_outputs": "fsgen.stages.token_logging",
     "router_data_dir": "fsgen.stages.routers",

@@ -12,8 +12,9 @@ from fsgen.analysis.uncertainty import (
     mismatch_by_decile,
     pair_traces,
     signal_auroc,
-    write_uncertainty_outputs,
 )
+from fsgen.stages import uncertainty as stage
+from fsgen.stages.config import stage_config
 
 
 def _traces(seed: int = 0) -> pd.DataFrame:
@@ -99,13 +100,19 @@ def test_example_picks_the_prompt_with_most_mismatches():
 
 
 def test_outputs_and_metric_keys(tmp_path):
-    auroc = write_uncertainty_outputs(
-        _traces(),
-        metrics_file=tmp_path / "m.json",
-        results_dir=tmp_path / "r",
-        example_pair="b-a",
-        bootstrap=20,
+    config = stage_config(
+        "uncertainty",
+        "",
+        {
+            "method": "oracle",
+            "entropy_bin_count": 10,
+            "example_pair": "b-a",
+            "example_tokens": 40,
+            "bootstrap": 20,
+        },
     )
+    paths = stage.Paths(tmp_path / "logs", tmp_path / "m.json", tmp_path / "r")
+    auroc = stage.write_outputs(_traces(), config, paths).auroc
     metrics = json.loads((tmp_path / "m.json").read_text())
     for pair in ("b-a", "c-a"):
         for signal in ("top1_prob", "margin", "entropy"):

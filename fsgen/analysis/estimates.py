@@ -29,14 +29,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fsgen.core.names import parse_size
-from fsgen.engine.methods import METHODS
+from fsgen.engine.methods import METHODS, logging_methods
 from fsgen.models.profiles import Profile, load_config
 
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 H100_BANDWIDTH = 3.35e12  # bytes/s, H100 SXM HBM3
 H100_FLOPS = 989e12  # dense bf16
 H100_MEMORY = 80e9
-METHODS_ALL = ("alone", *(name for name, method in METHODS.items() if method.pairs))
 USABLE = 0.9  # of a GPU's memory: the CUDA context and the allocator's fragmentation take the rest
 
 
@@ -221,7 +220,7 @@ def estimate_profile(
         raise ValueError(
             f"profile {profile.name!r} is {profile.kind!r}; estimates are for hub ones"
         )
-    methods = list(METHODS_ALL) if list(methods) in (["all"], []) else list(methods)
+    methods = logging_methods("all") if list(methods) in (["all"], []) else list(methods)
     per_param = BYTES.get(profile.dtype, 2)
     prompts = {**LONGEST_PROMPT, **(prompts or {})}
     shapes = [shape_of(rung.model) for rung in profile.rungs]

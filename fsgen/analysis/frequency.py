@@ -1,4 +1,4 @@
-"""Stage 02: how often System 2 steps in. Collaboration frequency (CF = mismatches / generated
+"""How often System 2 steps in (stage 02). Collaboration frequency (CF = mismatches / generated
 tokens) per task, method and pair, with the pair's parameter ratio and the accuracy of each
 system, from the token-logging summary.
 
@@ -7,9 +7,7 @@ A pair is `<large>-<small>`. System 1 is the small rung alone, System 2 the larg
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -18,15 +16,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
-from fsgen.core.plots import save_figure
+from fsgen.engine.methods import pair_methods
 
 if TYPE_CHECKING:  # a type only: the frequency tables never load a model
     from fsgen.models.profiles import Profile
 
 UNDER = 0.2  # FS-GEN: fewer than ~20% of tokens need the large model
-COLLABORATIONS = ("oracle", "contrastive", "contrastive_obrien", "speculative", "proxy")
 TABLE_COLUMNS = [
     "task",
     "method",
@@ -72,7 +68,14 @@ def frequency_table(summary: pd.DataFrame, sizes: dict[str, float]) -> pd.DataFr
     if missing:
         raise ValueError(f"summary lacks columns {sorted(missing)}; is it a token-logging summary?")
     alone = summary[summary["method"] == "alone"].set_index(["task", "large"])["accuracy"]
-    pairs = summary[summary["method"].isin(COLLABORATIONS)].copy()
+    methods = pair_methods()  # the registry's, in its order
+    unknown_methods = sorted(set(summary["method"]) - {"alone", *methods})
+    if unknown_methods:
+        raise ValueError(
+            f"summary has methods {unknown_methods} that are not in the method registry "
+            f"(fsgen.engine.methods.METHODS: {methods})"
+        )
+    pairs = summary[summary["method"] != "alone"].copy()
     unknown = sorted((set(pairs["large"]) | set(pairs["small"])) - set(sizes))
     if unknown:
         raise ValueError(f"rungs {unknown} have no parameter count; known sizes: {sizes}")
@@ -90,7 +93,7 @@ def frequency_table(summary: pd.DataFrame, sizes: dict[str, float]) -> pd.DataFr
     for column in TABLE_COLUMNS:  # a summary written before intervals were logged
         if column.endswith(("_low", "_high")) and column not in pairs:
             pairs[column] = np.nan
-    order = {m: i for i, m in enumerate(COLLABORATIONS)}
+    order = {m: i for i, m in enumerate(methods)}
     pairs = pairs.assign(_m=pairs["method"].map(order)).sort_values(
         ["task", "_m", "n_large", "n_small"], kind="stable"
     )
@@ -146,30 +149,11 @@ def frequency_metrics(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, o
     return metrics
 
 
-def write_frequency_outputs(
-    table: pd.DataFrame,
-    summary: pd.DataFrame,
-    metrics_file: str | os.PathLike,
-    results_dir: str | os.PathLike,
-) -> dict[str, object]:
-    """Write the CF table (CSV), the flat metrics and the figures; returns the metrics."""
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(results_dir / "frequency.csv", index=False, float_format="%.6g")
-    metrics = frequency_metrics(table, summary)
-    write_metrics(metrics_file, metrics)
-    plot_frequency_heatmaps(table, results_dir / "frequency_heatmaps")
-    plot_frequency_by_small(table, results_dir / "frequency_by_small")
-    plot_accuracy(table, results_dir / "accuracy")
-    plt.close("all")
-    return metrics
-
-
 def _rungs(table: pd.DataFrame, who: str) -> list[str]:
     return list(table.drop_duplicates(who).sort_values(f"n_{who}")[who])
 
 
-def plot_frequency_heatmaps(table: pd.DataFrame, stem: str | os.PathLike | None = None):
+def plot_frequency_heatmaps(table: pd.DataFrame) -> plt.Figure:
     """One heatmap per task and method: large rung down, small rung across, CF in each cell."""
     sns.set_theme(style="white", context="notebook")
     tasks, methods = list(dict.fromkeys(table["task"])), list(dict.fromkeys(table["method"]))
@@ -203,8 +187,6 @@ def plot_frequency_heatmaps(table: pd.DataFrame, stem: str | os.PathLike | None 
             )
     fig.suptitle("Collaboration frequency: share of tokens where System 2 overrides System 1")
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
 
 
@@ -217,7 +199,7 @@ def _interval_bars(data: pd.DataFrame, x: str, y: str, color=None, **_) -> None:
     plt.errorbar(data[x], data[y], yerr=spread, fmt="none", ecolor=color, capsize=2, lw=1)
 
 
-def plot_frequency_by_small(table: pd.DataFrame, stem: str | os.PathLike | None = None):
+def plot_frequency_by_small(table: pd.DataFrame) -> plt.Figure:
     """CF against the small rung's size, one line per large rung, one panel per task x method."""
     sns.set_theme(style="whitegrid", context="notebook")
     grid = sns.relplot(
@@ -240,12 +222,10 @@ def plot_frequency_by_small(table: pd.DataFrame, stem: str | os.PathLike | None 
         ax.axhline(UNDER, color="grey", linestyle=":", linewidth=1)
     grid.set_axis_labels("small model parameters (System 1)", "collaboration frequency (95% CI)")
     grid.figure.suptitle("For a fixed large model, CF falls as System 1 grows", y=1.02)
-    if stem is not None:
-        save_figure(grid.figure, stem)
     return grid.figure
 
 
-def plot_accuracy(table: pd.DataFrame, stem: str | os.PathLike | None = None):
+def plot_accuracy(table: pd.DataFrame) -> plt.Figure:
     """Task accuracy per pair: System 1 alone, System 2 alone and each collaboration method."""
     sns.set_theme(style="whitegrid", context="notebook")
     alone = table.drop_duplicates(["task", "pair"])[
@@ -271,8 +251,6 @@ def plot_accuracy(table: pd.DataFrame, stem: str | os.PathLike | None = None):
     )
     grid.set_axis_labels("pair (large-small)", "task accuracy")
     grid.figure.suptitle("Accuracy of each system and collaboration", y=1.02)
-    if stem is not None:
-        save_figure(grid.figure, stem)
     return grid.figure
 
 

@@ -12,7 +12,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -26,12 +25,8 @@ from statsmodels.regression.linear_model import RegressionResultsWrapper
 from statsmodels.tools.eval_measures import aic, bic
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
-from fsgen.core.executor import Executor
-from fsgen.core.io import write_metrics
 from fsgen.core.names import parse_size
-from fsgen.core.parallel import run_jobs
 from fsgen.core.paths import resolve
-from fsgen.core.plots import save_figure
 from fsgen.core.stats import percentile_interval
 
 PAPER_FREQUENCIES = "data/paper/fsgen_collaboration_frequency.csv"
@@ -286,38 +281,20 @@ def group_fits(
     return jobs
 
 
-def fit_groups(
-    jobs: Sequence[GroupFit], workers: int = 1, executor: str | Executor = "local"
-) -> list[dict]:
-    """`[fit_group(job) for job in jobs]`, `workers` groups at once in their own processes (or
-    as Ray tasks: `fsgen.core.executor`); each group's fit is the same whichever process makes
-    it."""
-    return run_jobs(
-        fit_group,
-        jobs,
-        workers=workers,
-        executor=executor,
-        name=lambda job: f"fit of {job.key}",
-        cost=lambda job: job.bootstrap * len(job.ratios),
-        desc="scaling-law fits",
-        progress=False,
-    )
-
-
 def fit_table(
     table: pd.DataFrame,
     by: Sequence[str] = ("task", "method"),
     *,
     bootstrap: int = 1000,
     seed: int = 0,
-    workers: int = 1,
 ) -> pd.DataFrame:
     """Fit the scaling law to every group of `table` (columns `n_large`, `n_small`, `ratio`,
     `collaboration_frequency`): parameters, R^2, bootstrap intervals, leave-one-pair-out error,
-    and the AIC of each form. Groups with fewer than 3 distinct ratios get a row of NaNs.
-    `workers`: fit this many groups at once (`fit_groups`)."""
-    jobs = group_fits(table, by, bootstrap=bootstrap, seed=seed)
-    return pd.DataFrame(fit_groups(jobs, workers))
+    and the AIC of each form. Groups with fewer than 3 distinct ratios get a row of NaNs. (Stage
+    03 fits the groups in parallel, `fsgen.stages.scaling_law`; each fit is the same anywhere.)"""
+    return pd.DataFrame(
+        [fit_group(job) for job in group_fits(table, by, bootstrap=bootstrap, seed=seed)]
+    )
 
 
 def fit_metrics(
@@ -345,8 +322,7 @@ def plot_scaling_fits(
     paper: pd.DataFrame | None = None,
     paper_fits: pd.DataFrame | None = None,
     paper_dataset: str = "gsm8k",
-    stem: str | os.PathLike | None = None,
-):
+) -> plt.Figure:
     """Per task and method: CF against r^-alpha (where the law is a straight line) and against
     log r, with the fit; the paper's Qwen1.5 points for the same method on `paper_dataset`
     and their fit overlaid."""
@@ -393,14 +369,10 @@ def plot_scaling_fits(
         right.legend(fontsize=7, loc="best")
     fig.suptitle("CF = b - a·r^(-α): data and least-squares fits")
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
 
 
-def plot_paper_fits(
-    paper: pd.DataFrame, paper_fits: pd.DataFrame, stem: str | os.PathLike | None = None
-):
+def plot_paper_fits(paper: pd.DataFrame, paper_fits: pd.DataFrame) -> plt.Figure:
     """The paper's published Qwen1.5 frequencies per method and dataset against r, refitted."""
     sns.set_theme(style="whitegrid", context="notebook")
     methods, datasets = sorted(set(paper.method)), sorted(set(paper.dataset))
@@ -431,37 +403,4 @@ def plot_paper_fits(
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.suptitle("The FS-GEN paper's Qwen1.5 frequencies, fitted with fsgen.fit_scaling_law")
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
-
-
-def write_scaling_outputs(
-    table: pd.DataFrame,
-    *,
-    metrics_file: str | os.PathLike,
-    results_dir: str | os.PathLike,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    paper_dataset: str = "gsm8k",
-    paper_file: str | os.PathLike = PAPER_FREQUENCIES,
-    workers: int = 1,
-    executor: str | Executor = "local",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stage 03: fit every task x method of the CF `table` and every method x dataset of the
-    paper's points (`workers` groups at once); write both fit tables (CSV), the flat metrics
-    and the figures."""
-    results_dir = Path(resolve(results_dir))
-    results_dir.mkdir(parents=True, exist_ok=True)
-    paper = paper_frequencies(paper_file)
-    ours = group_fits(table, bootstrap=bootstrap, seed=seed)
-    theirs = group_fits(paper.rename(columns={"dataset": "task"}), bootstrap=bootstrap, seed=seed)
-    rows = fit_groups(ours + theirs, workers, executor)  # one pool for both tables
-    fits, paper_fits = pd.DataFrame(rows[: len(ours)]), pd.DataFrame(rows[len(ours) :])
-    fits.to_csv(results_dir / "fits.csv", index=False, float_format="%.6g")
-    paper_fits.to_csv(results_dir / "paper_fits.csv", index=False, float_format="%.6g")
-    write_metrics(metrics_file, fit_metrics(fits) | fit_metrics(paper_fits, prefix="paper."))
-    plot_scaling_fits(table, fits, paper, paper_fits, paper_dataset, results_dir / "scaling_law")
-    plot_paper_fits(paper, paper_fits, results_dir / "paper_fits")
-    plt.close("all")
-    return fits, paper_fits

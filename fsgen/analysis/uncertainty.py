@@ -8,16 +8,11 @@ probability), `-margin` (top-1 minus top-2, negated) and `entropy` (nats).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from fsgen.core.io import write_metrics
-from fsgen.core.plots import save_figure
 from fsgen.core.stats import bootstrap_over_units, weighted_auroc, wilson_interval
 
 SIGNALS = {"top1_prob": "small_top1_prob", "margin": "small_margin", "entropy": "small_entropy"}
@@ -116,7 +111,7 @@ def uncertainty_metrics(auroc: pd.DataFrame, deciles: pd.DataFrame, method: str)
     return metrics
 
 
-def plot_position_heatmap(rows: pd.DataFrame, stem: str | os.PathLike | None = None):
+def plot_position_heatmap(rows: pd.DataFrame) -> plt.Figure:
     """Mismatch rate by decile of relative position: one heatmap per task, pairs down."""
     sns.set_theme(style="white", context="notebook")
     deciles = mismatch_by_decile(rows)
@@ -139,12 +134,10 @@ def plot_position_heatmap(rows: pd.DataFrame, stem: str | os.PathLike | None = N
         ax.set(title=task, xlabel="decile of the generation (0 = start)", ylabel="pair")
     fig.suptitle("Where System 2 overrides System 1: mismatch rate by position")
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
 
 
-def plot_signal_densities(rows: pd.DataFrame, stem: str | os.PathLike | None = None):
+def plot_signal_densities(rows: pd.DataFrame) -> plt.Figure:
     """KDE of System 1's top-1 probability, margin and entropy at matched and mismatched
     tokens, one row per pair (densities normalised within each class)."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -173,12 +166,10 @@ def plot_signal_densities(rows: pd.DataFrame, stem: str | os.PathLike | None = N
             ax.set(xlabel=name if i == len(pairs) - 1 else "", ylabel=pair if j == 0 else "")
     fig.suptitle("System 1's certainty at tokens where System 2 agrees vs overrides")
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
 
 
-def plot_entropy_bins(rows: pd.DataFrame, bins: int = 10, stem: str | os.PathLike | None = None):
+def plot_entropy_bins(rows: pd.DataFrame, bins: int = 10) -> plt.Figure:
     """Mismatch rate against System 1's entropy, one line per pair."""
     sns.set_theme(style="whitegrid", context="notebook")
     table = entropy_bins(rows, bins)
@@ -195,8 +186,6 @@ def plot_entropy_bins(rows: pd.DataFrame, bins: int = 10, stem: str | os.PathLik
     )
     grid.set_axis_labels("System 1 entropy (nats, bin centre)", "mismatch rate")
     grid.figure.suptitle("The less sure System 1 is, the more often System 2 overrides it", y=1.03)
-    if stem is not None:
-        save_figure(grid.figure, stem)
     return grid.figure
 
 
@@ -225,9 +214,7 @@ def example_generation(
     return part[part["prompt_id"] == prompt_id].sort_values("step").head(max_tokens)
 
 
-def plot_topk_example(
-    example: pd.DataFrame, tokenizer=None, k: int = 3, stem: str | os.PathLike | None = None
-):
+def plot_topk_example(example: pd.DataFrame, tokenizer=None, k: int = 3) -> plt.Figure:
     """Per generated token, System 1's top-k probabilities as stacked bars; tokens where System
     2 overrode System 1 are marked in red."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -263,39 +250,4 @@ def plot_topk_example(
     ax.set_title(f"{pair}, prompt {prompt}: System 1's top-{k} at each token")
     ax.legend(fontsize=7, loc="lower right", ncol=k + 1)
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
-
-
-def write_uncertainty_outputs(
-    traces: pd.DataFrame,
-    *,
-    metrics_file: str | os.PathLike,
-    results_dir: str | os.PathLike,
-    method: str = "oracle",
-    entropy_bin_count: int = 10,
-    example_pair: str = "",
-    example_tokens: int = 40,
-    bootstrap: int = 0,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Stage 04: the tables (CSV), flat metrics and figures of the uncertainty study; returns
-    the AUROC table (with intervals from `bootstrap` resamples of the prompts)."""
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    rows = pair_traces(traces, method)
-    auroc = signal_auroc(rows, bootstrap=bootstrap, seed=seed)
-    auroc.to_csv(results_dir / "auroc.csv", index=False, float_format="%.6g")
-    deciles = mismatch_by_decile(rows)
-    deciles.to_csv(results_dir / "position.csv", index=False, float_format="%.6g")
-    bins = entropy_bins(rows, entropy_bin_count)
-    bins.to_csv(results_dir / "entropy_bins.csv", index=False, float_format="%.6g")
-    write_metrics(metrics_file, uncertainty_metrics(auroc, deciles, method))
-    plot_position_heatmap(rows, results_dir / "position_heatmap")
-    plot_signal_densities(rows, results_dir / "signal_densities")
-    plot_entropy_bins(rows, entropy_bin_count, results_dir / "entropy_bins")
-    example = example_generation(rows, example_pair or None, max_tokens=example_tokens)
-    plot_topk_example(example, stem=results_dir / "topk_example")
-    plt.close("all")
-    return auroc

@@ -11,7 +11,7 @@ the engine runs it with its draft-and-verify strategy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -107,12 +107,31 @@ METHODS: dict[str, Method] = {
         Method("oracle", oracle, "large", ladder_wide=True),
         Method("contrastive", contrastive, "combined", alpha=0.1, beta=0.5),
         Method("contrastive_obrien", contrastive_obrien, "combined", alpha=0.1, beta=0.5),
-        Method("proxy", proxy, "combined", system1="tuned", base=True, alpha=1.0),
         Method("speculative", oracle, "large", drafts=True),
+        Method("proxy", proxy, "combined", system1="tuned", base=True, alpha=1.0),
         Method("small", system1, "small", consults=False),
         Method("large", system1, "large", system1="large", consults=False),
     )
 }
+
+
+def pair_methods() -> list[str]:
+    """The methods that run a pair of rungs (a large and a small one), in registry order: what
+    token logging logs beside each rung alone, and what every later stage reports."""
+    return [name for name, method in METHODS.items() if method.pairs]
+
+
+def logging_methods(methods: str | Sequence[str] = "all") -> list[str]:
+    """The methods token logging runs: "all" (each rung `alone`, then every pair method of the
+    registry), or their names as a comma-separated string or a list."""
+    valid = ["alone", *pair_methods()]
+    if isinstance(methods, str):
+        methods = valid if methods.strip() == "all" else methods.split(",")
+    chosen = [m.strip() for m in methods if m.strip()]
+    unknown = sorted(set(chosen) - set(valid))
+    if unknown or not chosen:
+        raise ValueError(f"unknown logging methods {unknown or chosen}; valid: {valid}")
+    return chosen
 
 
 def get_method(name: str) -> Method:

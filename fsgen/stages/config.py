@@ -15,7 +15,15 @@ import os
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+)
 
 from fsgen.core.executor import Executor, as_executor
 from fsgen.core.io import read_yaml
@@ -63,6 +71,13 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     uses_profile: ClassVar[bool] = True  # whether the stage reads params.yaml's `profile`
     uses_executor: ClassVar[bool] = False  # whether it fans out jobs (params.yaml's `executor`)
+    _params_file: str = PrivateAttr(default="")  # where the values came from ("": tiny values)
+
+    @property
+    def params_file(self) -> str:
+        """The params file the values were read from, where the stage also finds its profile
+        ("": the notebook's tiny values, whose profiles are the repository's params.yaml)."""
+        return self._params_file
 
 
 class TrainLadder(StageConfig):
@@ -268,13 +283,15 @@ def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> St
     else:
         values, where = dict(tiny), f"the notebook's tiny values for {section!r}"
     try:
-        return schema.model_validate(values)
+        config = schema.model_validate(values)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or section}: {e['msg']} (got {e.get('input')!r})"
             for e in error.errors()
         )
         raise ValueError(f"invalid values in {where}: {problems}") from None
+    config._params_file = str(params_file or "")
+    return config
 
 
 def _check_models_dir(params: dict, params_file: str | os.PathLike) -> None:

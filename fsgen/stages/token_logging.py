@@ -51,24 +51,9 @@ from fsgen.core.shards import PLAN, SETTINGS, ShardStore, merge_logs, run_finger
 from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
 from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
-from fsgen.engine.methods import METHODS as REGISTRY
-from fsgen.engine.methods import get_method
+from fsgen.engine.methods import get_method, logging_methods
 from fsgen.models.cache import ModelCache, models_for, release_models
 from fsgen.models.profiles import Profile
-
-METHODS = ("alone", *(name for name, method in REGISTRY.items() if method.pairs))
-
-
-def logging_methods(methods: str | Sequence[str] = "all") -> list[str]:
-    """The logging methods `methods` names: "all" (every one, from the registry), a
-    comma-separated string, or a list."""
-    if isinstance(methods, str):
-        methods = METHODS if methods.strip() == "all" else methods.split(",")
-    chosen = [m.strip() for m in methods if m.strip()]
-    unknown = sorted(set(chosen) - set(METHODS))
-    if unknown or not chosen:
-        raise ValueError(f"unknown logging methods {unknown or chosen}; valid: {list(METHODS)}")
-    return chosen
 
 
 @dataclass(frozen=True)
