@@ -14,7 +14,7 @@ import tempfile
 import time
 
 import fsgen
-from fsgen.models.train import train_ladder
+from fsgen.models.ladder import train_ladder
 
 
 def main() -> None:

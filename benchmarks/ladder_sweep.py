@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 import fsgen
+from fsgen.models.ladder import train_ladder
 from fsgen.models.profiles import Profile, Rung
-from fsgen.models.train import train_ladder
 
 RESULTS = Path(__file__).parent / "results" / "ladder_sweep.csv"
 

@@ -27,8 +27,8 @@ from results_table import append_rows  # benchmarks/results_table.py, beside thi
 
 import fsgen
 import fsgen.data.synthetic as synthetic
+from fsgen.models.ladder import train_ladder
 from fsgen.models.profiles import Profile, Rung
-from fsgen.models.train import train_ladder
 
 RESULTS = Path(__file__).parent / "results" / "ladder_variants.csv"
 WIDE = ({1: (1, 9), 2: (1, 20), 3: (2, 50), 4: (2, 99)}, {3: (2, 5), 4: (2, 9)})

@@ -23,7 +23,7 @@ import pandas as pd
 from results_table import append_rows  # benchmarks/results_table.py, beside this script
 
 import fsgen
-from fsgen.models.train import RECORD, RungJob, build_corpus, train_rungs
+from fsgen.models.ladder import RECORD, RungJob, build_corpus, train_rungs
 
 RESULTS = Path(__file__).parent / "results" / "lr_sweep.csv"
 

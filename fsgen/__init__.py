@@ -43,14 +43,13 @@ _HOMES = {  # each public name, by layer, and the module it lives in (imported o
     "write_trace": "fsgen.engine.trace",
     # models: ladders and loading, the embedded ladder's training, LLM-to-SLM
     "LLMToSLM": "fsgen.models.llm_to_slm",
-    "LadderConfig": "fsgen.models.train",
+    "LadderConfig": "fsgen.models.ladder",
     "ModelUnavailableError": "fsgen.models.profiles",
-    "build_ladder": "fsgen.models.train",
+    "build_ladder": "fsgen.stages.train_ladder",
     "count_parameters": "fsgen.models.profiles",
     "load_model": "fsgen.models.profiles",
     "load_profile": "fsgen.models.profiles",
     "load_rung": "fsgen.models.profiles",
-    "write_ladder_outputs": "fsgen.models.train",
     # analysis: scaling laws, routers, speculative speed-ups
     "calibrate_router": "fsgen.analysis.routing",
     "fit_scaling_law": "fsgen.analysis.scaling",

@@ -24,8 +24,9 @@ import pytest  # noqa: E402
 
 from fsgen.data.synthetic import chat_document, generate_problems, plain_document  # noqa: E402
 from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
+from fsgen.models.ladder import LadderConfig  # noqa: E402
 from fsgen.models.profiles import load_profile  # noqa: E402
-from fsgen.models.train import LadderConfig, build_ladder  # noqa: E402
+from fsgen.stages.train_ladder import build_ladder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ from fsgen.analysis.estimates import LONGEST_PROMPT
 from fsgen.engine.collaborate import collaborate
 from fsgen.models import llm_to_slm
 from fsgen.models.profiles import ModelUnavailableError, load_config, load_profile
-from fsgen.models.train import build_ladder
 from fsgen.stages.quickstart import quickstart_models, quickstart_prompts
 from fsgen.stages.token_logging import log_tokens, write_logging_outputs
+from fsgen.stages.train_ladder import build_ladder
 from tests.conftest import REPO
 
 DATA = REPO.parent / "shared" / "data"

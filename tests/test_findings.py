@@ -9,6 +9,7 @@ import pytest
 
 from fsgen.analysis import findings
 from fsgen.analysis.findings import FAILS, HOLDS, OPEN, by_interval
+from fsgen.analysis.scaling import paper_frequencies
 
 
 @pytest.mark.parametrize(
@@ -127,8 +128,8 @@ def test_missing_outputs_make_their_rows_inconclusive(tmp_path, monkeypatch):
             "collaboration_frequency": [0.1],
         }
     ).to_csv(tmp_path / "paper.csv", index=False)
-    outputs = findings.StageOutputs(paper_points="paper.csv")
-    table = findings.findings_table("synthetic", outputs)
+    inputs = findings.Inputs(paper_points=paper_frequencies(tmp_path / "paper.csv"))
+    table = findings.findings_table("synthetic", inputs)
     assert list(table["id"]) == list(findings.CLAIMS)
     assert (table["verdict"] == OPEN).all()
 

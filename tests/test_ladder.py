@@ -9,7 +9,8 @@ import yaml
 
 from fsgen.core.paths import resolve
 from fsgen.data.synthetic import generate_problems, plain_document
-from fsgen.models import train
+from fsgen.models import ladder as ladder_module
+from fsgen.models.ladder import RECORD, LadderConfig, remove_stale_models, train_ladder
 from fsgen.models.loss_law import fit_loss_law, with_loss_law
 from fsgen.models.profiles import (
     ModelUnavailableError,
@@ -18,15 +19,9 @@ from fsgen.models.profiles import (
     load_profile,
     read_params,
 )
-from fsgen.models.train import (
-    RECORD,
-    LadderConfig,
-    build_model,
-    heldout_loss,
-    remove_stale_models,
-    train_ladder,
-)
+from fsgen.models.train import build_model, heldout_loss
 from fsgen.stages.config import stage_config
+from fsgen.stages.train_ladder import Paths, write_ladder_outputs
 from tests.conftest import TINY
 
 SMALL = TINY  # the tiny ladder of the token-logging tests
@@ -191,7 +186,7 @@ def _weights(folder):
 def test_a_killed_ladder_resumes_without_retraining_to_identical_weights(tmp_path, monkeypatch):
     profile = load_profile("tiny")  # t0, t1 (tuned) and t2 (not tuned)
     whole, whole_curves = train_ladder(profile, SMALL, tmp_path / "whole", progress=False)
-    trained, real = [], train.train_causal_lm
+    trained, real = [], ladder_module.train_causal_lm
 
     def counted(*args, desc, crash_after=None, **kwargs):
         if len(trained) == crash_after:  # t0 and t0-chat are saved, t1 is mid-training
@@ -199,7 +194,7 @@ def test_a_killed_ladder_resumes_without_retraining_to_identical_weights(tmp_pat
         trained.append(desc)
         return real(*args, desc=desc, **kwargs)
 
-    monkeypatch.setattr(train, "train_causal_lm", functools.partial(counted, crash_after=2))
+    monkeypatch.setattr(ladder_module, "train_causal_lm", functools.partial(counted, crash_after=2))
     with pytest.raises(KeyboardInterrupt):
         train_ladder(profile, SMALL, tmp_path / "resumed", progress=False)
     assert trained == ["t0", "t0-chat"]
@@ -208,7 +203,7 @@ def test_a_killed_ladder_resumes_without_retraining_to_identical_weights(tmp_pat
 
     trained.clear()
     monkeypatch.setattr(
-        train,
+        ladder_module,
         "train_causal_lm",
         lambda *a, desc, **k: [trained.append(desc)] and real(*a, desc=desc, **k),
     )
@@ -307,7 +302,7 @@ def test_the_ladder_table_carries_the_loss_law(tmp_path):
     )
     curves = pd.DataFrame(columns=["model", "step", "loss"])
     metrics, results = tmp_path / "m.json", tmp_path / "results"
-    written = train.write_ladder_outputs(ladder, curves, metrics, tmp_path / "t.json", results)
+    written = write_ladder_outputs(ladder, curves, Paths(metrics, tmp_path / "t.json", results))
     table = pd.read_csv(results / "ladder.csv")
     assert {"fitted_loss", "loss_residual"} <= set(table.columns)
     assert "train_seconds" not in table and "train_seconds" in written
@@ -321,7 +316,7 @@ def test_the_ladder_table_carries_the_loss_law(tmp_path):
 def test_the_tiny_ladder_table_has_the_loss_law_columns_empty(tmp_path):
     ladder, curves = train_ladder(load_profile("tiny"), SMALL, tmp_path / "models", progress=False)
     metrics, results = tmp_path / "m.json", tmp_path / "results"
-    train.write_ladder_outputs(ladder, curves, metrics, tmp_path / "t.json", results)
+    write_ladder_outputs(ladder, curves, Paths(metrics, tmp_path / "t.json", results))
     table = pd.read_csv(results / "ladder.csv")
     assert {"fitted_loss", "loss_residual"} <= set(table.columns)  # 3 base rungs: nothing fitted
     assert table["loss_residual"].isna().all() and table["fitted_loss"].isna().all()

@@ -35,8 +35,8 @@ from fsgen.models.llm_to_slm import (
     training_pairs,
 )
 from fsgen.models.profiles import load_profile
-from fsgen.models.train import build_ladder
 from fsgen.stages.config import stage_config
+from fsgen.stages.train_ladder import build_ladder
 from tests.conftest import REPO, TINY
 from tests.reference import _end_ids, naive_collaborate
 from tests.test_decoding import _model

@@ -41,8 +41,8 @@ from fsgen.engine import forward
 from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import Engine, collaborate
 from fsgen.models.profiles import load_profile
-from fsgen.models.train import build_ladder
 from fsgen.stages.token_logging import log_tokens
+from fsgen.stages.train_ladder import build_ladder
 from tests.conftest import REPO, TINY
 from tests.test_decoding import PROMPTS, _model, _perturbed
 from tests.test_notebooks import run_notebook

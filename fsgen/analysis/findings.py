@@ -8,19 +8,13 @@ a tuned copy) is `inconclusive` and says why in `detail`.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from fsgen.analysis.frequency import UNDER
-from fsgen.analysis.scaling import paper_frequencies
-from fsgen.core.io import write_metrics
-from fsgen.core.paths import resolve
 from fsgen.models.loss_law import with_loss_law
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
@@ -64,19 +58,20 @@ PROXY_TUNING_PAPER = 0.88  # Liu et al. 2024: proxy tuning closes 88-91% of Llam
 
 
 @dataclass(frozen=True)
-class StageOutputs:
-    """Where the earlier stages wrote what the findings read (paths from the repository root)."""
+class Inputs:
+    """What the findings read from the earlier stages' outputs; an output not yet written is an
+    empty table (or mapping), and the rows that need it are inconclusive."""
 
-    frequency: str = "results/frequency/frequency.csv"
-    fits: str = "results/scaling_law/fits.csv"
-    paper_fits: str = "results/scaling_law/paper_fits.csv"
-    paper_points: str = "data/paper/fsgen_collaboration_frequency.csv"
-    auroc: str = "results/uncertainty/auroc.csv"
-    position: str = "results/uncertainty/position.csv"
-    ladder: str = "results/train_ladder/ladder.csv"
-    llm_to_slm: str = "metrics/llm_to_slm.json"
-    llm_to_slm_timing: str = "metrics/llm_to_slm_timing.json"
-    routers: str = "results/routers/summary.csv"
+    frequency: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 02's CF table
+    fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 03
+    paper_fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 03
+    paper_points: pd.DataFrame = field(default_factory=pd.DataFrame)  # `paper_frequencies`
+    auroc: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 04
+    position: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 04
+    ladder: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 00
+    llm_to_slm: dict = field(default_factory=dict)  # stage 05's metrics
+    llm_to_slm_timing: dict = field(default_factory=dict)  # stage 05's timings
+    routers: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 06's summary
 
 
 def _nan(value) -> float:
@@ -371,44 +366,28 @@ def router_pareto(routers: pd.DataFrame) -> dict:
     )
 
 
-def _read_csv(path: str) -> pd.DataFrame:
-    full = resolve(path)
-    return pd.read_csv(full) if full.exists() else pd.DataFrame()
-
-
-def _read_json(path: str) -> dict:
-    full = resolve(path)
-    return json.loads(full.read_text()) if full.exists() else {}
-
-
 def findings_table(
-    task: str, outputs: StageOutputs = StageOutputs(), llm_to_slm_task: str = "synthetic"
+    task: str, inputs: Inputs = Inputs(), llm_to_slm_task: str = "synthetic"
 ) -> pd.DataFrame:
     """Every finding from the stage outputs (the FS-GEN rows on `task`, "" for the first task the
     token logs hold; the LLM-to-SLM rows on `llm_to_slm_task`); a row whose inputs are missing (an output not yet written, or written
     before a column existed) is inconclusive and names what is missing."""
-    frequency = _read_csv(outputs.frequency)
+    frequency = inputs.frequency
     if not task and "task" in frequency and len(frequency):
         task = str(frequency["task"].iloc[0])  # "": the first task logged, whatever the profile
-    fits, paper_fits = _read_csv(outputs.fits), _read_csv(outputs.paper_fits)
+    fits, paper_fits, ladder = inputs.fits, inputs.paper_fits, inputs.ladder
     computations = {
-        "cf_under_20pct": lambda: cf_under_20pct(
-            frequency, paper_frequencies(outputs.paper_points)
-        ),
+        "cf_under_20pct": lambda: cf_under_20pct(frequency, inputs.paper_points),
         "power_law": lambda: power_law_fit(fits, paper_fits, task),
         "ratio_alone": lambda: ratio_alone(fits, paper_fits, task),
-        "early_mismatches": lambda: early_mismatches(_read_csv(outputs.position), task),
-        "uncertainty_auroc": lambda: uncertainty_predicts(_read_csv(outputs.auroc), task),
-        "proxy_gap": lambda: proxy_gap_closed(frequency, _read_csv(outputs.ladder), task),
-        "llm_to_slm_speed": lambda: llm_to_slm_speed(
-            _read_json(outputs.llm_to_slm_timing), llm_to_slm_task
-        ),
-        "llm_to_slm_quality": lambda: llm_to_slm_quality(
-            _read_json(outputs.llm_to_slm), llm_to_slm_task
-        ),
-        "router_pareto": lambda: router_pareto(_read_csv(outputs.routers)),
-        "loss_law": lambda: loss_law(_read_csv(outputs.ladder)),
-        "accuracy_rises": lambda: accuracy_rises(_read_csv(outputs.ladder)),
+        "early_mismatches": lambda: early_mismatches(inputs.position, task),
+        "uncertainty_auroc": lambda: uncertainty_predicts(inputs.auroc, task),
+        "proxy_gap": lambda: proxy_gap_closed(frequency, ladder, task),
+        "llm_to_slm_speed": lambda: llm_to_slm_speed(inputs.llm_to_slm_timing, llm_to_slm_task),
+        "llm_to_slm_quality": lambda: llm_to_slm_quality(inputs.llm_to_slm, llm_to_slm_task),
+        "router_pareto": lambda: router_pareto(inputs.routers),
+        "loss_law": lambda: loss_law(ladder),
+        "accuracy_rises": lambda: accuracy_rises(ladder),
     }
     rows = []
     for id_, compute in computations.items():
@@ -419,19 +398,10 @@ def findings_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_findings(
-    table: pd.DataFrame,
-    metrics_file: str | os.PathLike,
-    results_dir: str | os.PathLike,
-    timing_file: str | os.PathLike | None = None,
-) -> Path:
-    """`findings.csv` (and its caption) under `results_dir`; flat metrics `<id>.ours`, etc., in
-    `metrics_file`, except the rows read from timings (`TIMED`), which go to `timing_file`, so
-    that `metrics_file` stays byte-identical across reruns."""
-    results_dir = Path(resolve(results_dir))
-    results_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(results_dir / "findings.csv", index=False, float_format="%.6g")
-    (results_dir / "caption.md").write_text(CAPTION + "\n")
+def findings_metrics(table: pd.DataFrame) -> tuple[dict[str, object], dict[str, object]]:
+    """Flat metrics `<id>.paper_figure`, `.ours`, `.low`, `.high`, `.verdict` of every row: the
+    deterministic ones, and apart those of the rows read from timings (`TIMED`), so that the
+    first stay byte-identical across reruns."""
     metrics: dict[str, object] = {}
     timings: dict[str, object] = {}
     for row in table.to_dict("records"):
@@ -441,7 +411,4 @@ def write_findings(
             if isinstance(value, float | int | np.floating) and not math.isnan(float(value)):
                 target[f"{row['id']}.{name}"] = round(float(value), 6)
         target[f"{row['id']}.verdict"] = row["verdict"]
-    write_metrics(metrics_file, metrics)
-    if timing_file is not None:
-        write_metrics(timing_file, timings)
-    return results_dir / "findings.csv"
+    return metrics, timings

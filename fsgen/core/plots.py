@@ -24,7 +24,7 @@ def save_figure(fig: plt.Figure, stem: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike | None = None) -> plt.Figure:
+def plot_training_curves(curves: pd.DataFrame) -> plt.Figure:
     """Training loss per step for every model of the ladder (log scale)."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -32,12 +32,10 @@ def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike | None = 
         sns.lineplot(data=curves, x="step", y="loss", hue="model", ax=ax, linewidth=1.2)
         ax.set_yscale("log")
     ax.set(title="Training loss of the embedded ladder", xlabel="step", ylabel="loss (nats/token)")
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
 
 
-def plot_ladder(ladder: pd.DataFrame, stem: str | os.PathLike | None = None) -> plt.Figure:
+def plot_ladder(ladder: pd.DataFrame) -> plt.Figure:
     """Held-out loss and accuracy against parameter count, base and tuned models."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -62,6 +60,4 @@ def plot_ladder(ladder: pd.DataFrame, stem: str | os.PathLike | None = None) -> 
         ax.set(xlabel="parameters", ylabel=label)
     fig.suptitle("The ladder: larger rungs are better")
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig

@@ -1,6 +1,6 @@
 """The quick start's shipped System 1 / System 2 pair: two small models trained like the ladder.
 
-The embedded ladder (`fsgen.models.train`) takes most of `make repro`'s time to train; without it
+The embedded ladder (`fsgen.models.ladder`) takes most of `make repro`'s time to train; without it
 the quick start would have nothing trained to show offline. This module trains a small and a
 large GPT-NeoX model exactly as stage 00 trains a rung (`train_ladder`, untuned), and
 writes them as package data (`fsgen/assets/quickstart`): one tokenizer, `small/` and `large/`
@@ -25,8 +25,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from fsgen.core.determinism import reproducibility
 from fsgen.core.io import atomic_directory, atomic_write_text
+from fsgen.models.ladder import LadderConfig, train_ladder
 from fsgen.models.profiles import Profile, Rung, load_model
-from fsgen.models.train import LadderConfig, train_ladder
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "quickstart"
 RECORD = "quickstart_pair.json"

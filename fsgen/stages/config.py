@@ -81,7 +81,7 @@ class StageConfig(BaseModel):
 
 
 class TrainLadder(StageConfig):
-    """Stage 00: how the embedded ladder is trained (see `fsgen.models.train.LadderConfig`)."""
+    """Stage 00: how the embedded ladder is trained (see `fsgen.models.ladder.LadderConfig`)."""
 
     uses_executor: ClassVar[bool] = True
     profile: str
