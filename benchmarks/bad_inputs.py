@@ -54,11 +54,12 @@ from fsgen.data.tasks import (  # noqa: E402
 )
 from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
 from fsgen.engine.collaborate import collaborate, generate  # noqa: E402
+from fsgen.engine.methods import logging_methods  # noqa: E402
 from fsgen.engine.trace import read_trace  # noqa: E402
 from fsgen.models.ladder import remove_stale_models  # noqa: E402
 from fsgen.models.profiles import load_profile  # noqa: E402
 from fsgen.stages.config import stage_config  # noqa: E402
-from fsgen.stages.token_logging import log_tokens, logging_methods  # noqa: E402
+from fsgen.stages.token_logging import log_tokens  # noqa: E402
 
 
 @dataclass

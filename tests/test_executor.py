@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from fsgen.analysis.estimates import estimate_profile
+from fsgen.analysis.units import Unit, model_set
 from fsgen.core.executor import Executor, Resources, as_executor, import_ray
 from fsgen.core.parallel import run_jobs
 from fsgen.models.profiles import load_profile
-from fsgen.stages.token_logging import Unit, log_tokens, model_set, unit_resources
+from fsgen.stages.token_logging import log_tokens, unit_resources
 from tests.conftest import RUN
 
 pytestmark = pytest.mark.xdist_group("ray")  # one worker holds the session's cluster

@@ -10,15 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from fsgen.engine.methods import METHODS
+from fsgen.analysis.summary import summarize_logs
+from fsgen.analysis.units import plan_units
+from fsgen.core.shards import merge_logs
+from fsgen.engine.methods import METHODS, logging_methods
 from fsgen.models.profiles import load_profile, read_params
-from fsgen.stages.token_logging import (
-    log_tokens,
-    logging_methods,
-    merge_logs,
-    plan_units,
-    summarize_logs,
-)
+from fsgen.stages.token_logging import log_tokens
 from tests.conftest import REPO, RUN
 
 

@@ -1,30 +1,20 @@
-"""Token logging for a ladder: every method on every pair of rungs, as resumable shards.
+"""Stage 01, token logging: every method on every pair of rungs, as resumable shards, then the
+summary table (CF and accuracy with intervals) and its flat metrics.
 
-The work is cut into units (task x method x pair x chunk of prompts). Each unit returns its token
-trace and its generations (text, score), and this process writes them as two shards (the
-generations shard last, so a unit counts as done only when both exist): a worker on another
-machine needs no filesystem in common with this one. A rerun skips finished units, and
-`merge_logs` reads the run's plan back in a fixed order. Units run in worker processes on this
-machine (`executor="local"`, `workers` at once) or as tasks on a Ray cluster (`executor="ray"`,
-`fsgen.core.executor`): each unit asks for the GPUs its models' estimated memory needs, and the
-units that hold the same models run in one task, so those models load once.
+The units (`fsgen.analysis.units`) return their token trace and generations (text, score), and
+this process writes them as two shards (the generations shard last, so a unit counts as done only
+when both exist): a worker on another machine needs no filesystem in common with this one. A
+rerun skips finished units, and `merge_logs` reads the run's plan back in a fixed order. Units run
+in worker processes on this machine (`executor="local"`, `workers` at once) or as tasks on a Ray
+cluster (`executor="ray"`, `fsgen.core.executor`): each unit asks for the GPUs its models'
+estimated memory needs, and the units that hold the same models run in one task, so those models
+load once.
 
 The output folder is fsgen's own (`fsgen.core.owned`): a non-empty folder fsgen did not make is
-refused, never wiped. A unit's key names what decides its result besides the run-wide settings
-(its task, method, rungs, chunk, number of prompts and `max_new_tokens`), so changing the task
-list, the methods, `n_prompts` or `max_new_tokens` keeps every finished shard (and reuses it
-when the change is undone). Only a change of the run-wide settings (profile and its rungs,
-chunk size, seed, data, top-k, the code) deletes the shards, which fsgen wrote.
-
-The plan follows the method registry (`fsgen.engine.methods.METHODS`), so a method added there
-is logged too:
-
-- `alone`: every rung generates by itself (greedy), for accuracy of System 1 and System 2 alone.
-- a ladder-wide method (`oracle`): one generation per large rung, scored by every smaller rung.
-- a method that runs the tuned small model (`proxy`): every pair whose small rung has a tuned
-  variant, on prompts in the chat format.
-- every other method of a pair (`contrastive`, `contrastive_obrien`, `speculative`): every pair
-  (large rung > small rung).
+refused, never wiped. Changing the task list, the methods, `n_prompts` or `max_new_tokens` keeps
+every finished shard (and reuses it when the change is undone). Only a change of the run-wide
+settings (profile and its rungs, chunk size, seed, data, top-k, the code) deletes the shards,
+which fsgen wrote.
 """
 
 from __future__ import annotations
@@ -40,6 +30,17 @@ import pandas as pd
 import torch
 
 from fsgen.analysis.estimates import BYTES, LONGEST_PROMPT, USABLE, model_shape, unit_memory
+from fsgen.analysis.summary import logging_metrics, summarize_logs
+from fsgen.analysis.units import (
+    Unit,
+    UnitJob,
+    log_unit,
+    model_set,
+    models_large_first,
+    plan_units,
+    runs_ladder_prompts,
+    unit_cost,
+)
 from fsgen.core import source
 from fsgen.core.determinism import compute_threads
 from fsgen.core.executor import Executor, RayRun, Resources, as_executor
@@ -48,143 +49,57 @@ from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
 from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.shards import PLAN, SETTINGS, ShardStore, merge_logs, run_fingerprint, write_plan
-from fsgen.core.stats import bootstrap_ratio_interval, wilson_interval
-from fsgen.data.tasks import build_prompts, get_task, load_examples, resolve_data_dir, score
-from fsgen.engine.collaborate import collaborate, collaborate_ladder
-from fsgen.engine.methods import get_method, logging_methods
-from fsgen.models.cache import ModelCache, models_for, release_models
-from fsgen.models.profiles import Profile
+from fsgen.data.tasks import load_examples, resolve_data_dir
+from fsgen.engine.methods import logging_methods
+from fsgen.models.cache import release_models
+from fsgen.models.profiles import Profile, load_profile
+from fsgen.stages.config import StagePaths, TokenLogging
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One piece of logging work."""
-
-    task: str
-    method: str
-    large: str  # the rung that generates (for `alone`, the rung itself)
-    small: str  # "" for `alone` and for `oracle`, which covers every smaller rung
-    chunk: int
-    prompts: int = 0  # how many prompts the chunk holds (0: not yet sized)
-    max_new_tokens: int = 0
-
-    @property
-    def key(self) -> str:
-        key = f"{self.task}+{self.method}+{self.large}+{self.small or '-'}+c{self.chunk:04d}"
-        return key + f"+n{self.prompts}+m{self.max_new_tokens}"
+class Paths(StagePaths):
+    out_dir: Path  # the shards (resumable)
+    metrics_file: Path
+    results_dir: Path
 
 
-def plan_units(
-    profile: Profile,
-    tasks: Sequence[str],
-    methods: Sequence[str],
-    n_chunks: int,
-    ladder_chunks: int | None = None,
-) -> list[Unit]:
-    """Every unit of a logging run, grouped by large rung so models can be loaded once.
-
-    Methods of a pair run `n_chunks` chunks of prompts; the cheap ones, each rung `alone` and
-    the ladder-wide `oracle`, run `ladder_chunks` (default: as many)."""
-    methods = logging_methods(methods)
-    ladder_chunks = n_chunks if ladder_chunks is None else ladder_chunks
-    units = []
-    for task in tasks:
-        for j, large in enumerate(profile.rungs):
-            for method in methods:
-                chunks = ladder_chunks if runs_ladder_prompts(method) else n_chunks
-                for small in _smalls(method, profile.rungs[:j]):
-                    units += [Unit(task, method, large.name, small, c) for c in range(chunks)]
-    return units
+@dataclass(frozen=True)
+class Result:
+    tasks: list[str]
+    methods: list[str]
+    counts: dict[str, int]  # units, run, skipped, model loads and sets (`log_tokens`)
+    summary: pd.DataFrame  # per task, method and pair (summary.csv)
 
 
-def runs_ladder_prompts(method: str) -> bool:
-    """Whether `method` is logged on the larger, ladder-wide prompt set (`alone`, `oracle`)."""
-    return method == "alone" or get_method(method).ladder_wide
-
-
-def _smalls(method: str, smaller) -> list[str]:
-    """The small rungs a unit of `method` pairs with a large rung ("": the unit covers them)."""
-    if method == "alone":
-        return [""]
-    spec = get_method(method)
-    if spec.ladder_wide:
-        return [""] if smaller else []
-    return [s.name for s in smaller if s.tuned or not spec.uses_tuned]
-
-
-def _needed(unit: Unit, profile: Profile) -> set[tuple[str, bool]]:
-    if unit.method == "alone":
-        return {(unit.large, False)}
-    spec = get_method(unit.method)
-    if spec.ladder_wide:
-        smaller = profile.rungs[: [r.name for r in profile.rungs].index(unit.large)]
-        return {(unit.large, False)} | {(r.name, False) for r in smaller}
-    needed = {(unit.large, False), (unit.small, False)}
-    return needed | ({(unit.small, True)} if spec.uses_tuned else set())
-
-
-def run_unit(
-    unit,
-    cache: ModelCache,
-    prompts,
-    examples,
-    offset: int,
-    *,
-    max_new_tokens: int,
-    batch_size: int,
-    trace_top_k: int,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Decode one unit; returns (trace, generations) with the unit's columns added."""
-    task = get_task(unit.task)
-    kwargs = {
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "trace_top_k": trace_top_k,
-        "stop": list(task.stop),
-    }
-    large = cache.get(unit.large)
-    tokenizer = cache.tokenizer
-    if unit.method == "alone":
-        results = {"": collaborate(large, large, tokenizer, prompts, method="large", **kwargs)}
-    elif get_method(unit.method).ladder_wide:
-        smalls = {
-            name: cache.get(name)
-            for name, tuned in sorted(_needed(unit, cache.profile))
-            if name != unit.large
-        }
-        results = collaborate_ladder(large, smalls, tokenizer, prompts, **kwargs)
-    else:
-        small = cache.get(unit.small)
-        tuned = cache.get(unit.small, tuned=True) if get_method(unit.method).uses_tuned else None
-        results = {
-            unit.small: collaborate(
-                small, large, tokenizer, prompts, method=unit.method, small_tuned=tuned, **kwargs
-            )
-        }
-    traces, generations = [], []
-    for small_name, out in sorted(results.items()):
-        labels = {
-            "task": unit.task,
-            "method": unit.method,
-            "large": unit.large,
-            "small": small_name,
-        }
-        trace = out.trace.assign(**labels)
-        trace["prompt_id"] = trace["prompt_id"] + offset
-        traces.append(trace)
-        generations.append(
-            pd.DataFrame(
-                {
-                    **labels,
-                    "prompt_id": range(offset, offset + len(prompts)),
-                    "example_id": [e.id for e in examples],
-                    "text": out.texts,
-                    "tokens": [len(t) for t in out.tokens],
-                    "correct": score(unit.task, out.texts, examples),
-                }
-            )
-        )
-    return pd.concat(traces, ignore_index=True), pd.concat(generations, ignore_index=True)
+def run(config: TokenLogging, paths: Paths) -> Result:
+    """Log (or resume) every unit of the profile's tasks and methods, then write the summary."""
+    profile = load_profile(config.profile, config.params_file)
+    tasks = default_tasks(profile, config.data_dir)
+    methods = logging_methods(config.methods)
+    counts = log_tokens(
+        profile,
+        paths.out_dir,
+        tasks=tasks,
+        methods=methods,
+        n_prompts=config.n_prompts,
+        ladder_prompts=config.ladder_prompts,
+        chunk_size=config.chunk_size,
+        seed=config.seed,
+        data_dir=config.data_dir or None,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        threads=config.threads,
+        workers=config.workers,
+        executor=config.executor,
+    )
+    summary = write_logging_outputs(
+        paths.out_dir,
+        paths.metrics_file,
+        paths.results_dir,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+    )
+    return Result(tasks, methods, counts, summary)
 
 
 def log_tokens(
@@ -281,7 +196,7 @@ def log_tokens(
             jobs,
             workers=workers,
             threads=threads,
-            cost=lambda job: _cost(job.unit, profile),
+            cost=lambda job: unit_cost(job.unit, profile),
             desc="token logging",
             progress=progress,
             executor=executor,
@@ -309,11 +224,6 @@ def write_unit(out_dir: Path, run: str, unit: Unit, trace, generations, loads: i
     return loads
 
 
-def model_set(unit: Unit, profile: Profile) -> tuple[tuple[str, bool], ...]:
-    """The models `unit` holds at once, sorted: units with the same set share their loads."""
-    return tuple(sorted(_needed(unit, profile)))
-
-
 def unit_resources(unit: Unit, profile: Profile, threads: int, executor: Executor) -> Resources:
     """What a unit asks a Ray node for: on a CPU profile, its compute threads; on a GPU one, one
     CPU and as many GPUs as the estimated peak memory of its models needs at the profile's batch
@@ -329,7 +239,7 @@ def unit_resources(unit: Unit, profile: Profile, threads: int, executor: Executo
 def unit_gpu_memory(unit: Unit, profile: Profile) -> float:
     """The estimated peak bytes of `unit` on a GPU (`fsgen.analysis.estimates.unit_memory`)."""
     shapes = []
-    for name, tuned in _held(unit, profile):
+    for name, tuned in models_large_first(unit, profile):
         rung = profile.rung(name)
         shapes.append(model_shape(rung.tuned if tuned else rung.model, revision=rung.revision))
     return sum(
@@ -341,63 +251,6 @@ def unit_gpu_memory(unit: Unit, profile: Profile) -> float:
             new=unit.max_new_tokens,
             per_param=BYTES.get(profile.dtype, 2),
         ).values()
-    )
-
-
-def _held(unit: Unit, profile: Profile) -> list[tuple[str, bool]]:
-    """The models of `unit`, the large rung first (the estimate sizes activations by it)."""
-    return sorted(_needed(unit, profile), key=lambda item: item != (unit.large, False))
-
-
-@dataclass(frozen=True)
-class UnitJob:
-    """One unit to decode (a `log_tokens` job): its examples and where they start in the
-    selection, and the decoding settings."""
-
-    profile: Profile
-    unit: Unit
-    examples: list
-    offset: int
-    data_dir: str | os.PathLike | None
-    batch_size: int
-    trace_top_k: int
-
-
-def log_unit(job: UnitJob) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Decode `job`'s unit: its trace, its generations and the models loaded for it (a worker
-    keeps the models of its last unit, so the next unit of the same models loads none)."""
-    unit, profile = job.unit, job.profile
-    cache = models_for(profile)
-    loads_before = cache.loads
-    cache.keep(_needed(unit, profile))
-    cache.get(unit.large)  # loads the tokenizer with the first model
-    # proxy tuning steers the base large model toward the tuned small one: its prompts are in the
-    # tuned models' chat format
-    chat = unit.method != "alone" and get_method(unit.method).uses_tuned
-    prompts = build_prompts(
-        unit.task,
-        job.examples,
-        data_dir=job.data_dir,
-        chat=chat,
-        tokenizer=cache.tokenizer if chat else None,
-    )
-    trace, generations = run_unit(
-        unit,
-        cache,
-        prompts,
-        job.examples,
-        job.offset,
-        max_new_tokens=unit.max_new_tokens,
-        batch_size=job.batch_size,
-        trace_top_k=job.trace_top_k,
-    )
-    return trace, generations, cache.loads - loads_before
-
-
-def _cost(unit: Unit, profile: Profile) -> float:
-    """A unit's rough compute: its prompts times the `compute_weight` of the models it runs."""
-    return unit.prompts * sum(
-        profile.rung(name).compute_weight for name, _ in _needed(unit, profile)
     )
 
 
@@ -414,46 +267,6 @@ def default_tasks(profile: Profile, data_dir: str | os.PathLike | None = None) -
     if profile.kind == "embedded" and resolve_data_dir(data_dir or None) is not None:
         tasks += [t for t in ("gsm8k", "mmlu_stem", "mbpp", "mt_bench") if t not in tasks]
     return tasks
-
-
-def summarize_logs(
-    traces: pd.DataFrame, generations: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0
-) -> pd.DataFrame:
-    """Per task, method and pair: tokens, large calls, mismatches, collaboration frequency
-    (and against the base small model for proxy), and accuracy of the generations, each with a
-    95% interval: Wilson for accuracy, a bootstrap over prompts (`bootstrap` resamples, seeded)
-    for the collaboration frequency."""
-    keys = ["task", "method", "large", "small"]
-    if traces.empty:
-        return pd.DataFrame(columns=keys)
-    calls = traces.assign(vs_base=traces["mismatch_vs_base"].astype("boolean").fillna(False))
-    per_prompt = calls.groupby([*keys, "prompt_id"]).agg(
-        tokens=("token_id", "size"),
-        large_calls=("large_called", "sum"),
-        mismatches=("mismatch", "sum"),
-        mismatches_vs_base=("vs_base", "sum"),
-    )
-    table = per_prompt.groupby(keys).sum()
-    table["collaboration_frequency"] = table["mismatches"] / table["tokens"]
-    table["collaboration_frequency_vs_base"] = table["mismatches_vs_base"] / table["tokens"]
-    intervals = {
-        key: bootstrap_ratio_interval(
-            group["mismatches"], group["tokens"], resamples=bootstrap, seed=seed
-        )
-        for key, group in per_prompt.groupby(keys)
-    }
-    table["collaboration_frequency_low"] = [intervals[key][0] for key in table.index]
-    table["collaboration_frequency_high"] = [intervals[key][1] for key in table.index]
-    correct = generations.assign(correct=pd.to_numeric(generations["correct"], errors="coerce"))
-    scored = correct.groupby(keys)["correct"].agg(["sum", "count"])
-    table["accuracy"] = scored["sum"] / scored["count"]
-    wilson = {
-        key: wilson_interval(int(row["sum"]), int(row["count"])) for key, row in scored.iterrows()
-    }
-    table["accuracy_low"] = [wilson.get(key, (float("nan"),) * 2)[0] for key in table.index]
-    table["accuracy_high"] = [wilson.get(key, (float("nan"),) * 2)[1] for key in table.index]
-    table["prompts"] = generations.groupby(keys).size()
-    return table.reset_index()
 
 
 OWNER = "token_logging"
@@ -493,16 +306,5 @@ def write_logging_outputs(
     table = summarize_logs(traces, generations, bootstrap=bootstrap, seed=seed)
     summary = table.to_csv(index=False, float_format="%.6g")
     atomic_write_text(Path(results_dir) / "summary.csv", summary)  # all or nothing
-    metrics: dict[str, object] = {"tokens": len(traces), "generations": len(generations)}
-    for row in table.to_dict("records"):
-        pair = f"{row['large']}-{row['small']}" if row["small"] else row["large"]
-        stem = f"{row['task']}.{row['method']}.{pair}"
-        for name in ("accuracy", "accuracy_low", "accuracy_high"):
-            metrics[f"{stem}.{name}"] = row[name]
-        if row["method"] != "alone":
-            for name in ("", "_low", "_high"):
-                metrics[f"{stem}.collaboration_frequency{name}"] = row[
-                    f"collaboration_frequency{name}"
-                ]
-    write_metrics(metrics_file, metrics)
+    write_metrics(metrics_file, logging_metrics(traces, generations, table))
     return table
