@@ -13,7 +13,9 @@ from fsgen.analysis import frequency
 from fsgen.analysis.estimates import LONGEST_PROMPT
 from fsgen.engine.collaborate import collaborate
 from fsgen.models import llm_to_slm
+from fsgen.models.llm_to_slm_training import TrainConfig
 from fsgen.models.profiles import ModelUnavailableError, load_config, load_profile
+from fsgen.stages import llm_to_slm as llm_to_slm_stage
 from fsgen.stages.quickstart import quickstart_models, quickstart_prompts
 from fsgen.stages.token_logging import log_tokens, write_logging_outputs
 from fsgen.stages.train_ladder import build_ladder
@@ -112,21 +114,23 @@ def test_hub_profile_rehearsal_runs_stages_00_to_02(fake_hub, tmp_path, monkeypa
 def test_t5_pairing_has_a_large_baseline_that_generates(fake_hub, tmp_path, monkeypatch):
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
     profile = load_profile(None, _two_rung_params(tmp_path, "pythia"))
-    pair = llm_to_slm.stage_pair(
+    pair = llm_to_slm_stage.stage_pair(
         profile, "google/flan-t5-large", "pythia-70m", baseline="EleutherAI/pythia-160m"
     )
     assert pair["small_source"] == "EleutherAI/pythia-70m" and pair["large_revision"] == "main"
-    systems = llm_to_slm.train_systems(
+    systems = llm_to_slm_stage.train_systems(
         profile,
         pair,
         out_dir=tmp_path / "out",
         train_pairs=8,
-        config=llm_to_slm.TrainConfig(steps=2, batch_size=4, warmup_steps=1),
+        config=TrainConfig(steps=2, batch_size=4, warmup_steps=1),
         progress=False,
     )
     assert systems.llm_to_slm.encoder_decoder and systems.large is not None
-    quality = llm_to_slm.evaluate_systems(systems, n_prompts=2, max_new_tokens=4, batch_size=2)
-    assert list(quality["system"]) == list(llm_to_slm.SYSTEMS)  # the large row is there
+    quality = llm_to_slm_stage.evaluate_systems(
+        systems, n_prompts=2, max_new_tokens=4, batch_size=2
+    )
+    assert list(quality["system"]) == list(llm_to_slm_stage.SYSTEMS)  # the large row is there
 
 
 def test_quickstart_hub_choice_runs_on_the_fake_hub(fake_hub):

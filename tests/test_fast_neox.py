@@ -9,19 +9,13 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from fsgen.engine.batch import Batch
-from fsgen.engine.collaborate import generate as generate_alone
+from fsgen.engine.collaborate import generate
 from fsgen.engine.fast_neox import FastNeoX, attention_mask, supports
 from fsgen.engine.forward import HFStream, LeanStream, open_stream
-from fsgen.models.llm_to_slm import (
-    SYSTEMS,
-    LLMToSLM,
-    Systems,
-    generate,
-    lean_encoding,
-    run_system,
-)
+from fsgen.models.llm_to_slm import LLMToSLM, lean_encoding
 from fsgen.models.profiles import load_model
-from tests.test_llm_to_slm import PROMPTS, _randomize_projector
+from fsgen.stages.llm_to_slm import SYSTEMS, Systems, run_system
+from tests.test_llm_to_slm import PROMPTS, _randomize_projector, decode_llm_to_slm
 
 CONFIGS = {
     "parallel-gelu": {},
@@ -236,14 +230,14 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
         for name in SYSTEMS:
             timed = run_system(systems, name, PROMPTS, **run)  # the lean forward
             if name == "LLM-to-SLM":
-                hf = generate(model, PROMPTS, forward="hf", **run)
-                lean = generate(model, PROMPTS, forward="lean", **run)
-                traced = generate(model, PROMPTS, trace=True, **run)
+                hf = decode_llm_to_slm(model, PROMPTS, forward="hf", **run)
+                lean = decode_llm_to_slm(model, PROMPTS, forward="lean", **run)
+                traced = decode_llm_to_slm(model, PROMPTS, trace=True, **run)
             else:
                 lm = {"large": large, "small": small, "fine-tuned small": tuned}[name]
-                hf = generate_alone(lm, tiny_tokenizer, PROMPTS, forward="hf", **run)
-                lean = generate_alone(lm, tiny_tokenizer, PROMPTS, forward="lean", **run)
-                traced = generate_alone(lm, tiny_tokenizer, PROMPTS, trace=True, **run)
+                hf = generate(lm, tiny_tokenizer, PROMPTS, forward="hf", **run)
+                lean = generate(lm, tiny_tokenizer, PROMPTS, forward="lean", **run)
+                traced = generate(lm, tiny_tokenizer, PROMPTS, trace=True, **run)
             assert timed.tokens == hf.tokens == lean.tokens == traced.tokens, (name, batch_size)
             assert len(traced.trace) == sum(map(len, traced.tokens)) > 0
             assert timed.texts == hf.texts

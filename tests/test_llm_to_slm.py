@@ -16,26 +16,26 @@ from transformers import T5Config, T5EncoderModel
 from fsgen.data.synthetic import expression_document, generate_problems, plain_document
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.engine.batch import Batch
-from fsgen.engine.collaborate import collaborate
-from fsgen.engine.collaborate import generate as generate_alone
+from fsgen.engine.collaborate import collaborate, generate
 from fsgen.models.llm_to_slm import (
     ConditionedSmall,
     LLMToSLM,
+    load_large,
+    response_labels,
+)
+from fsgen.models.llm_to_slm_training import (
     Pair,
     TrainConfig,
     encode_pairs,
     fine_tune_small,
-    generate,
-    load_large,
     mixed_training_pairs,
-    response_labels,
     small_response_loss,
-    stage_pair,
     train_llm_to_slm,
     training_pairs,
 )
 from fsgen.models.profiles import load_profile
 from fsgen.stages.config import stage_config
+from fsgen.stages.llm_to_slm import stage_pair
 from fsgen.stages.train_ladder import build_ladder
 from tests.conftest import REPO, TINY
 from tests.reference import _end_ids, naive_collaborate
@@ -58,6 +58,15 @@ BUDGET = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=1)
 
 def _neox(tokenizer, hidden, layers, seed):
     return _model(tokenizer, hidden, layers, seed)
+
+
+def decode_llm_to_slm(model: LLMToSLM, prompts, *, forward: str = "auto", **run):
+    """LLM-to-SLM through the engine's `generate`, as the stage runs it (the large model's
+    encoding seconds added to the summary)."""
+    small, inputs = model.decoder(prompts, forward=forward)
+    result = generate(small, **inputs, **run)
+    result.summary["encode_seconds"] = small.encode_seconds
+    return result
 
 
 def _randomize_projector(model: LLMToSLM, seed: int = 5) -> LLMToSLM:
@@ -216,7 +225,10 @@ def test_save_and_load_give_identical_outputs(model, tiny_tokenizer, tmp_path):
     loaded = LLMToSLM.from_pretrained(tmp_path / "ckpt", dtype="float32")
     model.float()
     run = {"max_new_tokens": 8, "batch_size": 2}
-    assert generate(loaded, PROMPTS, **run).tokens == generate(model, PROMPTS, **run).tokens
+    assert (
+        decode_llm_to_slm(loaded, PROMPTS, **run).tokens
+        == decode_llm_to_slm(model, PROMPTS, **run).tokens
+    )
     p_ids, p_mask, r_ids, r_mask = encode_pairs(PAIRS[:2], tiny_tokenizer, tiny_tokenizer).collate(
         [0, 1]
     )
@@ -230,8 +242,8 @@ def test_save_and_load_give_identical_outputs(model, tiny_tokenizer, tmp_path):
 def test_batched_cached_generation_matches_naive_reference(model, do_sample):
     stop = ["\nQuestion:"]
     run = {"max_new_tokens": 10, "batch_size": 3, "do_sample": do_sample, "seed": 4, "stop": stop}
-    fast = generate(model, PROMPTS, **run)
-    traced = generate(model, PROMPTS, trace=True, **run)  # the engine's token-level loop
+    fast = decode_llm_to_slm(model, PROMPTS, **run)
+    traced = decode_llm_to_slm(model, PROMPTS, trace=True, **run)  # the engine's token-level loop
     for i, prompt in enumerate(PROMPTS):
         ref = naive_generate(
             model, prompt, prompt_id=i, max_new_tokens=10, do_sample=do_sample, seed=4, stop=stop
@@ -243,7 +255,7 @@ def test_batched_cached_generation_matches_naive_reference(model, do_sample):
     # the plain small model through the same loop equals collaborate's; conditioning changes it
     small = (model.small, model.small_tokenizer)
     plain = collaborate(*small[:1], model.small, small[1], PROMPTS, method="small", **run)
-    assert generate_alone(*small, PROMPTS, **run).tokens == plain.tokens != fast.tokens
+    assert generate(*small, PROMPTS, **run).tokens == plain.tokens != fast.tokens
 
 
 def test_replace_fusion_ignores_the_small_prompt_embedding(pair, tiny_tokenizer):
@@ -256,7 +268,7 @@ def test_replace_fusion_ignores_the_small_prompt_embedding(pair, tiny_tokenizer)
     with torch.no_grad():
         small.get_input_embeddings().weight.add_(1.0)
     assert torch.equal(fused, model.prompt_embeddings(ids, torch.ones_like(ids)))
-    fast = generate(model, PROMPTS[:3], max_new_tokens=6, batch_size=2)
+    fast = decode_llm_to_slm(model, PROMPTS[:3], max_new_tokens=6, batch_size=2)
     for i, prompt in enumerate(PROMPTS[:3]):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=6)
 
@@ -283,7 +295,7 @@ def test_different_tokenizers_align_prompt_positions(tiny_tokenizer, other_token
     )
     train_llm_to_slm(model, PAIRS, BUDGET, progress=False)
     assert model.prompt_embedding.weight.abs().sum() > 0  # trained, from zeros
-    fast = generate(model, PROMPTS, max_new_tokens=8, batch_size=2)
+    fast = decode_llm_to_slm(model, PROMPTS, max_new_tokens=8, batch_size=2)
     for i, prompt in enumerate(PROMPTS):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=8)
     # texts are decoded in the small vocabulary, special tokens kept, cut before a stop id
@@ -304,7 +316,7 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
     with pytest.raises(ValueError, match="lr must be > 0, got -1"):
         TrainConfig(lr=-1)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1, got 0"):
-        generate(model, PROMPTS, max_new_tokens=0)
+        decode_llm_to_slm(model, PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         training_pairs("synthetic", 0)
     with pytest.raises(ValueError, match="'mt_bench' has no train split"):
@@ -322,7 +334,7 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
     assert built.large_tokenizer is right and built.small_tokenizer is right
     assert right.padding_side == "right"
     run = {"max_new_tokens": 6, "batch_size": 3}
-    assert generate(_randomize_projector(built), PROMPTS, **run).tokens == [
+    assert decode_llm_to_slm(_randomize_projector(built), PROMPTS, **run).tokens == [
         naive_generate(built, prompt, prompt_id=i, max_new_tokens=6)
         for i, prompt in enumerate(PROMPTS)
     ]
@@ -404,13 +416,13 @@ def test_t5_encoder_variant(tiny_tokenizer, tmp_path):
     before = {k: v.clone() for k, v in large.state_dict().items()}
     train_llm_to_slm(model, PAIRS, BUDGET, progress=False)
     assert all(torch.equal(before[k], v) for k, v in large.state_dict().items())
-    fast = generate(model, PROMPTS, max_new_tokens=8, batch_size=3)
+    fast = decode_llm_to_slm(model, PROMPTS, max_new_tokens=8, batch_size=3)
     for i, prompt in enumerate(PROMPTS):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=8)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = LLMToSLM.from_pretrained(tmp_path / "ckpt")
     assert isinstance(loaded.large, T5EncoderModel) and loaded.layer == 1
-    assert generate(loaded, PROMPTS, max_new_tokens=8, batch_size=3).tokens == fast.tokens
+    assert decode_llm_to_slm(loaded, PROMPTS, max_new_tokens=8, batch_size=3).tokens == fast.tokens
 
 
 # ----------------------------------------------------------------------------- the stage

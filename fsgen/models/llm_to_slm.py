@@ -16,52 +16,35 @@ then embeds those (large-vocabulary) prompt ids with a new, trainable table `pro
 large states alone), while response ids are the small tokenizer's and use the small model's own
 embedding. Generated text is decoded with the small tokenizer.
 
-Decoding is the engine's (`fsgen.engine.collaborate`): `ConditionedSmall` wraps the small model as an
-HF-style causal LM whose prompt columns carry the projected large encoding. The engine tells it
-each batch's prompt columns through `condition_on_prompts(batch)` (once per prompt batch, which
-is when the large model runs), and every later call locates its columns by the length of the KV
-cache it is given (0 without one). So the same wrapper serves a plain generation and System 1 of
-`fsgen.collaborate` (oracle, both paths, and speculative decoding).
+Decoding is the engine's (`fsgen.engine.collaborate.generate`): `LLMToSLM.decoder(prompts)` gives
+`ConditionedSmall`, the small model as an HF-style causal LM whose prompt columns carry the
+projected large encoding, with the rest of the engine's inputs (the two tokenizers, the prompts
+as the large model reads them). The engine tells the wrapper each batch's prompt columns through
+`condition_on_prompts(batch)` (once per prompt batch, which is when the large model runs), and
+every later call locates its columns by the length of the KV cache it is given (0 without one).
+So the same wrapper serves a plain generation and System 1 of `fsgen.collaborate` (oracle, both
+paths, and speculative decoding).
+
+Training (`fsgen.models.llm_to_slm_training`) uses `LLMToSLM.forward`: the response-only loss
+`response_loss` below.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import pandas as pd
-import seaborn as sns
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForTextEncoding, AutoTokenizer
 
-from fsgen.core.io import write_metrics
-from fsgen.core.names import name_list
 from fsgen.core.paths import resolve
-from fsgen.core.plots import save_figure
-from fsgen.core.timing import timed
-from fsgen.data.tasks import (
-    GENERATED,
-    accuracy,
-    accuracy_interval,
-    build_prompts,
-    generated_examples,
-    get_task,
-    load_examples,
-    score,
-)
 from fsgen.engine import fast_neox
-from fsgen.engine.batch import Batch, padding_id
-from fsgen.engine.collaborate import Collaboration, collaborate_ladder
-from fsgen.engine.collaborate import generate as engine_generate
-from fsgen.models.profiles import DTYPES, Profile, count_parameters, load_config, load_model
-from fsgen.models.train import batch_order, optimize
+from fsgen.engine.batch import Batch
+from fsgen.models.profiles import DTYPES, load_config, load_model
 
 FUSIONS = ("add", "replace")
 CONFIG_FILE = "llm_to_slm.json"
@@ -85,7 +68,8 @@ def _is_encoder(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False)) or not model.can_generate()
 
 
-def _same_vocabulary(a, b) -> bool:
+def same_vocabulary(a, b) -> bool:
+    """Whether two tokenizers are one, or hold the same vocabulary."""
     return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
 
 
@@ -130,7 +114,7 @@ class LLMToSLM(torch.nn.Module):
         self.large, self.small = large, small
         self.large_tokenizer, self.small_tokenizer = large_tokenizer, small_tokenizer
         self.large_source, self.layer, self.fusion = str(large_source), layer, fusion
-        self.shared_vocab = _same_vocabulary(large_tokenizer, small_tokenizer)
+        self.shared_vocab = same_vocabulary(large_tokenizer, small_tokenizer)
         torch.manual_seed(seed)
         dtype = small.get_input_embeddings().weight.dtype
         self.projector = torch.nn.Sequential(
@@ -217,6 +201,32 @@ class LLMToSLM(torch.nn.Module):
         return response_loss(
             self.small, torch.cat([prompt, response], 1), prompt_mask, response_ids, response_mask
         )
+
+    # ------------------------------------------------------------------------- decoding
+
+    def decoder(
+        self, prompts: Sequence[str], *, forward: str = "auto"
+    ) -> tuple[ConditionedSmall, dict]:
+        """What the engine's `generate` decodes `prompts` with: the small model conditioned on
+        the large encoding, and the rest of its inputs (the small tokenizer for the output, the
+        prompts as the large model reads them, its tokenizer for them, `forward`):
+
+            small, inputs = model.decoder(prompts)
+            result = fsgen.generate(small, **inputs, max_new_tokens=64)
+
+        Per batch of prompts the large model encodes once (through the lean forward when
+        `lean_encoding(model)` holds and `forward` is not "hf"), then the small model decodes with
+        its KV cache; `small.encode_seconds` is the large model's share of the time."""
+        small = ConditionedSmall(self)
+        if forward != "hf" and lean_encoding(self):  # the lean forward encodes, as it generates
+            small.lean_large = fast_neox.FastNeoX(self.large)
+        inputs = {
+            "tokenizer": self.small_tokenizer,
+            "prompts": large_prompts(self.large_tokenizer, prompts),
+            "prompt_tokenizer": self.large_tokenizer,
+            "forward": forward,
+        }
+        return small, inputs
 
     # ------------------------------------------------------------------------- persistence
 
@@ -336,7 +346,7 @@ class ConditionedSmall(torch.nn.Module):
         self.generation_config = model.small.generation_config
         self.prompt: torch.Tensor | None = None  # (B, P, D) fused prompt embeddings
         self.encode_seconds = 0.0
-        self.lean_large: fast_neox.FastNeoX | None = None  # set by `generate`'s lean path
+        self.lean_large: fast_neox.FastNeoX | None = None  # set by `LLMToSLM.decoder`
 
     @property
     def device(self) -> torch.device:
@@ -419,54 +429,13 @@ class ConditionedSmall(torch.nn.Module):
         )  # (B, k, D)
 
 
-def generate(
-    model: LLMToSLM,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 256,
-    batch_size: int = 8,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    seed: int = 0,
-    stop: Sequence[str] | None = None,
-    trace: bool = False,
-    forward: str = "auto",
-) -> Collaboration:
-    """LLM-to-SLM generation: per batch of prompts, the large model encodes once, then the small
-    model decodes with its KV cache (batched, left padded), greedy or sampled, through the
-    engine (`fsgen.engine.collaborate.generate`: its stopping rule and forward). Prompts are
-    read with the large model's tokenizer, the output with the small model's. When the large
-    model is a GPT-NeoX read at its last layer, the lean forward encodes too. The summary adds
-    `encode_seconds`, the large model's share of the time."""
-    wrapper = ConditionedSmall(model)
-    if forward != "hf" and lean_encoding(model):  # the lean forward encodes, as it generates
-        wrapper.lean_large = fast_neox.FastNeoX(model.large)
-    result = engine_generate(
-        wrapper,
-        model.small_tokenizer,
-        large_prompts(model.large_tokenizer, prompts),
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        do_sample=do_sample,
-        temperature=temperature,
-        seed=seed,
-        stop=stop,
-        trace=trace,
-        prompt_tokenizer=model.large_tokenizer,
-        forward=forward,
-    )
-    result.summary["method"] = "llm_to_slm"
-    result.summary["encode_seconds"] = wrapper.encode_seconds
-    return result
-
-
 def lean_encoding(model: LLMToSLM) -> bool:
     """Whether the lean GPT-NeoX forward can encode for `model`: a GPT-NeoX large model read at
     its last layer (its final layer norm's states)."""
     return not model.encoder_decoder and model.layer == -1 and fast_neox.supports(model.large)
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- the loss
 
 
 def response_labels(
@@ -488,538 +457,3 @@ def response_loss(small, embeds, prompt_mask, response_ids, response_mask) -> to
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=-100
     )  # logits at column t predict column t + 1
-
-
-def small_response_loss(small, prompt_ids, prompt_mask, response_ids, response_mask):
-    """`response_loss` of a plain small model (its own embedding everywhere)."""
-    ids = torch.cat([prompt_ids, response_ids], 1).to(small.device)  # (B, P + R)
-    embeds = small.get_input_embeddings()(ids)
-    return response_loss(small, embeds, prompt_mask, response_ids.to(small.device), response_mask)
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One training example: the prompt and the response that follows it."""
-
-    prompt: str
-    response: str
-
-
-def training_pairs(task: str, n: int, *, seed: int = 0) -> list[Pair]:
-    """`n` (prompt, response) pairs of `task`'s training split, prompts as
-    `fsgen.data.tasks.build_prompts` makes them, responses the reference solutions.
-
-    Generated tasks (synthetic, expression) draw fresh training problems from
-    `fsgen.data.synthetic.generate_problems(split="train")`; the prompt is "Question: ...\\nAnswer:"
-    (or "...\\nExpression:") and the response " <worked solution>" (or " <formula>"), as in the
-    ladder's corpus.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    task_spec = get_task(task)
-    if "train" not in task_spec.splits:
-        raise ValueError(f"task {task!r} has no train split (splits: {task_spec.splits})")
-    if task_spec.name in GENERATED:
-        examples = generated_examples(task_spec.name, n, split="train", seed=seed)
-    else:
-        examples = load_examples(task_spec, n_prompts=n, seed=seed, split="train")
-    prompts = build_prompts(task_spec, examples)
-    return [Pair(p, f" {e.solution.strip()}") for p, e in zip(prompts, examples, strict=True)]
-
-
-def mixed_training_pairs(tasks: Sequence[str], n: int, *, seed: int = 0) -> list[Pair]:
-    """`n` training pairs of each of `tasks`, interleaved (one of each task in turn)."""
-    tasks = task_list(tasks)
-    per_task = [training_pairs(task, n, seed=seed) for task in tasks]
-    return [pair for row in zip(*per_task, strict=True) for pair in row]
-
-
-def task_list(tasks: str | Sequence[str]) -> list[str]:
-    """`tasks` as a non-empty list of registered task names (`name_list`: one name is a list
-    of one)."""
-    tasks = name_list(tasks, "tasks")
-    for task in tasks:
-        get_task(task)
-    return tasks
-
-
-@dataclass
-class Encoded:
-    """Training pairs as token ids: prompts (large tokenizer), responses (small, EOS closed)."""
-
-    prompts: list[list[int]]
-    responses: list[list[int]]
-    prompt_pad: int
-    response_pad: int
-
-    def collate(self, rows: Sequence[int]) -> tuple[torch.Tensor, ...]:
-        """Left-padded prompts and right-padded responses: ids and masks (B, P), (B, R)."""
-        p_ids, p_mask = _pad([self.prompts[r] for r in rows], self.prompt_pad, left=True)
-        r_ids, r_mask = _pad([self.responses[r] for r in rows], self.response_pad, left=False)
-        return p_ids, p_mask, r_ids, r_mask
-
-
-def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(width - len(row), width) if left else slice(0, len(row))
-        ids[i, span], mask[i, span] = torch.tensor(row, dtype=torch.long), 1
-    return ids, mask
-
-
-def encode_pairs(pairs: Sequence[Pair], prompt_tokenizer, response_tokenizer) -> Encoded:
-    """Tokenize prompts and responses separately; every response ends in EOS."""
-    if not pairs:
-        raise ValueError("no training pairs given")
-    prompts = large_prompts(prompt_tokenizer, [p.prompt for p in pairs])
-    prompts = prompt_tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    responses = response_tokenizer([p.response for p in pairs], add_special_tokens=False)
-    eos = response_tokenizer.eos_token_id
-    return Encoded(
-        prompts,
-        [ids + [eos] for ids in responses["input_ids"]],
-        padding_id(prompt_tokenizer),
-        padding_id(response_tokenizer),
-    )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training budget, shared by LLM-to-SLM and the fine-tuned small baseline."""
-
-    steps: int = 200
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup_steps: int = 10
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-
-
-def _optimize(
-    module: torch.nn.Module,
-    parameters: list[torch.nn.Parameter],
-    step_loss: Callable[[list[int]], torch.Tensor],
-    n_examples: int,
-    config: TrainConfig,
-    desc: str,
-    progress: bool,
-) -> list[float]:
-    """`fsgen.models.train.optimize` (no weight decay) over seeded epochs of the `n_examples` rows."""
-    torch.manual_seed(config.seed)
-    batches = batch_order(n_examples, config.steps, config.batch_size, config.seed)
-    return optimize(
-        module,
-        parameters,
-        step_loss,
-        batches,
-        lr=config.lr,
-        warmup_steps=config.warmup_steps,
-        weight_decay=0.0,
-        desc=desc,
-        progress=progress,
-    )
-
-
-def train_llm_to_slm(
-    model: LLMToSLM, pairs: Sequence[Pair], config: TrainConfig, *, progress: bool = True
-) -> list[float]:
-    """Train the projector and the small model (the large model stays frozen) on the response
-    tokens of `pairs`; returns the loss of every step."""
-    data = encode_pairs(pairs, model.large_tokenizer, model.small_tokenizer)
-    model.freeze_large()
-
-    def step_loss(rows: list[int]) -> torch.Tensor:
-        return model(*data.collate(rows))
-
-    return _optimize(
-        model, model.trainable_parameters(), step_loss, len(pairs), config, "llm-to-slm", progress
-    )
-
-
-def fine_tune_small(
-    small, tokenizer, pairs: Sequence[Pair], config: TrainConfig, *, progress: bool = True
-) -> list[float]:
-    """The baseline with the same budget: the small model alone fine-tuned on the response tokens
-    of `pairs` (same data, steps and learning rate); returns the loss of every step."""
-    data = encode_pairs(pairs, tokenizer, tokenizer)
-
-    def step_loss(rows: list[int]) -> torch.Tensor:
-        return small_response_loss(small, *data.collate(rows))
-
-    return _optimize(
-        small, list(small.parameters()), step_loss, len(pairs), config, "fine-tune small", progress
-    )
-
-
-# ----------------------------------------------------------------------------- the stage
-
-
-@dataclass
-class Systems:
-    """What stage 05 compares: the large model alone (the pair's baseline: the large model
-    itself, or for an encoder such as T5's, a causal LM named as the pair's `baseline`; None if
-    none), the small model, the fine-tuned small model and LLM-to-SLM, with the training curves
-    of the last two."""
-
-    large: torch.nn.Module | None
-    small: torch.nn.Module
-    fine_tuned: torch.nn.Module
-    llm_to_slm: LLMToSLM
-    tokenizer: object  # the small model's
-    names: dict[str, str] = field(default_factory=dict)  # which models made up the pair
-    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def stage_pair(profile: Profile, large: str, small: str, baseline: str = "") -> dict[str, str]:
-    """The (large, small) pair and the large baseline as names, sources and revisions: a name is
-    a rung of `profile` (its source and revision are the rung's) or a path / hub id (revision
-    main). `baseline` ("": the large model itself) is the model the speed-up and the gap closed
-    are measured against; an encoder-decoder large model (T5) cannot generate alone, so its
-    pairing names a causal LM sharing the small model's tokenizer."""
-    chosen = {"large": large, "small": small}
-    for role, name in chosen.items():
-        if not name:
-            raise ValueError(f"no {role} model given for profile {profile.name!r}, got {name!r}")
-    chosen["baseline"] = baseline
-    rungs = {r.name: r for r in profile.rungs}
-    pair = dict(chosen)
-    for role, name in chosen.items():
-        rung = rungs.get(name)
-        pair[f"{role}_source"] = rung.model if rung else name
-        pair[f"{role}_revision"] = rung.revision if rung else "main"
-    return pair
-
-
-def train_systems(
-    profile: Profile,
-    pair: dict[str, str],
-    *,
-    out_dir: str | os.PathLike,
-    tasks: str | Sequence[str] = "synthetic",
-    train_pairs: int = 2000,
-    config: TrainConfig = TrainConfig(),
-    layer: int = -1,
-    fusion: str = "add",
-    projector_hidden: int | None = None,
-    progress: bool = True,
-) -> Systems:
-    """Load the pair, train LLM-to-SLM and the fine-tuned small baseline on the same budget
-    (`train_pairs` pairs of each of `tasks`, interleaved), and save both checkpoints under
-    `out_dir` (`llm_to_slm/`, `fine_tuned_small/`)."""
-    load = {"dtype": profile.dtype, "device": profile.device}
-    large, large_tok = load_large(pair["large_source"], revision=pair["large_revision"], **load)
-    load["revision"] = pair["small_revision"]
-    small, small_tok = load_model(pair["small_source"], **load)
-    pairs = mixed_training_pairs(tasks, train_pairs, seed=config.seed)
-    conditioned_small, _ = load_model(pair["small_source"], **load)
-    model = LLMToSLM(
-        large,
-        conditioned_small,
-        large_tok,
-        small_tok,
-        large_source=pair["large_source"],
-        layer=layer,
-        fusion=fusion,
-        projector_hidden=projector_hidden,
-        seed=config.seed,
-    )
-    curve = train_llm_to_slm(model, pairs, config, progress=progress)
-    fine_tuned, _ = load_model(pair["small_source"], **load)
-    baseline = fine_tune_small(fine_tuned, small_tok, pairs, config, progress=progress)
-    out_dir = resolve(out_dir)
-    model.save_pretrained(out_dir / "llm_to_slm")
-    fine_tuned.save_pretrained(out_dir / "fine_tuned_small")
-    small_tok.save_pretrained(out_dir / "fine_tuned_small")
-    curves = pd.DataFrame(
-        [{"model": "LLM-to-SLM", "step": s, "loss": v} for s, v in enumerate(curve)]
-        + [{"model": "fine-tuned small", "step": s, "loss": v} for s, v in enumerate(baseline)]
-    )
-    names = {"large": pair["large"], "small": pair["small"], "baseline": pair.get("baseline", "")}
-    return Systems(
-        baseline_model(pair, model, small_tok, profile),
-        small,
-        fine_tuned,
-        model,
-        small_tok,
-        names,
-        curves,
-    )
-
-
-def baseline_model(pair: dict[str, str], model: LLMToSLM, small_tokenizer, profile: Profile):
-    """The large model alone that LLM-to-SLM is compared with: the pair's `baseline` (a causal
-    LM reading the small model's tokenizer), else the large model when it can generate, else
-    None (no speed-up or gap-closed figure)."""
-    if not pair.get("baseline"):
-        return None if model.encoder_decoder else model.large
-    baseline, tokenizer = load_model(
-        pair["baseline_source"],
-        revision=pair["baseline_revision"],
-        dtype=profile.dtype,
-        device=profile.device,
-    )
-    if not _same_vocabulary(tokenizer, small_tokenizer):
-        raise ValueError(
-            f"the baseline {pair['baseline']!r} must read the small model's tokenizer (the "
-            f"four systems decode the same prompts), but its vocabulary differs from "
-            f"{pair['small']!r}'s"
-        )
-    return baseline
-
-
-SYSTEMS = ("large", "small", "fine-tuned small", "LLM-to-SLM")
-
-
-def _compared(systems: Systems) -> tuple[str, ...]:
-    """The systems that can generate: without a baseline, an encoder (T5's) cannot alone."""
-    return SYSTEMS if systems.large is not None else SYSTEMS[1:]
-
-
-def run_system(systems: Systems, name: str, prompts, **kwargs) -> Collaboration:
-    """Generate with one of the compared systems (greedy; the same loop for all four)."""
-    if name == "LLM-to-SLM":
-        return generate(systems.llm_to_slm, prompts, **kwargs)
-    model = {
-        "large": systems.large,
-        "small": systems.small,
-        "fine-tuned small": systems.fine_tuned,
-    }[name]
-    return engine_generate(model, systems.tokenizer, prompts, **kwargs)
-
-
-def evaluate_systems(
-    systems: Systems,
-    *,
-    tasks: str | Sequence[str] = "synthetic",
-    n_prompts: int = 100,
-    seed: int = 0,
-    max_new_tokens: int = 160,
-    batch_size: int = 50,
-) -> pd.DataFrame:
-    """Accuracy of the systems on each task's test split (greedy), and the collaboration
-    frequency (oracle against the large model) of each small system: one row per task and
-    system."""
-    return pd.concat(
-        [
-            _evaluate_task(systems, task, n_prompts, seed, max_new_tokens, batch_size)
-            for task in task_list(tasks)
-        ],
-        ignore_index=True,
-    )
-
-
-def _evaluate_task(systems, task, n_prompts, seed, max_new_tokens, batch_size) -> pd.DataFrame:
-    examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
-    prompts = build_prompts(task, examples)
-    stop = list(get_task(task).stop)
-    run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
-    rows = []
-    for name in _compared(systems):
-        result = run_system(systems, name, prompts, **run)
-        scores = score(task, result.texts, examples)
-        low, high = accuracy_interval(scores)
-        rows.append(
-            {
-                "task": task,
-                "system": name,
-                "accuracy": accuracy(scores),
-                "accuracy_low": low,
-                "accuracy_high": high,
-                "tokens_per_prompt": result.summary["tokens"] / len(prompts),
-            }
-        )
-    table = pd.DataFrame(rows)
-    table["collaboration_frequency"] = float("nan")
-    if systems.llm_to_slm.shared_vocab and "large" in _compared(systems):
-        smalls = {
-            "small": systems.small,
-            "fine-tuned small": systems.fine_tuned,
-            "LLM-to-SLM": ConditionedSmall(systems.llm_to_slm),
-        }
-        oracle = collaborate_ladder(systems.large, smalls, systems.tokenizer, prompts, **run)
-        for name, result in oracle.items():
-            table.loc[table.system == name, "collaboration_frequency"] = result.summary[
-                "collaboration_frequency"
-            ]
-    table["prompts"] = len(prompts)
-    return table
-
-
-def time_systems(
-    systems: Systems,
-    *,
-    tasks: str | Sequence[str] = "synthetic",
-    n_prompts: int = 8,
-    seed: int = 0,
-    max_new_tokens: int = 160,
-    batch_sizes: Sequence[int] = (1, 8),
-    repeats: int = 3,
-) -> pd.DataFrame:
-    """Wall time of each system on the same test prompts of each task at each batch size,
-    `repeats` times (systems interleaved within a repeat); one row per task, system, batch size
-    and repeat.
-
-    LLM-to-SLM's time includes the large model's encoding (`encode_seconds` says how much). Each
-    run is timed by `fsgen.core.timing.timed`: after a full garbage collection, with the collector off
-    (a full collection walks the whole process heap, large after training)."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    rows = []
-    for task in task_list(tasks):
-        examples = load_examples(task, n_prompts=n_prompts, seed=seed, split="test")
-        rows += _time_task(
-            systems, task, build_prompts(task, examples), max_new_tokens, batch_sizes, repeats
-        )
-    return pd.DataFrame(rows)
-
-
-def _time_task(systems, task, prompts, max_new_tokens, batch_sizes, repeats) -> list[dict]:
-    stop = list(get_task(task).stop)
-    rows = []
-    for repeat in range(repeats):
-        for batch_size in batch_sizes:
-            for name in _compared(systems):
-                run = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "stop": stop}
-                seconds, _, result = timed(
-                    lambda n=name, r=run: run_system(systems, n, prompts, **r)
-                )
-                rows.append(
-                    {
-                        "task": task,
-                        "system": name,
-                        "batch_size": batch_size,
-                        "repeat": repeat,
-                        "seconds": seconds,
-                        "tokens": result.summary["tokens"],
-                        "encode_seconds": result.summary.get("encode_seconds", 0.0),
-                    }
-                )
-    return rows
-
-
-def summarize_timing(timing: pd.DataFrame) -> pd.DataFrame:
-    """Median seconds per task, system and batch size, and the speed-up over the large model
-    alone (large-alone time / the system's time, on the same prompts)."""
-    table = (
-        timing.groupby(["task", "batch_size", "system"], sort=False)
-        .agg(
-            seconds=("seconds", statistics.median),
-            tokens=("tokens", "median"),
-            encode_seconds=("encode_seconds", statistics.median),
-        )
-        .reset_index()
-    )
-    large = table[table.system == "large"].set_index(["task", "batch_size"])["seconds"]
-    keys = pd.MultiIndex.from_frame(table[["task", "batch_size"]])
-    table["speedup_vs_large"] = large.reindex(keys).to_numpy() / table["seconds"].to_numpy()
-    table["ms_per_token"] = 1000 * table["seconds"] / table["tokens"].clip(lower=1)
-    return table
-
-
-def write_llm_to_slm_outputs(
-    quality: pd.DataFrame,
-    timing: pd.DataFrame,
-    systems: Systems,
-    metrics_file: str | os.PathLike,
-    timing_file: str | os.PathLike,
-    results_dir: str | os.PathLike,
-) -> pd.DataFrame:
-    """Write the deterministic metrics (accuracies, collaboration frequencies, parameter
-    counts), the timings (median seconds, speed-ups) apart, and the results CSVs. Returns the
-    results table: quality joined with the median timings."""
-    speed = summarize_timing(timing)
-    key = {
-        "large": "large",
-        "small": "small",
-        "fine-tuned small": "fine_tuned_small",
-        "LLM-to-SLM": "llm_to_slm",
-    }
-    params = {
-        "large": count_parameters(systems.large)["total"] if systems.large is not None else None,
-        "small": count_parameters(systems.small)["total"],
-        "fine-tuned small": count_parameters(systems.fine_tuned)["total"],
-        "LLM-to-SLM": sum(p.numel() for p in systems.llm_to_slm.parameters()),
-    }
-    metrics: dict[str, object] = {}
-    for task, rows in quality.groupby("task", sort=False):
-        metrics |= _quality_metrics(task, rows, key, params)
-    if not systems.curves.empty:
-        last = systems.curves.groupby("model")["loss"].last()
-        metrics["llm_to_slm.final_train_loss"] = float(last["LLM-to-SLM"])
-        metrics["fine_tuned_small.final_train_loss"] = float(last["fine-tuned small"])
-    write_metrics(metrics_file, metrics)
-    timings = {}
-    for row in speed.itertuples():
-        prefix = f"{row.task}.{key[row.system]}.batch{row.batch_size}"
-        timings[f"{prefix}.seconds"] = row.seconds
-        timings[f"{prefix}.ms_per_token"] = row.ms_per_token
-        timings[f"{prefix}.speedup_vs_large"] = row.speedup_vs_large
-        if row.system == "LLM-to-SLM":
-            timings[f"{prefix}.encode_seconds"] = row.encode_seconds
-    write_metrics(timing_file, timings)
-    results_dir = resolve(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    quality.to_csv(results_dir / "quality.csv", index=False, float_format="%.6g")
-    systems.curves.to_csv(results_dir / "loss_curves.csv", index=False, float_format="%.6g")
-    table = speed.merge(quality, on=["task", "system"])
-    table.to_csv(results_dir / "results.csv", index=False, float_format="%.6g")
-    return table
-
-
-def _quality_metrics(task: str, quality: pd.DataFrame, key: dict, params: dict) -> dict:
-    """One task's metrics `<task>.<system>.<name>`: accuracy with its interval, parameters, the
-    collaboration frequency of each small system; LLM-to-SLM's accuracy relative to the large
-    model's, and the share of the fine-tuned small model's gap to the large one it closes."""
-    metrics: dict[str, object] = {f"{task}.prompts": int(quality["prompts"].iloc[0])}
-    for row in quality.itertuples():
-        stem = f"{task}.{key[row.system]}"
-        for name in ("accuracy", "accuracy_low", "accuracy_high"):
-            metrics[f"{stem}.{name}"] = getattr(row, name)
-        metrics[f"{stem}.params"] = params[row.system]
-        if row.system != "large":
-            metrics[f"{stem}.collaboration_frequency"] = row.collaboration_frequency
-    acc = quality.set_index("system")["accuracy"]
-    large = acc.get("large")
-    gap = large - acc["fine-tuned small"] if large is not None else 0.0
-    closed = (acc["LLM-to-SLM"] - acc["fine-tuned small"]) / gap if gap else None
-    metrics[f"{task}.gap_closed"] = closed
-    metrics[f"{task}.llm_to_slm.relative_quality"] = acc["LLM-to-SLM"] / large if large else None
-    return metrics
-
-
-def plot_llm_to_slm(table: pd.DataFrame, stem: str | os.PathLike | None = None):
-    """Accuracy against median wall time, one marker per system and batch size."""
-    sns.set_theme(style="whitegrid", context="notebook")
-    tasks = list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
-    data = table.assign(batch=table["batch_size"].map(lambda b: f"batch {b}"))
-    for ax, task in zip(axes[0], tasks, strict=True):
-        sns.scatterplot(
-            data=data[data.task == task],
-            x="seconds",
-            y="accuracy",
-            hue="system",
-            style="batch",
-            s=90,
-            ax=ax,
-            legend=ax is axes[0][-1],
-        )
-        ax.set_xscale("log")
-        ax.set(
-            xlabel="median wall time (s, log scale)",
-            ylabel=f"{task} accuracy (test split)",
-            title=f"LLM-to-SLM on {task}: quality against time",
-        )
-    if stem is not None:
-        save_figure(fig, stem)
-    return fig
