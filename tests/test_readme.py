@@ -44,9 +44,20 @@ def test_readme_quickstart_runs_and_prints_what_it_says(monkeypatch, tmp_path):
     assert 0 < float(frequency.group(1)) < 0.2  # the README shows 0.097 on the packaged weights
 
 
+def anchors(markdown: str) -> set[str]:
+    """The heading anchors GitHub makes for a Markdown text (fenced code skipped)."""
+    prose = re.sub(r"^```.*?^```$", "", markdown, flags=re.S | re.M)
+    headings = re.findall(r"^#+ (.+)$", prose, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_readme_and_docs_links_resolve():
-    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+    pages = [REPO / "README.md", REPO / "benchmarks/README.md", *sorted(REPO.glob("docs/*.md"))]
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
             if target.startswith(("http://", "https://")):
                 continue
-            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+            path = (page.parent / target) if target else page
+            assert path.exists(), f"{page.name}: broken link {target}"
+            if anchor and path.suffix == ".md":
+                assert anchor in anchors(path.read_text()), f"{page.name}: no #{anchor} in {target}"
