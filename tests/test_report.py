@@ -90,8 +90,9 @@ def test_findings_block_and_figure_links(tmp_path):
     readme.write_text(f"intro\n{FINDINGS_START}\n{FINDINGS_END}\nend\n")
     assert update_readme(readme, tmp_path) and "| P | a claim |" in readme.read_text()
     assert not update_readme(readme, tmp_path)
-    with pytest.raises(ValueError, match="has no results block"):
+    with pytest.raises(ValueError, match="has no findings block"):
         update_readme(tmp_path / "results/findings/caption.md", tmp_path)
+    assert "No findings yet" in render_findings(tmp_path / "nowhere")
     frequency = (
         "task,pair,method,ratio,collaboration_frequency,small_accuracy,large_accuracy,accuracy"
     )

@@ -351,16 +351,18 @@ def render_results(root: str | os.PathLike | None = None, doc_dir: str = "docs")
 def render_findings(root: str | os.PathLike | None = None) -> str:
     """The README's findings block (markers included): stage 07's table and its caption."""
     root = Path(root) if root is not None else resolve(".")
+    if not (root / "results/findings/findings.csv").exists():
+        return "\n\n".join([FINDINGS_START, "No findings yet: run `dvc repro`.", FINDINGS_END])
     return "\n\n".join([FINDINGS_START, findings_table(root), FINDINGS_END])
 
 
-def _replace_block(path: str | os.PathLike, start: str, end: str, block: str) -> bool:
+def _replace_block(path: str | os.PathLike, start: str, end: str, block: str, what: str) -> bool:
     """Replace the text from `start` to `end` (markers included) in `path` with `block`; True if
     the file changed."""
     path = resolve(path)
     text = path.read_text()
     if start not in text or end not in text:
-        raise ValueError(f"{path} has no results block; add the lines {start!r} and {end!r}")
+        raise ValueError(f"{path} has no {what} block; add the lines {start!r} and {end!r}")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     new = head + block + tail
@@ -371,7 +373,8 @@ def _replace_block(path: str | os.PathLike, start: str, end: str, block: str) ->
 
 def update_readme(readme: str | os.PathLike = README, root=None) -> bool:
     """Replace the README's findings block with a fresh rendering; True if it changed."""
-    return _replace_block(readme, FINDINGS_START, FINDINGS_END, render_findings(root))
+    block = render_findings(root)
+    return _replace_block(readme, FINDINGS_START, FINDINGS_END, block, "findings")
 
 
 def update_results_page(page: str | os.PathLike = RESULTS_PAGE, root=None) -> bool:
@@ -379,7 +382,7 @@ def update_results_page(page: str | os.PathLike = RESULTS_PAGE, root=None) -> bo
     page's own folder; True if it changed."""
     root = Path(root) if root is not None else resolve(".")
     page_dir = os.path.relpath(resolve(page).parent, root)
-    return _replace_block(page, START, END, render_results(root, page_dir))
+    return _replace_block(page, START, END, render_results(root, page_dir), "results")
 
 
 def main(argv: list[str] | None = None) -> int:
