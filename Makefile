@@ -1,7 +1,7 @@
 # The two commands of the README. Each builds its own environment from nothing (a virtualenv in
 # .venv, re-used while pyproject.toml is unchanged), then runs the pipeline or the tests.
-#   make repro   # install, then `dvc repro` (the embedded profile, offline, on a CPU) and the
-#                # README's results block from its outputs
+#   make repro   # install, then `dvc repro` (the embedded profile, offline, on a CPU), then the
+#                # README's findings table and docs/results.md from its outputs
 #   make test    # install, then the test suite
 PYTHON ?= python3
 VENV ?= .venv

@@ -92,7 +92,7 @@ def test_gpu_units_ask_for_the_gpus_their_memory_estimate_needs():
     alone = Unit("mbpp", "alone", "qwen1.5-0.5b", "", 0, prompts=8, max_new_tokens=new)
     big = unit_resources(oracle, qwen, 1, Executor(kind="ray"))
     small = unit_resources(alone, qwen, 1, Executor(kind="ray"))
-    # the profile's largest unit, as the memory estimates count it (README: 7 H100s)
+    # the profile's largest unit, as the memory estimates count it (docs/results.md: 7 H100s)
     estimate = estimate_profile(
         qwen, n_prompts=8, max_new_tokens=160, batch_size=8, methods=["all"]
     )

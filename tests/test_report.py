@@ -1,6 +1,8 @@
-"""The README's results block is the pipeline's outputs, and the quick start runs in a minute."""
+"""The README's findings table and docs/results.md are the pipeline's outputs, and the quick start
+runs in a minute."""
 
 import json
+import os
 
 import nbformat
 import pandas as pd
@@ -14,16 +16,44 @@ from fsgen.analysis.estimates import (
     unit_memory,
 )
 from fsgen.models.profiles import load_profile
-from fsgen.stages.report import END, START, ladder_section, render_results, update_readme
+from fsgen.stages.report import (
+    END,
+    FINDINGS_END,
+    FINDINGS_START,
+    START,
+    ladder_section,
+    main,
+    render_findings,
+    render_results,
+    update_readme,
+    update_results_page,
+)
 from tests.conftest import REPO
 from tests.test_notebooks import run_notebook
 
 
-def test_readme_results_match_the_committed_outputs():
+def _block(text: str, start: str, end: str) -> str:
+    assert start in text and end in text
+    return start + text.split(start, 1)[1].split(end, 1)[0] + end
+
+
+def test_readme_findings_match_the_committed_outputs():
     readme = (REPO / "README.md").read_text()
-    assert START in readme and END in readme
-    block = START + readme.split(START, 1)[1].split(END, 1)[0] + END
-    assert block == render_results(REPO), "README is stale: run `python -m fsgen.stages.report`"
+    block = _block(readme, FINDINGS_START, FINDINGS_END)
+    assert block == render_findings(REPO), "README is stale: run `python -m fsgen.stages.report`"
+    assert START not in readme  # the full results live in docs/results.md
+
+
+def test_results_page_matches_the_committed_outputs():
+    page = (REPO / "docs/results.md").read_text()
+    block = _block(page, START, END)
+    assert block == render_results(REPO, "docs"), (
+        "docs/results.md is stale: run `python -m fsgen.stages.report`"
+    )
+    for figure in block.split("](")[1:]:  # every figure is linked from docs/, and exists
+        if figure.startswith("../"):
+            assert (REPO / "docs" / figure.split(")", 1)[0]).resolve().is_file(), figure
+    assert "](results/" not in block
 
 
 def test_every_number_comes_from_the_outputs(tmp_path):
@@ -34,14 +64,59 @@ def test_every_number_comes_from_the_outputs(tmp_path):
     block = render_results(tmp_path)
     assert "| x0 | 123 | 0.500 | 0.250 |" in block  # no intervals, no fit: plain numbers
     assert "Collaboration frequency" not in block  # no stage 02 outputs, no section
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{START}\nold\n{END}\nend\n")
-    assert update_readme(readme, tmp_path) and "| x0 | 123 |" in readme.read_text()
-    assert not update_readme(readme, tmp_path)
-    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("\nend\n")
-    readme.write_text("no block")
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs/results.md"
+    page.write_text(f"intro\n{START}\nold\n{END}\nend\n")
+    assert update_results_page(page, tmp_path) and "| x0 | 123 |" in page.read_text()
+    assert not update_results_page(page, tmp_path)
+    assert page.read_text().startswith("intro\n") and page.read_text().endswith("\nend\n")
+    page.write_text("no block")
     with pytest.raises(ValueError, match="has no results block"):
-        update_readme(readme, tmp_path)
+        update_results_page(page, tmp_path)
+
+
+def test_findings_block_and_figure_links(tmp_path):
+    (tmp_path / "results/findings").mkdir(parents=True)
+    (tmp_path / "results/findings/findings.csv").write_text(
+        "paper,claim,paper_figure,ours,low,high,verdict,rule\n"
+        "P,a claim,qualitative,0.5,0.4,0.6,holds,low > 0.3\n"
+    )
+    (tmp_path / "results/findings/caption.md").write_text("One row per claim.\n")
+    block = render_findings(tmp_path)
+    assert block.startswith(FINDINGS_START) and block.endswith(FINDINGS_END)
+    assert "| P | a claim | qualitative | 0.500 | 0.400 | 0.600 | holds | low > 0.3 |" in block
+    assert "One row per claim." in block and "###" not in block  # the README gives the heading
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{FINDINGS_START}\n{FINDINGS_END}\nend\n")
+    assert update_readme(readme, tmp_path) and "| P | a claim |" in readme.read_text()
+    assert not update_readme(readme, tmp_path)
+    with pytest.raises(ValueError, match="has no findings block"):
+        update_readme(tmp_path / "results/findings/caption.md", tmp_path)
+    assert "No findings yet" in render_findings(tmp_path / "nowhere")
+    frequency = (
+        "task,pair,method,ratio,collaboration_frequency,small_accuracy,large_accuracy,accuracy"
+    )
+    (tmp_path / "results/frequency").mkdir()
+    (tmp_path / "results/frequency/frequency.csv").write_text(
+        f"{frequency}\nsynthetic,b-a,oracle,2.0,0.1,0.2,0.3,0.3\n"
+    )
+    figure = "results/frequency/frequency_heatmaps.png"
+    assert f"](../{figure})" in render_results(tmp_path, "docs")
+    assert f"]({figure})" in render_results(tmp_path, ".")
+
+
+def test_the_cli_updates_both_documents(tmp_path, capsys):
+    readme, page = tmp_path / "README.md", tmp_path / "results.md"
+    readme.write_text(f"{FINDINGS_START}\n{FINDINGS_END}\n")
+    page.write_text(f"{START}\n{END}\n")
+    assert main(["--help"]) == 2
+    assert main([str(readme), str(page)]) == 0  # outputs under the repository: the real ones
+    assert "findings updated" in capsys.readouterr().out
+    assert _block(readme.read_text(), FINDINGS_START, FINDINGS_END) == render_findings(REPO)
+    page_dir = os.path.relpath(tmp_path, REPO)  # the figures linked from where the page is
+    assert _block(page.read_text(), START, END) == render_results(REPO, page_dir)
+    assert main([str(readme), str(page)]) == 0
+    assert capsys.readouterr().out.count("already up to date") == 2
 
 
 @pytest.mark.slow

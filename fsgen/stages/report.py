@@ -1,7 +1,12 @@
-"""The README's results section, rendered from the pipeline's committed outputs.
+"""The results, rendered from the pipeline's committed outputs into two documents.
 
-Nothing in the block between the markers is typed by hand: `python -m fsgen.stages.report` rewrites it
-from `metrics/` and `results/`, and a test checks that the README matches a fresh rendering.
+- `docs/results.md` carries the full results block (every stage's tables and figures) between
+  `START` and `END`;
+- `README.md` carries the findings table alone (stage 07's claims and verdicts) between
+  `FINDINGS_START` and `FINDINGS_END`.
+
+Nothing between the markers is typed by hand: `python -m fsgen.stages.report` rewrites both from
+`metrics/` and `results/`, and a test checks that both match a fresh rendering.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from fsgen.models.profiles import load_profile, read_params
 
 START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"
+FINDINGS_START = "<!-- findings:start (written by `python -m fsgen.stages.report`; do not edit) -->"
+FINDINGS_END = "<!-- findings:end -->"
+README = "README.md"
+RESULTS_PAGE = "docs/results.md"
 
 
 def _read_metrics(path: Path) -> dict:
@@ -50,14 +59,24 @@ def _number_or_text(value) -> object:
         return value
 
 
-def findings_section(root: Path) -> str:
+def _figure(alt: str, path: str, doc_dir: str) -> str:
+    """A Markdown image of `path` (from the repository root) as a document in `doc_dir` links it."""
+    return f"![{alt}]({Path(os.path.relpath(path, doc_dir)).as_posix()})"
+
+
+def findings_table(root: Path) -> str:
+    """Stage 07's claims, figures, intervals and verdicts as a table, with its caption."""
     table = pd.read_csv(root / "results/findings/findings.csv")
     caption = (root / "results/findings/caption.md").read_text().strip()
     shown = table[["paper", "claim", "paper_figure", "ours", "low", "high", "verdict", "rule"]]
     shown = shown.assign(paper_figure=shown["paper_figure"].map(_number_or_text))
     shown = shown.rename(columns={"paper_figure": "paper's figure", "low": "95% low"})
     shown = shown.rename(columns={"high": "95% high"})
-    return "### Findings: each claim, tested (stage 07)\n\n" + _table(shown) + "\n\n" + caption
+    return _table(shown) + "\n\n" + caption
+
+
+def findings_section(root: Path, doc_dir: str = ".") -> str:
+    return "### Findings: each claim, tested (stage 07)\n\n" + findings_table(root)
 
 
 def _ladder_law(ladder: pd.DataFrame, metrics: dict) -> tuple[pd.DataFrame, dict | None]:
@@ -72,7 +91,7 @@ def _ladder_law(ladder: pd.DataFrame, metrics: dict) -> tuple[pd.DataFrame, dict
     return ladder, None
 
 
-def ladder_section(root: Path) -> str:
+def ladder_section(root: Path, doc_dir: str = ".") -> str:
     ladder = pd.read_csv(root / "results/train_ladder/ladder.csv")
     ladder, law = _ladder_law(ladder, _read_metrics(root / "metrics/train_ladder.json"))
     shown = pd.DataFrame({"model": ladder["model"], "parameters": ladder["params"]})
@@ -105,7 +124,7 @@ def ladder_section(root: Path) -> str:
     return "### The embedded ladder (stage 00)\n\n" + caption + _table(shown)
 
 
-def frequency_section(root: Path) -> str:
+def frequency_section(root: Path, doc_dir: str = ".") -> str:
     table = pd.read_csv(root / "results/frequency/frequency.csv")
     metrics = _read_metrics(root / "metrics/frequency.json")
     methods = list(dict.fromkeys(table["method"]))
@@ -135,10 +154,12 @@ def frequency_section(root: Path) -> str:
     )
     if share is not None:
         text += f"\n\nShare of (pair, method) cells with CF under 20%: {_fmt(share, 2)}."
-    return text + "\n\n![CF per pair](results/frequency/frequency_heatmaps.png)"
+    return (
+        text + "\n\n" + _figure("CF per pair", "results/frequency/frequency_heatmaps.png", doc_dir)
+    )
 
 
-def scaling_section(root: Path) -> str:
+def scaling_section(root: Path, doc_dir: str = ".") -> str:
     fits = pd.read_csv(root / "results/scaling_law/fits.csv")
     paper = pd.read_csv(root / "results/scaling_law/paper_fits.csv")
     paper = paper[paper["task"] == "gsm8k"].assign(task="paper Qwen1.5 gsm8k")
@@ -161,11 +182,12 @@ def scaling_section(root: Path) -> str:
         "Least squares from a = α = b = 1 with every parameter >= 0.05, as the FS-GEN authors "
         "fit it; the paper's published Qwen1.5 GSM8K points refitted the same way below ours.\n\n"
         + _table(shown)
-        + "\n\n![Scaling-law fits](results/scaling_law/scaling_law.png)"
+        + "\n\n"
+        + _figure("Scaling-law fits", "results/scaling_law/scaling_law.png", doc_dir)
     )
 
 
-def uncertainty_section(root: Path) -> str:
+def uncertainty_section(root: Path, doc_dir: str = ".") -> str:
     auroc = pd.read_csv(root / "results/uncertainty/auroc.csv")
     shown = auroc.rename(
         columns={
@@ -180,11 +202,12 @@ def uncertainty_section(root: Path) -> str:
         "How well System 1's own uncertainty predicts a mismatch on the oracle traces (AUROC, "
         "0.5 = chance).\n\n"
         + _table(shown.drop(columns=["tokens"]))
-        + "\n\n![Mismatch rate by position](results/uncertainty/position_heatmap.png)"
+        + "\n\n"
+        + _figure("Mismatch rate by position", "results/uncertainty/position_heatmap.png", doc_dir)
     )
 
 
-def llm_to_slm_section(root: Path) -> str:
+def llm_to_slm_section(root: Path, doc_dir: str = ".") -> str:
     table = pd.read_csv(root / "results/llm_to_slm/results.csv")
     metrics = _read_metrics(root / "metrics/llm_to_slm.json")
     rows, notes = [], []
@@ -224,11 +247,12 @@ def llm_to_slm_section(root: Path) -> str:
         + " ".join(notes)
         + "\n\n"
         + _table(pd.DataFrame(rows))
-        + "\n\n![Accuracy against time](results/llm_to_slm/accuracy_vs_time.png)"
+        + "\n\n"
+        + _figure("Accuracy against time", "results/llm_to_slm/accuracy_vs_time.png", doc_dir)
     )
 
 
-def routers_section(root: Path) -> str:
+def routers_section(root: Path, doc_dir: str = ".") -> str:
     summary = pd.read_csv(root / "results/routers/summary.csv")
     summary["pair"] = summary["large"] + "-" + summary["small"]
     calls = summary.pivot_table(
@@ -264,12 +288,19 @@ def routers_section(root: Path) -> str:
         )
         text += (
             "\n\nSpeculative decoding over the large model alone, predicted from the oracle "
-            "traces and measured (timings: this machine, one run).\n\n" + _table(shown)
+            "traces and measured (timings: one run, on the machine that ran the stage).\n\n"
+            + _table(shown)
         )
-    return text + "\n\n![Accuracy against call rate](results/routers/accuracy_vs_call_rate.png)"
+    return (
+        text
+        + "\n\n"
+        + _figure(
+            "Accuracy against call rate", "results/routers/accuracy_vs_call_rate.png", doc_dir
+        )
+    )
 
 
-def estimates_section(root: Path) -> str:
+def estimates_section(root: Path, doc_dir: str = ".") -> str:
     params = read_params(root / "params.yaml")
     logging = params["token_logging"]
     hub = [
@@ -309,27 +340,67 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
 ]
 
 
-def render_results(root: str | os.PathLike | None = None) -> str:
-    """The results block of the README (markers included) from the outputs under `root`."""
+def render_results(root: str | os.PathLike | None = None, doc_dir: str = "docs") -> str:
+    """The full results block (markers included) from the outputs under `root`, its figures
+    linked from a document in `doc_dir` (relative to the repository root: `docs/results.md`)."""
     root = Path(root) if root is not None else resolve(".")
-    parts = [render(root) for needed, render in SECTIONS if (root / needed).exists()]
+    parts = [render(root, doc_dir) for needed, render in SECTIONS if (root / needed).exists()]
     return "\n\n".join([START, *parts, END])
 
 
-def update_readme(readme: str | os.PathLike = "README.md", root=None) -> bool:
-    """Replace the README's results block with a fresh rendering; True if it changed."""
-    path = resolve(readme)
+def render_findings(root: str | os.PathLike | None = None) -> str:
+    """The README's findings block (markers included): stage 07's table and its caption."""
+    root = Path(root) if root is not None else resolve(".")
+    if not (root / "results/findings/findings.csv").exists():
+        return "\n\n".join([FINDINGS_START, "No findings yet: run `dvc repro`.", FINDINGS_END])
+    return "\n\n".join([FINDINGS_START, findings_table(root), FINDINGS_END])
+
+
+def _replace_block(path: str | os.PathLike, start: str, end: str, block: str, what: str) -> bool:
+    """Replace the text from `start` to `end` (markers included) in `path` with `block`; True if
+    the file changed."""
+    path = resolve(path)
     text = path.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{path} has no results block; add the lines {START!r} and {END!r}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = head + render_results(root) + tail
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {what} block; add the lines {start!r} and {end!r}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = head + block + tail
     if new != text:
         atomic_write_bytes(path, new.encode())
     return new != text
 
 
+def update_readme(readme: str | os.PathLike = README, root=None) -> bool:
+    """Replace the README's findings block with a fresh rendering; True if it changed."""
+    block = render_findings(root)
+    return _replace_block(readme, FINDINGS_START, FINDINGS_END, block, "findings")
+
+
+def update_results_page(page: str | os.PathLike = RESULTS_PAGE, root=None) -> bool:
+    """Replace the results page's block with a fresh rendering, its figures linked from the
+    page's own folder; True if it changed."""
+    root = Path(root) if root is not None else resolve(".")
+    page_dir = os.path.relpath(resolve(page).parent, root)
+    return _replace_block(page, START, END, render_results(root, page_dir), "results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fsgen.stages.report [README [RESULTS_PAGE]]`: update both documents."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 2 or any(a.startswith("-") for a in args):
+        print(f"usage: python -m fsgen.stages.report [{README} [{RESULTS_PAGE}]]", file=sys.stderr)
+        return 2
+    readme = args[0] if args else README
+    page = args[1] if len(args) > 1 else RESULTS_PAGE
+    for path, update, what in (
+        (readme, update_readme, "findings"),
+        (page, update_results_page, "results"),
+    ):
+        changed = update(path)
+        print(f"{path}: {what} {'updated' if changed else 'already up to date'}")
+    return 0
+
+
 if __name__ == "__main__":
-    changed = update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    print("README results updated" if changed else "README results already up to date")
+    sys.exit(main())
