@@ -98,7 +98,7 @@ ARCHITECTURES = {
     "google/flan-t5-large": Shape(1024, 24, 16, 2816, vocab=32128, family="t5"),
 }
 # The longest prompt per task over both hub families, in tokens of stand-in tokenizers of the
-# real sizes (README): 8-shot GSM8K, 5-shot MMLU-STEM, 10-shot MBPP, MT-bench turn 1, with
+# real sizes (docs/gpu_profiles.md): 8-shot GSM8K, 5-shot MMLU-STEM, 10-shot MBPP, MT-bench turn 1, with
 # Qwen1.5's chat template (proxy tuning's prompts), rounded up.
 LONGEST_PROMPT = {"gsm8k": 1310, "mmlu_stem": 2290, "mbpp": 4890, "mt_bench": 550}
 

@@ -45,7 +45,7 @@ CLAIMS = {  # id: (paper, claim)
     "uncertainty_auroc": ("FS-GEN", "System 1's uncertainty predicts interventions"),
     "proxy_gap": ("proxy tuning", "proxy tuning closes most of the tuning gap"),
     "llm_to_slm_speed": ("LLM-to-SLM", "at least 2x faster than the large model"),
-    "llm_to_slm_quality": ("LLM-to-SLM", "at a small quality cost (1-2%)"),
+    "llm_to_slm_quality": ("LLM-to-SLM", "at a small performance penalty (1-2%)"),
     "router_pareto": (
         "fsgen",
         "a router reaches 95% of the large model's accuracy calling it for < 20% of tokens",

@@ -1,7 +1,7 @@
 """Run untrusted Python (generated MBPP code) in a separate, contained, limited process.
 
 Each program runs in a fresh `python -I` process whose working directory is a new temporary
-directory. What is contained (the README's "The MBPP sandbox" says the same):
+directory. What is contained (docs/sandbox.md says the same):
 
 Always (any Linux):
 - a wall-clock time limit, and resource limits the program's process sets on itself before the

@@ -5,7 +5,7 @@ count (buys, gives away, fills boxes, ...) and the worked solution carries out t
 one equation each, ending in "The answer is N."; the problem's `expression` is the arithmetic the
 story states, as one formula ("(7 + 3) * 2 - 4"). Difficulty levels set the number of steps and
 the operations; every operand is one digit, so the arithmetic is within reach of the embedded
-ladder's small rungs and accuracy can grow with size (README, "The embedded ladder"):
+ladder's small rungs and accuracy can grow with size (docs/embedded_ladder.md):
 
 | level | steps | operands         | operations            |
 |-------|-------|------------------|-----------------------|

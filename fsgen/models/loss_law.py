@@ -1,6 +1,6 @@
 """The embedded ladder's loss law: held-out loss against size, L(N) = E + A * N^(-a), fitted over
 the base rungs, and each rung's residual against it (stage 00's ladder table). Numbers only: the
-findings table and the README report read it without loading a model.
+findings table and the results report (fsgen.stages.report) read it without loading a model.
 """
 
 from __future__ import annotations
