@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fake_hub, from a checkout
 
 import fsgen  # noqa: E402
-from fsgen.analysis.estimates import ARCHITECTURES  # noqa: E402
+from fsgen.analysis.estimates import model_shape  # noqa: E402
 from fsgen.engine.batch import encode_prompts, padding_id  # noqa: E402
 from fsgen.engine.methods import METHODS  # noqa: E402
 from tests import fake_hub  # noqa: E402
@@ -100,7 +100,7 @@ def build_family(family: str, tiny: bool, device: str, texts: list[str]):
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     models = {}
     for rank, hub_id in enumerate(ids):
-        shape = fake_hub.tiny_shape(hub_id, rank) if tiny else ARCHITECTURES[hub_id]
+        shape = fake_hub.tiny_shape(hub_id, rank) if tiny else model_shape(hub_id)
         with torch.device(device):
             models[hub_id] = fake_hub.random_model(hub_id, shape, seed=rank, dtype=dtype)
     fam = fake_hub.family(ids[0])

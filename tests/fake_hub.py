@@ -48,7 +48,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from fsgen.analysis.estimates import ARCHITECTURES, Shape
+from fsgen.analysis.estimates import HUB_CONFIGS, Shape
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -333,7 +333,7 @@ def build_fake_hub(
             ladder.append(base_id(hub_id))
     for ladder in ladders.values():
         ladder.sort(
-            key=lambda i: list(ARCHITECTURES).index(i) if i in ARCHITECTURES else len(ARCHITECTURES)
+            key=lambda i: list(HUB_CONFIGS).index(i) if i in HUB_CONFIGS else len(HUB_CONFIGS)
         )
     folders = {}
     for hub_id in hub_ids:

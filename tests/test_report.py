@@ -11,8 +11,8 @@ import pytest
 from fsgen.analysis.estimates import (
     estimate_profile,
     fitting_batch,
+    model_shape,
     nominal_size,
-    shape_of,
     unit_memory,
 )
 from fsgen.models.profiles import load_profile
@@ -144,11 +144,11 @@ def test_shapes_give_the_real_parameter_counts():
         ("Qwen/Qwen1.5-72B", 72.3e9),
         ("Qwen/Qwen1.5-0.5B-Chat", 0.464e9),
     ):
-        assert abs(shape_of(model).params / count - 1) < 0.01, model
+        assert abs(model_shape(model).params / count - 1) < 0.01, model
 
 
 def test_unit_memory_counts_weights_kv_cache_and_logits():
-    shape = shape_of("EleutherAI/pythia-12b")
+    shape = model_shape("EleutherAI/pythia-12b")
     memory = unit_memory([shape], method="alone", batch=64, prompt=1490, new=0, per_param=2)
     # the figure: ~70 GB of KV cache for pythia-12b at batch 64 x 1,490 tokens
     assert 69e9 < memory["kv"] < 72e9

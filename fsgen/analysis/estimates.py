@@ -22,9 +22,11 @@ per parameter per token at `flops` x `efficiency`). Loading and downloading are 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -69,34 +71,12 @@ class Shape:
         return self.layers * layer + self.vocab * h * (1 if self.tied else 2)
 
 
-def _neox(hidden: int, layers: int, heads: int) -> Shape:
-    return Shape(hidden, layers, heads, 4 * hidden, vocab=50304, family="neox")
-
-
-def _qwen(hidden, layers, heads, intermediate, kv_heads=0, vocab=151936, tied=False) -> Shape:
-    return Shape(hidden, layers, heads, intermediate, kv_heads, vocab, "qwen", tied)
-
-
-# The real shapes (config.json of each hub model); the fake hub (tests/fake_hub.py) and the GPU
-# check (benchmarks/gpu_check.py) build random-weight models from them.
-ARCHITECTURES = {
-    "EleutherAI/pythia-70m": _neox(512, 6, 8),
-    "EleutherAI/pythia-160m": _neox(768, 12, 12),
-    "EleutherAI/pythia-410m": _neox(1024, 24, 16),
-    "EleutherAI/pythia-1b": _neox(2048, 16, 8),
-    "EleutherAI/pythia-1.4b": _neox(2048, 24, 16),
-    "EleutherAI/pythia-2.8b": _neox(2560, 32, 32),
-    "EleutherAI/pythia-6.9b": _neox(4096, 32, 32),
-    "EleutherAI/pythia-12b": _neox(5120, 36, 40),
-    "Qwen/Qwen1.5-0.5B": _qwen(1024, 24, 16, 2816, tied=True),
-    "Qwen/Qwen1.5-1.8B": _qwen(2048, 24, 16, 5504),
-    "Qwen/Qwen1.5-4B": _qwen(2560, 40, 20, 6912),
-    "Qwen/Qwen1.5-7B": _qwen(4096, 32, 32, 11008),
-    "Qwen/Qwen1.5-14B": _qwen(5120, 40, 40, 13696, vocab=152064),
-    "Qwen/Qwen1.5-32B": _qwen(5120, 64, 40, 27392, kv_heads=8, vocab=152064),
-    "Qwen/Qwen1.5-72B": _qwen(8192, 80, 64, 24576, vocab=152064),
-    "google/flan-t5-large": Shape(1024, 24, 16, 2816, vocab=32128, family="t5"),
-}
+# The config.json fields of the papers' hub models (their shape only), so that estimates, the fake
+# hub (tests/fake_hub.py) and the GPU check (benchmarks/gpu_check.py) need no network; any other
+# model's config is read from its folder or the hub (`model_shape`).
+HUB_CONFIGS: dict[str, dict] = json.loads(
+    (Path(__file__).resolve().parents[1] / "assets" / "hub_configs.json").read_text()
+)
 # The longest prompt per task over both hub families, in tokens of stand-in tokenizers of the
 # real sizes (docs/gpu_profiles.md): 8-shot GSM8K, 5-shot MMLU-STEM, 10-shot MBPP, MT-bench turn 1, with
 # Qwen1.5's chat template (proxy tuning's prompts), rounded up.
@@ -109,26 +89,12 @@ def nominal_size(name: str) -> float:
     return parse_size(name.rsplit("-", 1)[-1])
 
 
-def shape_of(model: str) -> Shape:
-    """The real shape of a hub model of the profiles (a -Chat variant has its base's)."""
-    base = model.removesuffix("-Chat")
-    if base not in ARCHITECTURES:
-        raise ValueError(f"no architecture known for {model!r}; known: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[base]
-
-
-def model_shape(source: str, *, revision: str = "main") -> Shape:
-    """A model's shape: the profiles' known ones by hub id, else read from its config.json (a
-    local folder or the hub cache), for GPT-NeoX, Llama/Qwen-style and T5 configs."""
-    base = str(source).removesuffix("-Chat")
-    if base in ARCHITECTURES:
-        return ARCHITECTURES[base]
-    config = load_config(source, revision=revision)
+def shape_from_config(config: dict) -> Shape:
+    """A model's `Shape` from its config.json fields (GPT-NeoX, Llama/Qwen-style and T5 names)."""
 
     def get(*names: str, default=0):  # the first of a config's synonyms that it sets
-        return next((getattr(config, n) for n in names if getattr(config, n, None)), default)
+        return next((config[n] for n in names if config.get(n)), default)
 
-    family = {"gpt_neox": "neox", "t5": "t5"}.get(config.model_type, "qwen")
     hidden = get("hidden_size", "d_model")
     heads = get("num_attention_heads", "num_heads")
     return Shape(
@@ -138,9 +104,18 @@ def model_shape(source: str, *, revision: str = "main") -> Shape:
         intermediate=get("intermediate_size", "d_ff", default=4 * hidden),
         kv_heads=get("num_key_value_heads", default=heads),
         vocab=get("vocab_size"),
-        family=family,
+        family={"gpt_neox": "neox", "t5": "t5"}.get(config.get("model_type"), "qwen"),
         tied=bool(get("tie_word_embeddings", default=False)),
     )
+
+
+def model_shape(source: str, *, revision: str = "main") -> Shape:
+    """A model's shape from its config.json: the papers' hub models from `HUB_CONFIGS` (a -Chat
+    variant has its base's), any other from its local folder or the hub (cache)."""
+    base = str(source).removesuffix("-Chat")
+    if base in HUB_CONFIGS:
+        return shape_from_config(HUB_CONFIGS[base])
+    return shape_from_config(load_config(source, revision=revision).to_dict())
 
 
 def held_models(method: str, large: int, smaller: Sequence[int], tuned: bool) -> list[list[int]]:
@@ -223,7 +198,7 @@ def estimate_profile(
     methods = logging_methods("all") if list(methods) in (["all"], []) else list(methods)
     per_param = BYTES.get(profile.dtype, 2)
     prompts = {**LONGEST_PROMPT, **(prompts or {})}
-    shapes = [shape_of(rung.model) for rung in profile.rungs]
+    shapes = [model_shape(rung.model, revision=rung.revision) for rung in profile.rungs]
     peak, parts, seconds = 0.0, {}, 0.0
     batches = math.ceil(n_prompts / batch_size)
     for task in profile.tasks:

@@ -34,16 +34,6 @@ ROLES = ("small", "large")
 
 
 @dataclass(frozen=True)
-class Shape:
-    """One model's GPT-NeoX shape and its learning rate (as a rung of params.yaml)."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    lr: float
-
-
-@dataclass(frozen=True)
 class QuickstartPairConfig:
     """How the shipped pair is trained: the ladder's corpus settings, two of its shapes (e0 and
     e2 of the embedded profile) and its training schedule (params.yaml's values, which a test
@@ -59,8 +49,13 @@ class QuickstartPairConfig:
     steps: int = 2000
     warmup_steps: int = 100
     max_position_embeddings: int = 1024
-    small: Shape = field(default_factory=lambda: Shape(24, 2, 2, 0.0096))
-    large: Shape = field(default_factory=lambda: Shape(64, 2, 4, 0.0024))
+    # each model's rung `arch`, as in params.yaml: its GPT-NeoX shape and learning rate
+    small: dict = field(
+        default_factory=lambda: {"hidden_size": 24, "num_layers": 2, "num_heads": 2, "lr": 0.0096}
+    )
+    large: dict = field(
+        default_factory=lambda: {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "lr": 0.0024}
+    )
     test_problems: int = 200  # held-out problems for the record's loss and accuracy (as the ladder)
     max_new_tokens: int = 160
     threads: int = 1
@@ -79,7 +74,7 @@ def build_quickstart_pair(
     config = config or QuickstartPairConfig()
     shared = {f.name for f in fields(LadderConfig)} & {f.name for f in fields(config)}
     training = LadderConfig(**{name: getattr(config, name) for name in shared})  # untuned
-    rungs = tuple(Rung(name=role, model=role, arch=asdict(getattr(config, role))) for role in ROLES)
+    rungs = tuple(Rung(name=role, model=role, arch=dict(getattr(config, role))) for role in ROLES)
     profile = Profile(name="quickstart", kind="embedded", rungs=rungs)
     with tempfile.TemporaryDirectory() as scratch:
         ladder, curves = train_ladder(profile, training, scratch, progress=progress)
@@ -93,7 +88,7 @@ def build_quickstart_pair(
         for index, role in enumerate(ROLES):
             row = rows.loc[role]
             record["models"][role] = {
-                "shape": asdict(getattr(config, role)),
+                "shape": dict(getattr(config, role)),
                 "seed": config.seed + index,  # train_ladder seeds a rung by its place
                 "params": int(row["params"]),
                 "final_train_loss": float(curves.loc[curves["model"] == role, "loss"].iloc[-1]),
