@@ -24,10 +24,9 @@ from fsgen.analysis.routing import (
     parse_pairs,
     random_router,
     split_prompts,
-    sweep_routers,
     uncertainty,
 )
-from fsgen.analysis.speedup import (
+from fsgen.analysis.speedup_model import (
     draft_acceptance,
     predict_speedup,
     replay_rounds,
@@ -42,6 +41,7 @@ from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import Engine, collaborate
 from fsgen.models.profiles import load_profile
 from fsgen.models.train import build_ladder
+from fsgen.stages.routers import sweep_routers
 from fsgen.stages.token_logging import log_tokens
 from tests.conftest import REPO, TINY
 from tests.test_decoding import PROMPTS, _model, _perturbed
