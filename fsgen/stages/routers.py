@@ -211,6 +211,7 @@ def sweep_cost(job: SweepRun) -> float:
 
 
 def sweep_run_name(job: SweepRun) -> str:
+    """A sweep run as its errors name it: its method and pair."""
     return f"sweep run {job.method} {job.large}-{job.small}"
 
 
