@@ -56,7 +56,6 @@ _HOMES = {  # each public name, by layer, and the module it lives in (imported o
     "plot_router_sweep": "fsgen.analysis.routing",
     "plot_speedups": "fsgen.analysis.speedup",
     "speedup_study": "fsgen.analysis.speedup",
-    "sweep_routers": "fsgen.analysis.routing",
     # stages: each stage's values, token logging, the router stage's outputs
     "default_tasks": "fsgen.stages.token_logging",
     "log_tokens": "fsgen.stages.token_logging",
@@ -64,7 +63,7 @@ _HOMES = {  # each public name, by layer, and the module it lives in (imported o
     "stage_config": "fsgen.stages.config",
     "write_logging_outputs": "fsgen.stages.token_logging",
     "router_data_dir": "fsgen.stages.routers",
-    "write_router_outputs": "fsgen.stages.routers",
+    "sweep_routers": "fsgen.stages.routers",
 }
 
 __all__ = list(_HOMES)

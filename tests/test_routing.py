@@ -4,11 +4,13 @@ tiny ladder."""
 
 from __future__ import annotations
 
+import ast
 import gc
 import json
 import math
 import shutil
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,10 +26,9 @@ from fsgen.analysis.routing import (
     parse_pairs,
     random_router,
     split_prompts,
-    sweep_routers,
     uncertainty,
 )
-from fsgen.analysis.speedup import (
+from fsgen.analysis.speedup_model import (
     draft_acceptance,
     predict_speedup,
     replay_rounds,
@@ -41,6 +42,8 @@ from fsgen.engine import forward
 from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import Engine, collaborate
 from fsgen.models.profiles import load_profile
+from fsgen.stages import routers
+from fsgen.stages.config import stage_config
 from fsgen.stages.token_logging import log_tokens
 from fsgen.stages.train_ladder import build_ladder
 from tests.conftest import REPO, TINY
@@ -468,10 +471,32 @@ def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
     # the same sweep in two worker processes: the same rows, whichever process ran each
     traces, _ = merge_logs(tmp_path / "scratch/logs")
     tiny = {"max_new_tokens": 16, "batch_size": 8, "n_prompts": 4, "prompt_offset": 4}
-    parallel = sweep_routers(
+    parallel = routers.sweep_routers(
         profile, traces, [["t2", "t1"]], target_call_rates=[0.1, 0.3], workers=2, **tiny
     ).runs.drop(columns=["wall_seconds"])
     written = pd.read_csv(results / "runs.csv")  # the notebook's sweep, in one process
     pd.testing.assert_frame_equal(
         parallel, written, check_dtype=False, check_exact=False, rtol=1e-5
     )
+
+    # the stage without the speed-up study: the sweep's files as the notebook wrote them, none
+    # of the study's, and its metrics without the speculative ones
+    nb = nbformat.read(REPO / "notebooks/06_routers.ipynb", as_version=4)
+    parameters = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    tiny = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(parameters.source).body
+        if node.targets[0].id == "tiny"
+    )
+    bare = tmp_path / "scratch/bare"
+    paths = routers.Paths("scratch/logs", bare / "routers.json", bare / "timing.json", bare / "out")
+    result = routers.run(stage_config("routers", "", tiny | {"speedup_pairs": []}), paths)
+    assert result.acceptance is None and result.speedups is None
+    for name in ("runs.csv", "summary.csv", "holdout_auc.csv"):
+        assert (bare / "out" / name).read_bytes() == (results / name).read_bytes(), name
+    assert not list((bare / "out").glob("speedup*")) and not (bare / "out/acceptance.csv").exists()
+    assert (bare / "out/accuracy_vs_call_rate.png").read_bytes() == (
+        results / "accuracy_vs_call_rate.png"
+    ).read_bytes()
+    assert set(result.metrics) == {k for k in metrics if not k.startswith("speculative.")}
+    assert json.loads((bare / "routers.json").read_text()).keys() == result.metrics.keys()

@@ -1,5 +1,6 @@
 """Routers that pay off: calibrated uncertainty routers, a learned router, a random baseline, and
-a sweep that decodes for real to put each router's accuracy against its call rate.
+the summaries of a sweep that puts each router's accuracy against its call rate (the sweep's
+decoding runs are `fsgen.stages.routers`'s).
 
 Every router here consults the large model when an *uncertainty score* of System 1's next-token
 distribution is above a cut-off. The scores, and how a cut-off maps to the router's own rule:
@@ -19,7 +20,6 @@ what routing it would have cost and gained.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,13 +31,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from fsgen.core.executor import Executor
-from fsgen.core.parallel import run_jobs
-from fsgen.core.plots import save_figure
-from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
-from fsgen.engine.collaborate import collaborate
 from fsgen.engine.routers import Router, entropy, make_router
-from fsgen.models.cache import models_for, release_models
 
 KINDS = ("threshold", "margin", "entropy", "learned")
 ORACLE_COLUMNS = ("prompt_id", "mismatch", "small_top1_prob", "small_margin", "small_entropy")
@@ -391,7 +385,7 @@ def mismatch_auc(trace: pd.DataFrame, learned: LearnedRouter | None = None) -> d
     return {k: float(roc_auc_score(y, uncertainty(trace, k, learned))) for k in kinds}
 
 
-# ----------------------------------------------------------------------------- the sweep
+# ----------------------------------------------------------------------------- sweep summaries
 
 
 @dataclass
@@ -402,157 +396,6 @@ class SweepResult:
     runs: pd.DataFrame
     summary: pd.DataFrame
     scores: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One decoding run of a sweep (a `sweep_routers` job): System 1 (`small`) decodes the
-    prompts and consults System 2 (`large`) where the router says; `method` "small" or "large"
-    runs that model alone. The router is rebuilt from `calibration` (or, for the random
-    baseline, from `random_rate` and `seed`) where the run happens, as routers are closures."""
-
-    profile: object
-    large: str
-    small: str
-    method: str  # "oracle" (routed), "small" or "large" (alone)
-    prompts: list[str]
-    examples: list
-    task: str
-    decoding: dict  # max_new_tokens, batch_size, stop
-    calibration: Calibration | None = None
-    random_rate: float | None = None
-    seed: int = 0
-
-
-def run_sweep(job: SweepRun) -> dict:
-    """Decode one `SweepRun`; returns its realised call rate, collaboration frequency, accuracy,
-    tokens, large-model forwards and wall seconds."""
-
-    models = models_for(job.profile)
-    small, large, tokenizer = models.get(job.small), models.get(job.large), models.tokenizer
-    how: dict = {"method": job.method}
-    if job.calibration is not None:
-        how["router"] = job.calibration.router()
-    elif job.random_rate is not None:
-        how["router"] = random_router(job.random_rate, job.seed)
-    if job.method == "small":
-        large = small
-    elif job.method == "large":
-        small = large
-    out = collaborate(small, large, tokenizer, job.prompts, **how, **job.decoding)
-    return {
-        "call_rate": out.summary["call_rate"],
-        "collaboration_frequency": out.summary["collaboration_frequency"],
-        "accuracy": accuracy(score(job.task, out.texts, job.examples)),
-        "tokens": out.summary["tokens"],
-        "large_forwards": out.summary["large_forwards"],
-        "wall_seconds": out.summary["wall_seconds"],
-    }
-
-
-def sweep_routers(
-    profile,
-    traces: pd.DataFrame,
-    pairs: str | Sequence,  # [large, small] items, or "auto" (see parse_pairs)
-    *,
-    task: str = "synthetic",
-    target_call_rates: Sequence[float] = (0.05, 0.1, 0.2, 0.4),
-    kinds: Sequence[str] = KINDS,
-    n_prompts: int = 64,
-    prompt_offset: int = 64,
-    seed: int = 0,
-    fit_fraction: float = 0.5,
-    top_k: int = 5,
-    max_new_tokens: int = 160,
-    batch_size: int = 64,
-    data_dir: str | os.PathLike | None = None,
-    workers: int = 1,
-    executor: str | Executor = "local",
-    progress: bool = False,
-) -> SweepResult:
-    """For each pair, calibrate every router kind on the pair's oracle traces to each target call
-    rate, then decode for real (`collaborate(method="oracle", router=...)`) on fresh prompts
-    (`n_prompts` examples after the first `prompt_offset` of the `seed` shuffle, so not the
-    logged ones when the offset is the logged count), next to a random router at the same
-    targets and the two models alone. The learned router is fitted on a `fit_fraction` split of
-    the traces' prompts and evaluated on the rest.
-
-    The runs decode on this process's torch thread count, `workers` at once in their own
-    processes (`fsgen.core.parallel`), or as Ray tasks (`executor="ray"`): each run's wall time
-    is then one run's on its own core, beside another's; every other column is the same whatever
-    `workers` and `executor` are."""
-    unknown = sorted(set(kinds) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown router kinds {unknown}; valid kinds: {list(KINDS)}")
-    plan = parse_pairs(pairs, profile)
-    task, max_new_tokens = profile_task(profile, task, max_new_tokens)
-    examples = load_examples(
-        task, data_dir=data_dir, n_prompts=prompt_offset + n_prompts, seed=seed
-    )[prompt_offset:]
-    prompts = build_prompts(task, examples, data_dir=data_dir)
-    decoding = {
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "stop": list(get_task(task).stop),
-    }
-    jobs: list[SweepRun] = []
-    rows: list[tuple[dict, int]] = []  # each run's label and the job that measures it
-    alone: dict[str, int] = {}  # a model alone runs once, whatever pairs it is in
-    scores = []
-
-    def job(large: str, small: str, method: str, **router) -> int:
-        jobs.append(
-            SweepRun(profile, large, small, method, prompts, examples, task, decoding, **router)
-        )
-        return len(jobs) - 1
-
-    for large_name, small_name in plan:
-        trace = oracle_trace(traces, task, large_name, small_name)
-        fit_ids, held_ids = split_prompts(trace["prompt_id"], fit_fraction, seed)
-        learned = fit_learned_router(trace[trace["prompt_id"].isin(fit_ids)], top_k=top_k)
-        held = mismatch_auc(trace[trace["prompt_id"].isin(held_ids)], learned)
-        base = {"task": task, "large": large_name, "small": small_name}
-        scores += [base | {"router": k, "holdout_mismatch_auc": v} for k, v in held.items()]
-        for name, method in ((small_name, "small"), (large_name, "large")):
-            if name not in alone:
-                alone[name] = job(name, name, method)
-            fixed = 0.0 if method == "small" else 1.0
-            label = {"target_call_rate": fixed, "threshold": None, "predicted_call_rate": fixed}
-            rows.append((base | {"router": method} | label, alone[name]))
-        for target in target_call_rates:
-            for kind in kinds:
-                cal = calibrate_router(trace, kind, target, learned=learned)
-                label = {
-                    "router": kind,
-                    "target_call_rate": target,
-                    "threshold": cal.threshold,
-                    "predicted_call_rate": cal.predicted_call_rate,
-                }
-                rows.append((base | label, job(large_name, small_name, "oracle", calibration=cal)))
-            label = {
-                "router": "random",
-                "target_call_rate": target,
-                "threshold": None,
-                "predicted_call_rate": target,
-            }
-            index = job(large_name, small_name, "oracle", random_rate=target, seed=seed)
-            rows.append((base | label, index))
-    try:
-        measured = run_jobs(
-            run_sweep,
-            jobs,
-            workers=workers,
-            threads=torch.get_num_threads(),
-            cost=lambda run: run.profile.rung(run.large).compute_weight,
-            desc="router sweep",
-            progress=progress,
-            executor=executor,
-            name=lambda run: f"sweep run {run.method} {run.large}-{run.small}",
-        )
-    finally:
-        release_models()
-    table = pd.DataFrame([label | measured[index] for label, index in rows])
-    return SweepResult(table, summarize_sweep(table), pd.DataFrame(scores))
 
 
 def summarize_sweep(runs: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
@@ -589,10 +432,10 @@ def summarize_sweep(runs: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- figures and files
+# ----------------------------------------------------------------------------- figures and metrics
 
 
-def plot_router_sweep(runs: pd.DataFrame, x: str = "call_rate", stem=None):
+def plot_router_sweep(runs: pd.DataFrame, x: str = "call_rate") -> plt.Figure:
     """Task accuracy against `x` (realised call rate, or wall_seconds) per router, one panel per
     pair; the dotted line is 95% of the large model's accuracy."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -624,8 +467,6 @@ def plot_router_sweep(runs: pd.DataFrame, x: str = "call_rate", stem=None):
         ax.set(title=f"{task}: {large} helps {small}", xlabel=label, ylabel="task accuracy")
         ax.legend(title="router", fontsize=8)
     fig.tight_layout()
-    if stem is not None:
-        save_figure(fig, stem)
     return fig
 
 
