@@ -43,15 +43,10 @@ from fsgen.core.io import read_yaml, write_metrics  # noqa: E402
 from fsgen.core.owned import prepare_owned_dir, remove_owned  # noqa: E402
 from fsgen.core.shards import ShardStore, merge_logs, write_plan  # noqa: E402
 from fsgen.data.sandbox import run_python  # noqa: E402
+from fsgen.data.scoring import accuracy  # noqa: E402
+from fsgen.data.sources import read_jsonl  # noqa: E402
 from fsgen.data.synthetic import generate_problems, plain_document, plain_prompt  # noqa: E402
-from fsgen.data.tasks import (  # noqa: E402
-    accuracy,
-    build_prompts,
-    get_task,
-    load_examples,
-    read_jsonl,
-    score,
-)
+from fsgen.data.tasks import build_prompts, get_task, load_examples, score  # noqa: E402
 from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
 from fsgen.engine.collaborate import collaborate, generate  # noqa: E402
 from fsgen.engine.methods import logging_methods  # noqa: E402

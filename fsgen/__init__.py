@@ -21,9 +21,9 @@ _HOMES = {  # each public name, by layer, and the module it lives in (imported o
     "compute_threads": "fsgen.core.determinism",
     "use_deterministic_algorithms": "fsgen.core.determinism",
     # data: benchmark tasks, prompts, scoring, the sandbox for generated code
-    "DataUnavailableError": "fsgen.data.tasks",
+    "DataUnavailableError": "fsgen.data.sources",
     "TASKS": "fsgen.data.tasks",
-    "accuracy": "fsgen.data.tasks",
+    "accuracy": "fsgen.data.scoring",
     "build_prompts": "fsgen.data.tasks",
     "get_task": "fsgen.data.tasks",
     "load_examples": "fsgen.data.tasks",

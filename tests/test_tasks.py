@@ -3,20 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from fsgen.data import tasks
+from fsgen.data import scoring, sources
+from fsgen.data.scoring import accuracy, extract_choice, extract_code
+from fsgen.data.sources import DataUnavailableError
 from fsgen.data.synthetic import chat_prompt, plain_prompt
-from fsgen.data.tasks import (
-    TASKS,
-    DataUnavailableError,
-    accuracy,
-    build_prompts,
-    extract_choice,
-    extract_code,
-    get_task,
-    load_examples,
-    load_few_shot,
-    score,
-)
+from fsgen.data.tasks import TASKS, build_prompts, get_task, load_examples, load_few_shot, score
 
 # In CI the repository is cloned with `shared/` beside it.
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -27,7 +18,7 @@ SIZES = {"gsm8k": 1319, "mmlu_stem": 3134, "mbpp": 500, "mt_bench": 80}
 def data_dir(monkeypatch) -> Path:
     if not DATA.is_dir():
         pytest.skip(f"no local benchmark data at {DATA} (../shared/data from the repository root)")
-    monkeypatch.delenv(tasks.DATA_ENV, raising=False)
+    monkeypatch.delenv(sources.DATA_ENV, raising=False)
     return DATA
 
 
@@ -84,7 +75,7 @@ def test_number_extraction(prediction, expected):
 
 
 def test_number_scoring_is_tolerant_of_formats():
-    examples = [tasks.Example("gsm8k", 0, "q", 1000, None, {})] * 4
+    examples = [sources.Example("gsm8k", 0, "q", 1000, None, {})] * 4
     predictions = ["The answer is 1,000", "The answer is $1000.", "1000.0", "The answer is 100"]
     assert score("gsm8k", predictions, examples) == [True, True, True, False]
     assert score("gsm8k", ["no idea"], examples[:1]) == [False]
@@ -151,7 +142,7 @@ def test_loaded_fields(data_dir):
 
 
 def test_data_dir_from_the_environment_and_relative_to_the_repo(data_dir, monkeypatch, repo):
-    monkeypatch.setenv(tasks.DATA_ENV, str(data_dir))
+    monkeypatch.setenv(sources.DATA_ENV, str(data_dir))
     assert len(load_examples("mt_bench")) == 80
     monkeypatch.setenv("FSGEN_ROOT", str(repo))
     relative = "../shared/data"
@@ -162,12 +153,12 @@ def test_data_dir_from_the_environment_and_relative_to_the_repo(data_dir, monkey
 
 
 def test_offline_without_data_dir_names_both_options(monkeypatch):
-    monkeypatch.delenv(tasks.DATA_ENV, raising=False)
+    monkeypatch.delenv(sources.DATA_ENV, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataUnavailableError) as error:
         load_examples("gsm8k")
-    assert "data_dir=" in str(error.value) and tasks.DATA_ENV in str(error.value)
+    assert "data_dir=" in str(error.value) and sources.DATA_ENV in str(error.value)
     examples = load_examples("synthetic", n_prompts=2)  # generated: needs no data
     with pytest.raises(DataUnavailableError, match="few_shot_file="):
         build_prompts("gsm8k", examples)
@@ -289,7 +280,7 @@ def test_mbpp_reference_code_passes_its_own_asserts(data_dir):
 
 
 def test_mbpp_scores_hand_written_predictions(data_dir, monkeypatch):
-    monkeypatch.setattr(tasks, "MBPP_TIMEOUT", 1.0)
+    monkeypatch.setattr(scoring, "MBPP_TIMEOUT", 1.0)
     task_11 = load_examples("mbpp", data_dir=data_dir)[:1] * 4
     right = (
         "def remove_Occ(s, ch):\n"

@@ -27,19 +27,43 @@ Typical use::
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
-import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fsgen.core.paths import resolve
-from fsgen.core.stats import wilson_interval
-from fsgen.data.sandbox import run_many
-from fsgen.data.scoring import last_number, parse_number
+from fsgen.data.scoring import (
+    EXPRESSION_STOP,
+    GSM8K_STOP,
+    MBPP_STOP,
+    MMLU_STOP,
+    SYNTHETIC_STOP,
+    extract_code,
+    gsm8k_answer,
+    gsm8k_extract,
+    mmlu_extract,
+    normalize_expression,
+    same_letter,
+    same_number,
+    same_text,
+    score_mbpp,
+    score_with,
+    synthetic_extract,
+    unscored,
+)
+from fsgen.data.sources import (
+    DATA_ENV,
+    DataUnavailableError,
+    Example,
+    check_split,
+    hub_rows,
+    read_jsonl,
+    resolve_data_dir,
+    rows_with,
+)
 from fsgen.data.synthetic import (
     Problem,
     chat_prompt,
@@ -48,34 +72,10 @@ from fsgen.data.synthetic import (
     plain_prompt,
 )
 
-DATA_ENV = "FSGEN_DATA_DIR"
 SYNTHETIC_SIZE = 1000  # synthetic examples drawn when n_prompts is not given
-MBPP_TIMEOUT = 10.0  # seconds one MBPP program may run
-MBPP_MEMORY_MB = 1024
 LETTERS = "ABCD"
 
 FewShot = str | dict[str, str]  # one text, or one text per subject (MMLU)
-
-
-class DataUnavailableError(OSError):
-    """A task's data is not in a local data directory and the hub cannot be reached."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One evaluation item: its id, question, gold answer and reference solution.
-
-    `gold` is what a prediction is scored against (a number, a letter, the MBPP asserts, or None
-    for MT-bench); `solution` is a reference answer written out (the worked solution, the
-    reference code, "The answer is (B).") that scores as correct; `record` is the raw row.
-    """
-
-    task: str
-    id: int
-    question: str
-    gold: object
-    solution: str | None
-    record: dict = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,71 +98,6 @@ class Task:
     score: Callable[[Sequence[str], Sequence[Example], int], list[bool | None]]
     few_shot: str | None = None
     chat_message: Callable[[Example, FewShot], str] | None = None
-
-
-# ----------------------------------------------------------------------------- data sources
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The local data directory: `data_dir`, else `$FSGEN_DATA_DIR`, else None (the hub).
-
-    Relative paths resolve from the repository root (`fsgen.core.paths.resolve`).
-    """
-    if data_dir is not None and not str(data_dir).strip():
-        raise ValueError(
-            f"data_dir must name a data directory, got {data_dir!r} (None: ${DATA_ENV} or the hub)"
-        )
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
-    return None if chosen is None else resolve(chosen)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The rows of a JSON-lines file (blank lines skipped); errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"expected a JSONL data file at {path}, but there is none")
-    rows = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8")
-                if line.strip():
-                    rows.append(json.loads(line))
-            except (UnicodeDecodeError, ValueError) as error:
-                raise ValueError(
-                    f"{path} line {number}: not a UTF-8 JSON line ({error})"
-                ) from error
-            if line.strip() and not isinstance(rows[-1], dict):
-                raise ValueError(f"{path} line {number}: expected a JSON object, got {line[:60]!r}")
-    return rows
-
-
-def _rows(rows: list[dict], source: str, fields: Sequence[str]):
-    """`(i, row)` over rows that all hold `fields`; a missing one names the source and row."""
-    for i, row in enumerate(rows):
-        missing = [name for name in fields if name not in row]
-        if missing:
-            raise ValueError(f"{source} row {i} lacks the fields {missing}; it has {sorted(row)}")
-        yield i, row
-
-
-def _hub(path: str, *args: str, split: str) -> list[dict]:
-    """Rows of a hub dataset through `datasets`; a clear error when it cannot be had."""
-    try:
-        from datasets import load_dataset  # noqa: PLC0415 (slow to import; only the hub path needs it)
-
-        return [dict(row) for row in load_dataset(path, *args, split=split)]
-    except Exception as err:  # offline, not cached, renamed upstream, ...
-        raise DataUnavailableError(
-            f"could not load {path!r} ({split}) from the hub: {err}. Offline, point fsgen at a "
-            f"local data directory laid out like ../shared/data, either with data_dir= or with "
-            f"the {DATA_ENV} environment variable."
-        ) from err
-
-
-def _check_split(task: str, split: str, splits: Sequence[str]) -> None:
-    if split not in splits:
-        raise ValueError(f"task {task!r} has splits {tuple(splits)}, got split={split!r}")
 
 
 # ----------------------------------------------------------------------------- few-shot texts
@@ -215,116 +150,6 @@ def _shots(few_shot: FewShot, subject: str | None = None) -> str:
     return f"{text}\n\n" if text else ""
 
 
-# ----------------------------------------------------------------------------- extractors
-
-
-def _cut(text: str, stop: Sequence[str]) -> str:
-    """`text` up to the first stop string in it."""
-    cuts = [text.index(s) for s in stop if s in text]
-    return text[: min(cuts)] if cuts else text
-
-
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*(?:\(([A-Da-d])\)|([A-D])(?![A-Za-z]))", re.IGNORECASE)
-_PARENS = re.compile(r"\(([A-D])\)")
-
-
-def extract_choice(text: str) -> str | None:
-    """The letter a multiple-choice answer picks, or None.
-
-    The first "answer is (B)" / "answer is B" / "answer is: (b)" wins; failing that, the last
-    "(B)" in the text. A bare lowercase letter only counts in parentheses, so "the answer is a
-    guess" picks nothing.
-    """
-    for match in _ANSWER_IS.finditer(text):
-        if match.group(1):
-            return match.group(1).upper()
-        if match.group(2) and match.group(2).isupper():  # IGNORECASE also matched lowercase
-            return match.group(2)
-    found = _PARENS.findall(text)
-    return found[-1] if found else None
-
-
-_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def extract_code(text: str) -> str:
-    """The program in an MBPP prediction: the first ``` fenced block if there is one, else the
-    text up to the next few-shot item ("id:", "Question:")."""
-    text = _cut(text, _MBPP_STOP)
-    fenced = _FENCE.search(text)
-    return (fenced.group(1) if fenced else text).strip("\n")
-
-
-def gsm8k_answer(solution: str) -> int | float:
-    """The gold number of a GSM8K worked solution: what follows "####", commas removed."""
-    if "####" not in solution:
-        raise ValueError(f"a GSM8K solution must end in '#### N', got {solution[-60:]!r}")
-    value = parse_number(solution.rsplit("####", 1)[1].strip())
-    if value is None:
-        raise ValueError(f"no number after '####' in {solution[-60:]!r}")
-    return value
-
-
-# ----------------------------------------------------------------------------- scorers
-
-
-def normalize_expression(text: str) -> str:
-    """The first line of `text` with every space removed: how formulas are compared."""
-    lines = text.strip().splitlines()
-    return "".join(lines[0].split()) if lines else ""
-
-
-def _same_text(prediction: object, gold: object) -> bool:
-    return prediction == normalize_expression(str(gold))
-
-
-def _synthetic_extract(text: str) -> int | float | None:
-    return last_number(_cut(text, _SYNTHETIC_STOP))
-
-
-def _gsm8k_extract(text: str) -> int | float | None:
-    return last_number(_cut(text, _GSM8K_STOP))
-
-
-def _mmlu_extract(text: str) -> str | None:
-    return extract_choice(_cut(text, _MMLU_STOP))
-
-
-def _score_with(extract: Callable[[str], object], same: Callable[[object, object], bool]):
-    """A scorer that compares each extracted answer with its example's gold answer."""
-
-    def score(predictions, examples, workers):
-        return [same(extract(p), e.gold) for p, e in zip(predictions, examples, strict=True)]
-
-    return score
-
-
-def _same_number(prediction: object, gold: object) -> bool:
-    return prediction is not None and abs(float(prediction) - float(gold)) < 1e-6
-
-
-def _same_letter(prediction: object, gold: object) -> bool:
-    return prediction == gold
-
-
-def mbpp_program(code: str, example: Example) -> str:
-    """The program that tests `code` on an MBPP task: the code, its setup code, its asserts."""
-    setup = example.record.get("test_setup_code") or ""
-    return "\n".join([code, setup, *example.gold, ""])
-
-
-def _score_mbpp(predictions, examples, workers):
-    programs = [
-        mbpp_program(extract_code(p), e) for p, e in zip(predictions, examples, strict=True)
-    ]
-    results = run_many(programs, workers=workers, timeout=MBPP_TIMEOUT, memory_mb=MBPP_MEMORY_MB)
-    return [result.passed for result in results]
-
-
-def _unscored(predictions, examples, workers):
-    return [None] * len(examples)
-
-
 # ----------------------------------------------------------------------------- loaders and prompts
 
 
@@ -369,9 +194,9 @@ def _load_expression(data_dir: Path | None, split: str) -> list[Example]:
 
 def _load_gsm8k(data_dir: Path | None, split: str) -> list[Example]:
     source = "openai/gsm8k" if data_dir is None else data_dir / "gsm8k" / f"{split}.jsonl"
-    rows = _hub(source, "main", split=split) if data_dir is None else read_jsonl(source)
+    rows = hub_rows(source, "main", split=split) if data_dir is None else read_jsonl(source)
     examples = []
-    for i, row in _rows(rows, str(source), ("question", "answer")):
+    for i, row in rows_with(rows, str(source), ("question", "answer")):
         try:
             gold = gsm8k_answer(str(row["answer"]))
         except ValueError as error:
@@ -384,9 +209,9 @@ def _load_mmlu(data_dir: Path | None, split: str) -> list[Example]:
     source = (
         "TIGER-Lab/MMLU-STEM" if data_dir is None else data_dir / "mmlu_stem" / f"{split}.jsonl"
     )
-    rows = _hub(source, split=split) if data_dir is None else read_jsonl(source)
+    rows = hub_rows(source, split=split) if data_dir is None else read_jsonl(source)
     examples = []
-    for i, row in _rows(rows, str(source), ("question", "choices", "answer")):
+    for i, row in rows_with(rows, str(source), ("question", "choices", "answer")):
         if not isinstance(row["choices"], list) or len(row["choices"]) != len(LETTERS):
             raise ValueError(
                 f"{source} row {i} must have a list of 4 choices, got {row['choices']!r}"
@@ -406,9 +231,9 @@ _MBPP_SPLITS = {"test": (11, 510), "train": (601, 974), "validation": (511, 600)
 
 def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
     source = "google-research-datasets/mbpp" if data_dir is None else data_dir / "mbpp/mbpp.jsonl"
-    rows = _hub(source, "full", split=split) if data_dir is None else read_jsonl(source)
+    rows = hub_rows(source, "full", split=split) if data_dir is None else read_jsonl(source)
     fields = ("task_id", "text", "test_list", "code")
-    for i, row in _rows(rows, str(source), fields):
+    for i, row in rows_with(rows, str(source), fields):
         tests = row["test_list"]
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
             raise ValueError(
@@ -427,9 +252,9 @@ def _load_mbpp(data_dir: Path | None, split: str) -> list[Example]:
 def _load_mt_bench(data_dir: Path | None, split: str) -> list[Example]:
     source = "lighteval/mt-bench" if data_dir is None else data_dir / "mt_bench/question.jsonl"
     # from the hub: the 80 questions with their original ids, columns and references
-    rows = _hub(source, split="train") if data_dir is None else read_jsonl(source)
+    rows = hub_rows(source, split="train") if data_dir is None else read_jsonl(source)
     examples = []
-    for _, row in _rows(rows, str(source), ("question_id", "turns")):
+    for _, row in rows_with(rows, str(source), ("question_id", "turns")):
         reference = row.get("reference") or None
         solution = reference[0] if reference else None
         examples.append(
@@ -474,12 +299,6 @@ def _mt_bench_prompt(example: Example, few_shot: FewShot) -> str:
     return _shots(few_shot) + example.question
 
 
-_GSM8K_STOP = ("\nQuestion:",)
-_MMLU_STOP = ("\nQ:",)
-_MBPP_STOP = ("\nid:", "\nQuestion:", "\nCodes:")
-_SYNTHETIC_STOP = ("\nQuestion:", "<|end|>")
-_EXPRESSION_STOP = ("\n", "<|end|>")
-
 TASKS: dict[str, Task] = {
     "synthetic": Task(
         name="synthetic",
@@ -487,27 +306,27 @@ TASKS: dict[str, Task] = {
         load=_load_synthetic,
         prompt=_synthetic_prompt,
         chat_message=_synthetic_chat,
-        stop=_SYNTHETIC_STOP,
-        extract=_synthetic_extract,
-        score=_score_with(_synthetic_extract, _same_number),
+        stop=SYNTHETIC_STOP,
+        extract=synthetic_extract,
+        score=score_with(synthetic_extract, same_number),
     ),
     "expression": Task(
         name="expression",
         splits=("test", "train"),
         load=_load_expression,
         prompt=_expression_prompt,
-        stop=_EXPRESSION_STOP,
+        stop=EXPRESSION_STOP,
         extract=normalize_expression,
-        score=_score_with(normalize_expression, _same_text),
+        score=score_with(normalize_expression, same_text),
     ),
     "gsm8k": Task(
         name="gsm8k",
         splits=("test", "train"),
         load=_load_gsm8k,
         prompt=_gsm8k_prompt,
-        stop=_GSM8K_STOP,
-        extract=_gsm8k_extract,
-        score=_score_with(_gsm8k_extract, _same_number),
+        stop=GSM8K_STOP,
+        extract=gsm8k_extract,
+        score=score_with(gsm8k_extract, same_number),
         few_shot="gsm8k_8shot.txt",
     ),
     "mmlu_stem": Task(
@@ -515,9 +334,9 @@ TASKS: dict[str, Task] = {
         splits=("test",),
         load=_load_mmlu,
         prompt=_mmlu_prompt,
-        stop=_MMLU_STOP,
-        extract=_mmlu_extract,
-        score=_score_with(_mmlu_extract, _same_letter),
+        stop=MMLU_STOP,
+        extract=mmlu_extract,
+        score=score_with(mmlu_extract, same_letter),
         few_shot="mmlu_cot_5shot.json",
     ),
     "mbpp": Task(
@@ -525,9 +344,9 @@ TASKS: dict[str, Task] = {
         splits=tuple(_MBPP_SPLITS),
         load=_load_mbpp,
         prompt=_mbpp_prompt,
-        stop=_MBPP_STOP,
+        stop=MBPP_STOP,
         extract=extract_code,
-        score=_score_mbpp,
+        score=score_mbpp,
         few_shot="mbpp_10shot.txt",
     ),
     "mt_bench": Task(
@@ -537,7 +356,7 @@ TASKS: dict[str, Task] = {
         prompt=_mt_bench_prompt,
         stop=(),
         extract=str.strip,
-        score=_unscored,
+        score=unscored,
     ),
 }
 
@@ -574,7 +393,7 @@ def load_examples(
     prompts, and a larger `n_prompts` with the same seed extends a smaller one.
     """
     task = get_task(task)
-    _check_split(task.name, split, task.splits)
+    check_split(task.name, split, task.splits)
     examples = task.load(resolve_data_dir(data_dir), split)
     if n_prompts is None:
         return examples
@@ -663,32 +482,3 @@ def score(
             for prediction, example in zip(predictions, examples, strict=True)
         ]
     return task.score(predictions, examples, workers)
-
-
-def accuracy(scores: Sequence[bool | float | None]) -> float | None:
-    """The mean of the scored entries (None entries skipped); None when nothing was scored. A
-    NaN or infinite score is a ValueError naming its index (a score is in [0, 1])."""
-    scored = _scored(scores)
-    return sum(scored) / len(scored) if scored else None
-
-
-def _scored(scores: Sequence[bool | float | None]) -> list[float]:
-    """The scored entries as floats; a score that is not a finite number is an error."""
-    scored = []
-    for i, s in enumerate(scores):
-        if s is None:
-            continue
-        value = float(s)
-        if not math.isfinite(value):
-            raise ValueError(f"score {i} is {s!r}: a score is a finite number in [0, 1]")
-        scored.append(value)
-    return scored
-
-
-def accuracy_interval(scores: Sequence[bool | float | None]) -> tuple[float, float]:
-    """The Wilson 95% interval of `accuracy(scores)` when every scored entry is right or wrong
-    (0 or 1); NaNs for graded scores or when nothing was scored."""
-    scored = _scored(scores)
-    if not scored or any(s not in (0.0, 1.0) for s in scored):
-        return float("nan"), float("nan")
-    return wilson_interval(int(sum(scored)), len(scored))

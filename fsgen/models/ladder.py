@@ -31,6 +31,7 @@ from fsgen.core.executor import Executor
 from fsgen.core.io import atomic_directory, atomic_write_bytes
 from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.source import code_fingerprint
+from fsgen.data.scoring import accuracy, accuracy_interval
 from fsgen.data.synthetic import (
     Problem,
     base_corpus,
@@ -41,7 +42,7 @@ from fsgen.data.synthetic import (
     plain_document,
     plain_prompt,
 )
-from fsgen.data.tasks import accuracy, accuracy_interval, expression_example, score
+from fsgen.data.tasks import expression_example, score
 from fsgen.data.tokenizer import train_tokenizer
 from fsgen.models.profiles import Profile, count_parameters, load_config
 from fsgen.models.train import (

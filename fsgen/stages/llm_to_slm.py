@@ -27,14 +27,8 @@ from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.plots import plot_training_curves, save_figure
 from fsgen.core.timing import timed
-from fsgen.data.tasks import (
-    accuracy,
-    accuracy_interval,
-    build_prompts,
-    get_task,
-    load_examples,
-    score,
-)
+from fsgen.data.scoring import accuracy, accuracy_interval
+from fsgen.data.tasks import build_prompts, get_task, load_examples, score
 from fsgen.engine.collaborate import Collaboration, collaborate_ladder, generate
 from fsgen.models.llm_to_slm import ConditionedSmall, LLMToSLM, load_large, same_vocabulary
 from fsgen.models.llm_to_slm_training import (

@@ -48,7 +48,8 @@ from fsgen.core.io import write_metrics
 from fsgen.core.parallel import run_jobs
 from fsgen.core.plots import save_figure
 from fsgen.core.shards import merge_logs
-from fsgen.data.tasks import accuracy, build_prompts, get_task, load_examples, score
+from fsgen.data.scoring import accuracy
+from fsgen.data.tasks import build_prompts, get_task, load_examples, score
 from fsgen.engine.collaborate import collaborate
 from fsgen.models.cache import models_for, release_models
 from fsgen.models.profiles import load_profile

@@ -49,7 +49,8 @@ from fsgen.core.names import name_list
 from fsgen.core.owned import prepare_owned_dir
 from fsgen.core.parallel import check_workers, run_jobs
 from fsgen.core.shards import PLAN, SETTINGS, ShardStore, merge_logs, run_fingerprint, write_plan
-from fsgen.data.tasks import load_examples, resolve_data_dir
+from fsgen.data.sources import resolve_data_dir
+from fsgen.data.tasks import load_examples
 from fsgen.engine.methods import logging_methods
 from fsgen.models.cache import release_models
 from fsgen.models.profiles import Profile, load_profile
