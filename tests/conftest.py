@@ -20,13 +20,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path  # noqa: E402
 
+import papermill as pm  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 
 from fsgen.data.synthetic import chat_document, generate_problems, plain_document  # noqa: E402
 from fsgen.data.tokenizer import train_tokenizer  # noqa: E402
+from fsgen.engine.collaborate import collaborate, generate  # noqa: E402
 from fsgen.models.ladder import LadderConfig  # noqa: E402
 from fsgen.models.profiles import load_profile  # noqa: E402
 from fsgen.stages.train_ladder import build_ladder  # noqa: E402
+from tests.reference import naive_collaborate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,3 +131,131 @@ def ray_cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+PROMPTS = [
+    "Question: Ann has 3 coins.",
+    "Question:",
+    "Ben",
+    "Question: Tom has 12 apples. Tom buys 5 more apples. How many apples does Tom have now?",
+    "The answer is",
+]
+
+
+def tiny_neox(tokenizer, hidden, layers, seed, extra_vocab=0):
+    """A random GPT-NeoX of `hidden` x `layers` on `tokenizer` (float64, eval), seeded."""
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer) + extra_vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=256,
+        initializer_range=0.5,
+        rotary_pct=1.0,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(config).double().eval()
+
+
+def perturbed(model, scale, seed):
+    """A copy of `model` with Gaussian noise on every weight: a correlated, weaker System 1."""
+    copy = GPTNeoXForCausalLM(model.config).double().eval()
+    copy.load_state_dict(model.state_dict())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.add_(
+                torch.randn(p.shape, generator=generator, dtype=p.dtype)
+                * scale
+                * p.std().clamp_min(1e-3)
+            )
+    return copy
+
+
+def check_against_reference(models, tokenizer, method, router, threshold, **kwargs):
+    small, large, tuned = models
+    fast = collaborate(
+        small,
+        large,
+        tokenizer,
+        PROMPTS,
+        method=method,
+        router=router,
+        threshold=threshold,
+        small_tuned=tuned,
+        batch_size=2,
+        **kwargs,
+    )
+    mismatches = calls = 0
+    for i, prompt in enumerate(PROMPTS):
+        ref = naive_collaborate(
+            small,
+            large,
+            tokenizer,
+            prompt,
+            prompt_id=i,
+            method=method,
+            router=router,
+            threshold=threshold,
+            small_tuned=tuned,
+            **kwargs,
+        )
+        assert fast.tokens[i] == ref["tokens"], f"prompt {i}"
+        rows = fast.trace[fast.trace.prompt_id == i]
+        assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
+        assert int(rows["mismatch"].sum()) == ref["mismatches"], f"prompt {i}"
+        if method == "proxy":
+            assert int(rows["mismatch_vs_base"].sum()) == ref["vs_base"]
+        mismatches += ref["mismatches"]
+        calls += ref["calls"]
+    assert fast.summary["mismatches"] == mismatches
+    assert fast.summary["large_calls"] == calls
+    assert fast.summary["tokens"] == sum(len(t) for t in fast.tokens) == len(fast.trace)
+    return fast
+
+
+LLM_PROMPTS = [
+    "Question: Ann has 3 coins. How many coins does Ann have now?\nAnswer:",
+    "Question:",
+    "Question: Tom has 12 apples. Tom buys 5 more apples. How many apples does Tom have now?",
+    "Ben",
+    "The answer is",
+]
+
+
+def decode_llm_to_slm(model, prompts, *, forward: str = "auto", **run):
+    """LLM-to-SLM through the engine's `generate`, as the stage runs it (the large model's
+    encoding seconds added to the summary)."""
+    small, inputs = model.decoder(prompts, forward=forward)
+    result = generate(small, **inputs, **run)
+    result.summary["encode_seconds"] = small.encode_seconds
+    return result
+
+
+def randomize_projector(model, seed: int = 5):
+    """The projector's last layer starts at zero; give it weights so conditioning shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.projector.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.5)
+    return model
+
+
+def run_notebook(name: str, root: Path, **parameters) -> Path:
+    out = root / "executed" / name
+    out.parent.mkdir(exist_ok=True)
+    pm.execute_notebook(
+        str(REPO / "notebooks" / name),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        execution_timeout=600,
+        progress_bar=False,
+        cwd=str(REPO / "notebooks"),
+    )
+    return out

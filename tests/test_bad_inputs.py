@@ -1,6 +1,6 @@
 """Bad input, one test per class of issue 16: each is an error of the right type whose message
 names the bad value (or file), a warning, or a value fsgen wraps correctly.
-(benchmarks/bad_inputs.py runs a larger battery of the same classes.)"""
+(tests/bad_inputs.py holds a larger battery of the same classes.)"""
 
 import math
 import re
@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.bad_inputs import run_battery, tiny_models
 from fsgen.analysis.scaling import fit_scaling_law
 from fsgen.data.tasks import load_examples, score
 from fsgen.engine.collaborate import collaborate
 from fsgen.engine.trace import read_trace
 from fsgen.models.profiles import load_profile
 from fsgen.stages.config import stage_config
+from tests.bad_inputs import run_battery, tiny_models
 from tests.conftest import REPO
 
 
@@ -120,7 +120,7 @@ def test_loaders_name_the_file_and_line(tmp_path):
 
 
 def test_the_battery_of_bad_inputs_is_handled_well(monkeypatch, tmp_path):
-    """benchmarks/bad_inputs.py: every case an error naming its value, a warning, or the right
+    """tests/bad_inputs.py: every case an error naming its value, a warning, or the right
     wrapped value; none silently wrong, none losing data."""
     monkeypatch.setenv("FSGEN_ROOT", str(REPO))
     counts, failures = run_battery()

@@ -21,8 +21,11 @@ from dvc.utils.hydra import apply_overrides
 
 from fsgen.core.source import fsgen_imports, module_files
 from fsgen.stages.config import stage_config
+from tests.conftest import (
+    REPO,  # noqa: E402
+    run_notebook,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 UNTIMED = {
     f"notebooks/{name}.ipynb"
@@ -228,21 +231,6 @@ def sandbox(tmp_path, monkeypatch):
     shutil.copytree(REPO / "data" / "paper", tmp_path / "data" / "paper")
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
     return tmp_path
-
-
-def run_notebook(name: str, root: Path, **parameters) -> Path:
-    out = root / "executed" / name
-    out.parent.mkdir(exist_ok=True)
-    pm.execute_notebook(
-        str(REPO / "notebooks" / name),
-        str(out),
-        parameters=parameters,
-        kernel_name="python3",
-        execution_timeout=600,
-        progress_bar=False,
-        cwd=str(REPO / "notebooks"),
-    )
-    return out
 
 
 @pytest.mark.slow

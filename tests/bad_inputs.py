@@ -8,7 +8,7 @@ Each case is classed as
 - data loss: a file that fsgen did not write was deleted or changed;
 - unnamed: an error whose message names neither the value nor the file.
 
-Run: python benchmarks/bad_inputs.py  (about a minute on one core; prints the counts and every
+Run: python -m tests.bad_inputs  (about a minute on one core; prints the counts and every
 case that was not handled well)
 """
 

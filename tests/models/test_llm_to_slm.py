@@ -37,18 +37,17 @@ from fsgen.models.profiles import load_profile
 from fsgen.stages.config import stage_config
 from fsgen.stages.llm_to_slm import stage_pair
 from fsgen.stages.train_ladder import build_ladder
-from tests.conftest import REPO, TINY
+from tests.conftest import (
+    LLM_PROMPTS,
+    REPO,
+    TINY,
+    decode_llm_to_slm,
+    randomize_projector,
+    run_notebook,
+    tiny_neox,
+)
 from tests.reference import _end_ids, naive_collaborate
-from tests.test_decoding import _model
-from tests.test_notebooks import run_notebook
 
-PROMPTS = [
-    "Question: Ann has 3 coins. How many coins does Ann have now?\nAnswer:",
-    "Question:",
-    "Question: Tom has 12 apples. Tom buys 5 more apples. How many apples does Tom have now?",
-    "Ben",
-    "The answer is",
-]
 PAIRS = [
     Pair(d.split("\nAnswer:")[0] + "\nAnswer:", d.split("\nAnswer:")[1])
     for d in map(plain_document, generate_problems(12, seed=3))
@@ -57,25 +56,7 @@ BUDGET = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=1)
 
 
 def _neox(tokenizer, hidden, layers, seed):
-    return _model(tokenizer, hidden, layers, seed)
-
-
-def decode_llm_to_slm(model: LLMToSLM, prompts, *, forward: str = "auto", **run):
-    """LLM-to-SLM through the engine's `generate`, as the stage runs it (the large model's
-    encoding seconds added to the summary)."""
-    small, inputs = model.decoder(prompts, forward=forward)
-    result = generate(small, **inputs, **run)
-    result.summary["encode_seconds"] = small.encode_seconds
-    return result
-
-
-def _randomize_projector(model: LLMToSLM, seed: int = 5) -> LLMToSLM:
-    """The projector's last layer starts at zero; give it weights so conditioning shows."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.projector.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.5)
-    return model
+    return tiny_neox(tokenizer, hidden, layers, seed)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +78,7 @@ def pair(tiny_tokenizer):
 def model(pair, tiny_tokenizer):
     large, small = pair
     built = LLMToSLM(large, small, tiny_tokenizer, tiny_tokenizer, large_source="large")
-    return _randomize_projector(built)
+    return randomize_projector(built)
 
 
 # ----------------------------------------------------------------------------- naive reference
@@ -226,8 +207,8 @@ def test_save_and_load_give_identical_outputs(model, tiny_tokenizer, tmp_path):
     model.float()
     run = {"max_new_tokens": 8, "batch_size": 2}
     assert (
-        decode_llm_to_slm(loaded, PROMPTS, **run).tokens
-        == decode_llm_to_slm(model, PROMPTS, **run).tokens
+        decode_llm_to_slm(loaded, LLM_PROMPTS, **run).tokens
+        == decode_llm_to_slm(model, LLM_PROMPTS, **run).tokens
     )
     p_ids, p_mask, r_ids, r_mask = encode_pairs(PAIRS[:2], tiny_tokenizer, tiny_tokenizer).collate(
         [0, 1]
@@ -242,9 +223,11 @@ def test_save_and_load_give_identical_outputs(model, tiny_tokenizer, tmp_path):
 def test_batched_cached_generation_matches_naive_reference(model, do_sample):
     stop = ["\nQuestion:"]
     run = {"max_new_tokens": 10, "batch_size": 3, "do_sample": do_sample, "seed": 4, "stop": stop}
-    fast = decode_llm_to_slm(model, PROMPTS, **run)
-    traced = decode_llm_to_slm(model, PROMPTS, trace=True, **run)  # the engine's token-level loop
-    for i, prompt in enumerate(PROMPTS):
+    fast = decode_llm_to_slm(model, LLM_PROMPTS, **run)
+    traced = decode_llm_to_slm(
+        model, LLM_PROMPTS, trace=True, **run
+    )  # the engine's token-level loop
+    for i, prompt in enumerate(LLM_PROMPTS):
         ref = naive_generate(
             model, prompt, prompt_id=i, max_new_tokens=10, do_sample=do_sample, seed=4, stop=stop
         )
@@ -254,13 +237,13 @@ def test_batched_cached_generation_matches_naive_reference(model, do_sample):
     assert fast.texts == traced.texts and fast.summary["encode_seconds"] > 0
     # the plain small model through the same loop equals collaborate's; conditioning changes it
     small = (model.small, model.small_tokenizer)
-    plain = collaborate(*small[:1], model.small, small[1], PROMPTS, method="small", **run)
-    assert generate(*small, PROMPTS, **run).tokens == plain.tokens != fast.tokens
+    plain = collaborate(*small[:1], model.small, small[1], LLM_PROMPTS, method="small", **run)
+    assert generate(*small, LLM_PROMPTS, **run).tokens == plain.tokens != fast.tokens
 
 
 def test_replace_fusion_ignores_the_small_prompt_embedding(pair, tiny_tokenizer):
     large, small = pair
-    model = _randomize_projector(
+    model = randomize_projector(
         LLMToSLM(large, small, tiny_tokenizer, tiny_tokenizer, fusion="replace")
     )
     ids = torch.tensor([[5, 9, 14]])
@@ -268,8 +251,8 @@ def test_replace_fusion_ignores_the_small_prompt_embedding(pair, tiny_tokenizer)
     with torch.no_grad():
         small.get_input_embeddings().weight.add_(1.0)
     assert torch.equal(fused, model.prompt_embeddings(ids, torch.ones_like(ids)))
-    fast = decode_llm_to_slm(model, PROMPTS[:3], max_new_tokens=6, batch_size=2)
-    for i, prompt in enumerate(PROMPTS[:3]):
+    fast = decode_llm_to_slm(model, LLM_PROMPTS[:3], max_new_tokens=6, batch_size=2)
+    for i, prompt in enumerate(LLM_PROMPTS[:3]):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=6)
 
 
@@ -285,7 +268,7 @@ def test_different_tokenizers_align_prompt_positions(tiny_tokenizer, other_token
     assert data.responses[0][:-1] == other_tokenizer(PAIRS[0].response)["input_ids"]
     assert data.prompts[0] != other_tokenizer(PAIRS[0].prompt)["input_ids"]
     # the small model's prompt columns are exactly the large model's
-    batch = Batch.from_prompts(tiny_tokenizer, PROMPTS[:2], "cpu")
+    batch = Batch.from_prompts(tiny_tokenizer, LLM_PROMPTS[:2], "cpu")
     wrapper = ConditionedSmall(model)
     wrapper.condition_on_prompts(batch)
     assert (
@@ -295,8 +278,8 @@ def test_different_tokenizers_align_prompt_positions(tiny_tokenizer, other_token
     )
     train_llm_to_slm(model, PAIRS, BUDGET, progress=False)
     assert model.prompt_embedding.weight.abs().sum() > 0  # trained, from zeros
-    fast = decode_llm_to_slm(model, PROMPTS, max_new_tokens=8, batch_size=2)
-    for i, prompt in enumerate(PROMPTS):
+    fast = decode_llm_to_slm(model, LLM_PROMPTS, max_new_tokens=8, batch_size=2)
+    for i, prompt in enumerate(LLM_PROMPTS):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=8)
     # texts are decoded in the small vocabulary, special tokens kept, cut before a stop id
     end_ids = _end_ids(other_tokenizer, [small], None)
@@ -316,7 +299,7 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
     with pytest.raises(ValueError, match="lr must be > 0, got -1"):
         TrainConfig(lr=-1)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 1, got 0"):
-        decode_llm_to_slm(model, PROMPTS, max_new_tokens=0)
+        decode_llm_to_slm(model, LLM_PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         training_pairs("synthetic", 0)
     with pytest.raises(ValueError, match="'mt_bench' has no train split"):
@@ -324,7 +307,7 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
     with pytest.raises(ValueError, match="before condition_on_prompts"):
         ConditionedSmall(model)(torch.tensor([[1, 2]]))
     wrapper = ConditionedSmall(model)
-    wrapper.condition_on_prompts(Batch.from_prompts(tiny_tokenizer, PROMPTS[:2], "cpu"))
+    wrapper.condition_on_prompts(Batch.from_prompts(tiny_tokenizer, LLM_PROMPTS[:2], "cpu"))
     with pytest.raises(ValueError, match="3 rows"):
         wrapper(torch.tensor([[1], [2], [3]]))
     # a right-padded tokenizer is used as shipped (the engine pads itself), never changed
@@ -334,9 +317,9 @@ def test_bad_inputs_name_the_value(pair, tiny_tokenizer, model):
     assert built.large_tokenizer is right and built.small_tokenizer is right
     assert right.padding_side == "right"
     run = {"max_new_tokens": 6, "batch_size": 3}
-    assert decode_llm_to_slm(_randomize_projector(built), PROMPTS, **run).tokens == [
+    assert decode_llm_to_slm(randomize_projector(built), LLM_PROMPTS, **run).tokens == [
         naive_generate(built, prompt, prompt_id=i, max_new_tokens=6)
-        for i, prompt in enumerate(PROMPTS)
+        for i, prompt in enumerate(LLM_PROMPTS)
     ]
     assert right.padding_side == "right"
 
@@ -369,8 +352,8 @@ def test_conditioned_small_as_system1_matches_naive_reference(model, method, rou
     system1 = ConditionedSmall(model)
     run = {"method": method, "router": router, "threshold": threshold}
     run |= {"max_new_tokens": 10, "num_draft": 3}
-    fast = collaborate(system1, large, tokenizer, PROMPTS, batch_size=2, **run)
-    for i, prompt in enumerate(PROMPTS):
+    fast = collaborate(system1, large, tokenizer, LLM_PROMPTS, batch_size=2, **run)
+    for i, prompt in enumerate(LLM_PROMPTS):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ref = naive_collaborate(
             NaiveConditioned(model, prompt_ids), large, tokenizer, prompt, prompt_id=i, **run
@@ -379,7 +362,7 @@ def test_conditioned_small_as_system1_matches_naive_reference(model, method, rou
         rows = fast.trace[fast.trace.prompt_id == i]
         assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
         assert int(rows["mismatch"].sum()) == ref["mismatches"], f"prompt {i}"
-    plain = collaborate(model.small, large, tokenizer, PROMPTS, batch_size=2, **run)
+    plain = collaborate(model.small, large, tokenizer, LLM_PROMPTS, batch_size=2, **run)
     assert plain.trace["small_top1_prob"].tolist() != fast.trace["small_top1_prob"].tolist()
 
 
@@ -416,13 +399,15 @@ def test_t5_encoder_variant(tiny_tokenizer, tmp_path):
     before = {k: v.clone() for k, v in large.state_dict().items()}
     train_llm_to_slm(model, PAIRS, BUDGET, progress=False)
     assert all(torch.equal(before[k], v) for k, v in large.state_dict().items())
-    fast = decode_llm_to_slm(model, PROMPTS, max_new_tokens=8, batch_size=3)
-    for i, prompt in enumerate(PROMPTS):
+    fast = decode_llm_to_slm(model, LLM_PROMPTS, max_new_tokens=8, batch_size=3)
+    for i, prompt in enumerate(LLM_PROMPTS):
         assert fast.tokens[i] == naive_generate(model, prompt, prompt_id=i, max_new_tokens=8)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = LLMToSLM.from_pretrained(tmp_path / "ckpt")
     assert isinstance(loaded.large, T5EncoderModel) and loaded.layer == 1
-    assert decode_llm_to_slm(loaded, PROMPTS, max_new_tokens=8, batch_size=3).tokens == fast.tokens
+    assert (
+        decode_llm_to_slm(loaded, LLM_PROMPTS, max_new_tokens=8, batch_size=3).tokens == fast.tokens
+    )
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -13,55 +13,15 @@ from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
 from fsgen.engine.output import text_decoder
 from fsgen.engine.trace import COLUMNS, empty_trace, read_trace, write_trace
-from tests.reference import naive_collaborate
-
-PROMPTS = [
-    "Question: Ann has 3 coins.",
-    "Question:",
-    "Ben",
-    "Question: Tom has 12 apples. Tom buys 5 more apples. How many apples does Tom have now?",
-    "The answer is",
-]
-
-
-def _model(tokenizer, hidden, layers, seed, extra_vocab=0):
-    config = GPTNeoXConfig(
-        vocab_size=len(tokenizer) + extra_vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=256,
-        initializer_range=0.5,
-        rotary_pct=1.0,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(config).double().eval()
-
-
-def _perturbed(model, scale, seed):
-    """A copy of `model` with Gaussian noise on every weight: a correlated, weaker System 1."""
-    copy = GPTNeoXForCausalLM(model.config).double().eval()
-    copy.load_state_dict(model.state_dict())
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in copy.parameters():
-            p.add_(
-                torch.randn(p.shape, generator=generator, dtype=p.dtype)
-                * scale
-                * p.std().clamp_min(1e-3)
-            )
-    return copy
+from tests.conftest import PROMPTS, check_against_reference, perturbed, tiny_neox
 
 
 @pytest.fixture(scope="module")
 def models(tiny_tokenizer):
     torch.set_num_threads(1)
-    large = _model(tiny_tokenizer, 32, 2, seed=1, extra_vocab=5)  # padded vocabulary, like Qwen
-    small = _perturbed(large, 0.35, seed=2)
-    tuned = _perturbed(small, 0.25, seed=3)
+    large = tiny_neox(tiny_tokenizer, 32, 2, seed=1, extra_vocab=5)  # padded vocabulary, like Qwen
+    small = perturbed(large, 0.35, seed=2)
+    tuned = perturbed(small, 0.25, seed=3)
     return small, large, tuned
 
 
@@ -73,58 +33,16 @@ CASES = [
 ] + [("speculative", "always", None), ("small", "always", None), ("large", "always", None)]
 
 
-def _check_against_reference(models, tokenizer, method, router, threshold, **kwargs):
-    small, large, tuned = models
-    fast = collaborate(
-        small,
-        large,
-        tokenizer,
-        PROMPTS,
-        method=method,
-        router=router,
-        threshold=threshold,
-        small_tuned=tuned,
-        batch_size=2,
-        **kwargs,
-    )
-    mismatches = calls = 0
-    for i, prompt in enumerate(PROMPTS):
-        ref = naive_collaborate(
-            small,
-            large,
-            tokenizer,
-            prompt,
-            prompt_id=i,
-            method=method,
-            router=router,
-            threshold=threshold,
-            small_tuned=tuned,
-            **kwargs,
-        )
-        assert fast.tokens[i] == ref["tokens"], f"prompt {i}"
-        rows = fast.trace[fast.trace.prompt_id == i]
-        assert rows["source"].tolist() == ref["sources"], f"prompt {i}"
-        assert int(rows["mismatch"].sum()) == ref["mismatches"], f"prompt {i}"
-        if method == "proxy":
-            assert int(rows["mismatch_vs_base"].sum()) == ref["vs_base"]
-        mismatches += ref["mismatches"]
-        calls += ref["calls"]
-    assert fast.summary["mismatches"] == mismatches
-    assert fast.summary["large_calls"] == calls
-    assert fast.summary["tokens"] == sum(len(t) for t in fast.tokens) == len(fast.trace)
-    return fast
-
-
 @pytest.mark.parametrize("method, router, threshold", CASES)
 def test_greedy_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
-    _check_against_reference(
+    check_against_reference(
         models, tiny_tokenizer, method, router, threshold, max_new_tokens=12, stop=["s"]
     )
 
 
 @pytest.mark.parametrize("method, router, threshold", CASES[1::2] + CASES[-3:-1])
 def test_sampling_engine_matches_naive_reference(models, tiny_tokenizer, method, router, threshold):
-    _check_against_reference(
+    check_against_reference(
         models,
         tiny_tokenizer,
         method,
@@ -393,7 +311,7 @@ def test_eos_stops_rows_and_matches_reference(models, tiny_tokenizer, method):
     counts = free.trace["token_id"].value_counts()
     tokenizer = copy.deepcopy(tiny_tokenizer)
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(counts.index[0]))
-    out = _check_against_reference(models, tokenizer, method, "always", None, max_new_tokens=12)
+    out = check_against_reference(models, tokenizer, method, "always", None, max_new_tokens=12)
     eos = tokenizer.eos_token_id
     assert any(t[-1] == eos and len(t) < 12 for t in out.tokens)
     assert all(eos not in t[:-1] for t in out.tokens)

@@ -18,7 +18,7 @@ def note_start(job: tuple[str, int]) -> int:
     path, n = job
     with open(path, "a") as log:  # one short append per job: whole lines
         log.write(f"{n}\n")
-    time.sleep(0.2)  # so the first two jobs are running before any third is taken
+    time.sleep(1.0)  # the first two jobs run (and are noted) before any third is taken
     return n
 
 

@@ -15,7 +15,8 @@ from fsgen.engine.forward import HFStream, LeanStream, open_stream
 from fsgen.models.llm_to_slm import LLMToSLM, lean_encoding
 from fsgen.models.profiles import load_model
 from fsgen.stages.llm_to_slm import SYSTEMS, Systems, run_system
-from tests.test_llm_to_slm import PROMPTS, _randomize_projector, decode_llm_to_slm
+from tests.conftest import LLM_PROMPTS as PROMPTS
+from tests.conftest import decode_llm_to_slm, randomize_projector
 
 CONFIGS = {
     "parallel-gelu": {},
@@ -218,7 +219,7 @@ def test_the_four_systems_generate_the_same_tokens_through_the_lean_forward(tiny
     small = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
     tuned = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=3)
     conditioned = _random_neox(tiny_tokenizer, hidden=16, layers=1, heads=2, seed=2)
-    model = _randomize_projector(
+    model = randomize_projector(
         LLMToSLM(large, conditioned, tiny_tokenizer, tiny_tokenizer, large_source="large")
     )
     systems = Systems(large, small, tuned, model, tiny_tokenizer)

@@ -46,9 +46,7 @@ from fsgen.stages import routers
 from fsgen.stages.config import stage_config
 from fsgen.stages.token_logging import log_tokens
 from fsgen.stages.train_ladder import build_ladder
-from tests.conftest import REPO, TINY
-from tests.test_decoding import PROMPTS, _model, _perturbed
-from tests.test_notebooks import run_notebook
+from tests.conftest import PROMPTS, REPO, TINY, perturbed, run_notebook, tiny_neox
 
 
 def synthetic_trace(n: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -177,8 +175,8 @@ def test_learned_router_is_deterministic_and_beats_chance(trace, learned):
 
 def test_learned_router_in_collaborate_agrees_with_rows(tiny_tokenizer):
     torch.set_num_threads(1)
-    large = _model(tiny_tokenizer, 32, 2, seed=1)
-    small = _perturbed(large, 0.35, seed=2)
+    large = tiny_neox(tiny_tokenizer, 32, 2, seed=1)
+    small = perturbed(large, 0.35, seed=2)
     oracle = collaborate(small, large, tiny_tokenizer, PROMPTS, max_new_tokens=12, batch_size=3)
     assert oracle.trace["mismatch"].any() and not oracle.trace["mismatch"].all()
     router_model = fit_learned_router(oracle.trace)
@@ -279,8 +277,8 @@ def test_replay_work_matches_the_engine(tiny_tokenizer, monkeypatch):
     the large model alone and speculative decoding, with and without rows finished at start."""
 
     torch.set_num_threads(1)
-    large = _model(tiny_tokenizer, 32, 2, seed=1)
-    small = _perturbed(large, 0.35, seed=2)
+    large = tiny_neox(tiny_tokenizer, 32, 2, seed=1)
+    small = perturbed(large, 0.35, seed=2)
     oracle = collaborate(small, large, tiny_tokenizer, PROMPTS, max_new_tokens=12, batch_size=8)
     flags = [g["mismatch"].to_numpy(bool) for _, g in oracle.trace.groupby("prompt_id")]
     assert any(f.any() for f in flags) and not all(f.all() for f in flags)

@@ -19,7 +19,7 @@ from fsgen.engine import fast_neox
 from fsgen.engine.collaborate import Engine, collaborate, generate
 from fsgen.engine.sampler import Sampler
 from fsgen.engine.strategies import accept_greedy, accept_sampled
-from tests.test_decoding import PROMPTS, _check_against_reference, _model, _perturbed
+from tests.conftest import PROMPTS, check_against_reference, perturbed, tiny_neox
 
 METHODS = ["oracle", "contrastive", "contrastive_obrien", "proxy", "speculative", "small", "large"]
 
@@ -34,9 +34,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def models(tiny_tokenizer):
-    large = _model(tiny_tokenizer, 32, 2, seed=1, extra_vocab=5)
-    small = _perturbed(large, 0.35, seed=2)
-    tuned = _perturbed(small, 0.25, seed=3)
+    large = tiny_neox(tiny_tokenizer, 32, 2, seed=1, extra_vocab=5)
+    small = perturbed(large, 0.35, seed=2)
+    tuned = perturbed(small, 0.25, seed=3)
     return small, large, tuned
 
 
@@ -266,7 +266,7 @@ def test_special_token_stop_string_stops_the_row_when_emitted(end_models, tiny_t
     models, end = end_models
     free = _run(models, tiny_tokenizer, method)
     # the naive reference stops at the same tokens, trace included
-    out = _check_against_reference(
+    out = check_against_reference(
         models, tiny_tokenizer, method, "always", None, max_new_tokens=12, stop=["<|end|>"]
     )
     assert any(end in row for row in free.tokens)
@@ -311,9 +311,7 @@ def test_a_list_of_model_end_ids_stops_at_either(models, tiny_tokenizer, method)
     a, b = _two_stop_ids(free.tokens, specials)
     assert tiny_tokenizer.eos_token_id not in (a, b)
     ending = _with_eos(models, (a, b))
-    out = _check_against_reference(
-        ending, tiny_tokenizer, method, "always", None, max_new_tokens=12
-    )
+    out = check_against_reference(ending, tiny_tokenizer, method, "always", None, max_new_tokens=12)
     for tokens, full in zip(out.tokens, free.tokens, strict=True):
         stops = [i for i, t in enumerate(full) if t in (a, b)]
         assert tokens == (full[: stops[0] + 1] if stops else full)

@@ -8,9 +8,10 @@ from fsgen.data.scoring import accuracy, extract_choice, extract_code
 from fsgen.data.sources import DataUnavailableError
 from fsgen.data.synthetic import chat_prompt, plain_prompt
 from fsgen.data.tasks import TASKS, build_prompts, get_task, load_examples, load_few_shot, score
+from tests.conftest import REPO
 
 # In CI the repository is cloned with `shared/` beside it.
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = REPO.parent / "shared" / "data"
 SIZES = {"gsm8k": 1319, "mmlu_stem": 3134, "mbpp": 500, "mt_bench": 80}
 
 

@@ -28,8 +28,7 @@ from fsgen.stages.report import (
     update_readme,
     update_results_page,
 )
-from tests.conftest import REPO
-from tests.test_notebooks import run_notebook
+from tests.conftest import REPO, run_notebook
 
 
 def _block(text: str, start: str, end: str) -> str:
