@@ -14,6 +14,7 @@ same jobs to a Ray cluster instead (`fsgen.core.executor`).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import TypeVar
@@ -28,10 +29,22 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
-def check_workers(workers: int) -> int:
-    """`workers` itself when it is an integer >= 1; a ValueError naming it otherwise."""
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity; the machine's count elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_workers(workers: int | str, threads: int = 1) -> int:
+    """The number of worker processes `workers` asks for: an integer >= 1 as it is, or "auto",
+    as many as the cores hold at `threads` threads each (at least 1); a ValueError naming any
+    other value. The outputs never depend on it."""
+    if workers == "auto":
+        return max(1, available_cores() // max(1, threads))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        raise ValueError(f'workers must be an integer >= 1 or "auto", got {workers!r}')
     return workers
 
 
@@ -63,7 +76,7 @@ def run_jobs(
     runs the jobs as Ray tasks instead (`fsgen.core.executor`: `workers` is then the cluster's
     to decide), each asking for `resources(job)` (default: `threads` CPUs), the jobs of one
     `group` key in one task; `name(job)` names a job in errors; `report` collects what Ray did."""
-    check_workers(workers)
+    workers = check_workers(workers, threads)
     executor = as_executor(executor)
     if executor.kind == "ray":
         return run_on_ray(

@@ -20,7 +20,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -82,7 +82,7 @@ class LadderConfig:
     eval_batch_size: int = 50
     max_position_embeddings: int = 1024
     threads: int = 1
-    workers: int = 1
+    workers: int | str = 1  # rungs trained at once, or "auto" (as many as the cores hold)
     executor: str | dict | Executor = "local"  # "local" processes or "ray" tasks
 
 
@@ -210,7 +210,7 @@ def train_ladder(
     """Train every rung of an embedded `profile` and its tuned copy into `models_dir` (rungs in
     `config.workers` processes at once, largest first), resuming from the models a previous run
     finished with the same settings and code; returns `(ladder, curves)` (`collect_ladder`)."""
-    check_workers(config.workers)
+    config = replace(config, workers=check_workers(config.workers, config.threads))
     models_dir = Path(models_dir)
     step_bars = progress and config.workers == 1  # a bar per training step; per rung otherwise
     corpus = build_corpus(config)

@@ -61,6 +61,7 @@ Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a learning rate
 StrList = Annotated[list[str], BeforeValidator(name_list)]
 ExecutorSpec = Annotated[Executor, BeforeValidator(as_executor)]
 Pairs = Annotated[Literal["auto"] | list[tuple[str, str]], BeforeValidator(_pair_items)]
+Workers = Literal["auto"] | Count  # worker processes: "auto" (as many as the cores hold) or a count
 CountList = Annotated[list[Count], BeforeValidator(_split_commas)]
 ShareList = Annotated[list[Share], BeforeValidator(_split_commas)]
 
@@ -101,7 +102,7 @@ class TrainLadder(StageConfig):
     expression_share: Share  # share also told as a formula (the expression task's format)
     max_new_tokens: Count
     threads: Count  # CPU threads each rung trains on (the weights' float sums depend on the count)
-    workers: Count  # rungs trained at once, each in its own process (wall time only)
+    workers: Workers  # rungs trained at once, each in its own process (wall time only)
 
 
 class TokenLogging(StageConfig):
@@ -120,7 +121,7 @@ class TokenLogging(StageConfig):
     seed: Size
     bootstrap: Count  # resamples of the prompts for each collaboration frequency's interval
     threads: Count  # CPU threads each unit computes on (the traces' float sums depend on the count)
-    workers: Count  # units decoded at once, each in its own process (wall time only)
+    workers: Workers  # units decoded at once, each in its own process (wall time only)
 
 
 class Frequency(StageConfig):
@@ -139,7 +140,7 @@ class ScalingLaw(StageConfig):
     bootstrap: Size
     seed: Size
     paper_dataset: str
-    workers: Count  # groups fitted at once, each in its own process (wall time only)
+    workers: Workers  # groups fitted at once, each in its own process (wall time only)
 
 
 class Uncertainty(StageConfig):
@@ -220,7 +221,7 @@ class Routers(StageConfig):
     repeats: Count
     probe_tokens: CountList
     threads: Count
-    workers: Count  # sweep runs decoded at once, each in its own process (not the speed-up study)
+    workers: Workers  # sweep runs decoded at once, each in its own process (not the speed-up study)
 
 
 class Findings(StageConfig):

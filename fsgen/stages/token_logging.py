@@ -118,7 +118,7 @@ def log_tokens(
     batch_size: int = 64,
     trace_top_k: int = 10,
     threads: int | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
     executor: str | Executor = "local",
     progress: bool = True,
 ) -> dict[str, int]:
@@ -132,10 +132,12 @@ def log_tokens(
     each in its own process (`fsgen.core.parallel`). `executor`: "local" (those processes) or
     "ray" (tasks on a Ray cluster, `fsgen.core.executor`). The traces depend on neither."""
     tasks = name_list(tasks, "tasks")
-    check_workers(workers)
     executor = as_executor(executor)
     if threads is not None:
         compute_threads(threads)
+    # "auto": as many as the cores hold; one on a GPU profile (the processes would share it)
+    workers = 1 if workers == "auto" and profile.device != "cpu" else workers
+    workers = check_workers(workers, torch.get_num_threads())
     for name, value in (("chunk_size", chunk_size), ("max_new_tokens", max_new_tokens)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

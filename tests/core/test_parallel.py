@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from fsgen.core.parallel import check_workers, run_jobs
+from fsgen.core.parallel import available_cores, check_workers, run_jobs
 
 
 def threads_and_square(n: int) -> tuple[int, int]:
@@ -47,5 +47,12 @@ def test_a_failed_job_raises_its_own_error():
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_bad_worker_counts_are_named(bad):
-    with pytest.raises(ValueError, match=f"workers must be an integer >= 1, got {bad!r}"):
+    with pytest.raises(ValueError, match=f'workers must be an integer >= 1 or "auto", got {bad!r}'):
         check_workers(bad)
+
+
+def test_auto_workers_fill_the_cores_at_the_threads_each():
+    cores = available_cores()
+    assert check_workers("auto") == cores
+    assert check_workers("auto", threads=2) == max(1, cores // 2)
+    assert check_workers("auto", threads=10 * cores) == 1
