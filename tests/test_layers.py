@@ -114,3 +114,41 @@ def test_the_public_api_imports_on_first_use():
 def test_an_unknown_public_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="module 'fsgen' has no attribute 'nothing'"):
         fsgen.nothing  # noqa: B018
+
+
+WRITES = {"to_csv", "to_parquet", "write_metrics", "save_figure", "savefig", "mkdir", "write_text"}
+WRITES |= {"write_bytes", "atomic_write_text", "atomic_write_bytes", "save_pretrained"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in _modules() if m.startswith("analysis.")))
+def test_the_analysis_layer_writes_nothing(module):
+    """Library layers compute and return values; only a stage writes its outputs."""
+    calls = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(ast.parse(_modules()[module].read_text()))
+        if isinstance(node, ast.Call)
+    }
+    opened = [  # open(..., "w") and the like
+        node
+        for node in ast.walk(ast.parse(_modules()[module].read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "open"
+    ]
+    assert not calls & WRITES and not opened, f"{module} writes: {sorted(calls & WRITES)}"
+
+
+def test_each_dvc_stage_has_its_module_and_its_notebook_calls_it():
+    import yaml  # noqa: PLC0415
+
+    stages = yaml.safe_load((PACKAGE.parent / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        module = PACKAGE / "stages" / f"{name}.py"
+        assert module.is_file(), f"stage {name} has no module fsgen/stages/{name}.py"
+        tree = ast.parse(module.read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "run" for n in tree.body), name
+        notebook = next(w for w in stage["cmd"].split() if w.endswith(".ipynb"))
+        assert f"{name}.run(" in (PACKAGE.parent / notebook).read_text(), notebook
+
+
+def test_no_module_is_over_500_lines():
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
