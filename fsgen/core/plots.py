@@ -15,12 +15,14 @@ matplotlib.rcParams["svg.hashsalt"] = "fsgen"
 
 
 def save_figure(fig: plt.Figure, stem: str | os.PathLike) -> list[Path]:
-    """Save `fig` as `<stem>.png` and `<stem>.svg`; returns both paths."""
+    """Save `fig` as `<stem>.png` and `<stem>.svg`, then close it (a stage's notebook shows the
+    saved files); returns both paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     fig.savefig(paths[0], dpi=120, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
     return paths
 
 

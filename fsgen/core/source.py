@@ -106,7 +106,8 @@ def sync_dvc_deps(dvc_file: str | Path) -> bool:
     """Rewrite the fsgen module deps of every stage in `dvc_file` (its other lines, comments
     included, as they are) to the modules its notebook runs; True if the file changed."""
     path = Path(dvc_file)
-    lines, out, notebook = path.read_text().splitlines(keepends=True), [], None
+    original = path.read_text()
+    lines, out, notebook = original.splitlines(keepends=True), [], None
     for line in lines:
         found = re.match(r"\s+- (notebooks/\S+\.ipynb)$", line)
         if found and notebook is None:
@@ -121,9 +122,10 @@ def sync_dvc_deps(dvc_file: str | Path) -> bool:
             notebook = None
         out.append(line)
     text = "".join(out)
-    changed = text != path.read_text()
+    if text == original:
+        return False
     path.write_text(text)
-    return changed
+    return True
 
 
 if __name__ == "__main__":  # python -m fsgen.core.source dvc.yaml: the deps follow the imports

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from fsgen.analysis import frequency
@@ -47,5 +46,4 @@ def run(config: Frequency, paths: Paths) -> Result:
     write_metrics(paths.metrics_file, metrics)
     for stem, plot in FIGURES.items():
         save_figure(plot(table), paths.results_dir / stem)
-    plt.close("all")
     return Result(table, metrics)

@@ -94,7 +94,7 @@ def run(config: LLMToSLMConfig, paths: Paths) -> Result:
         fusion=config.fusion,
         projector_hidden=config.projector_hidden or None,
     )
-    _save_and_close(plot_training_curves(systems.curves), paths.results_dir / "loss_curves")
+    save_figure(plot_training_curves(systems.curves), paths.results_dir / "loss_curves")
     quality = evaluate_systems(
         systems,
         tasks=config.tasks,
@@ -121,14 +121,8 @@ def run(config: LLMToSLMConfig, paths: Paths) -> Result:
     quality.to_csv(results / "quality.csv", index=False, float_format="%.6g")
     systems.curves.to_csv(results / "loss_curves.csv", index=False, float_format="%.6g")
     table.to_csv(results / "results.csv", index=False, float_format="%.6g")
-    _save_and_close(plot_llm_to_slm(table), results / "accuracy_vs_time")
+    save_figure(plot_llm_to_slm(table), results / "accuracy_vs_time")
     return Result(pair, systems.curves, quality, speed, table)
-
-
-def _save_and_close(fig: plt.Figure, stem: Path) -> None:
-    """Save `fig` as `<stem>.png` and `.svg`, then close it (the notebook shows the files)."""
-    save_figure(fig, stem)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- the systems

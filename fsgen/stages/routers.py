@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
@@ -347,14 +346,14 @@ def write_outputs(paths: Paths, sweep: SweepResult, speedups: SpeedupResult | No
     write_csv(sweep.runs.drop(columns=["wall_seconds"]), results / "runs.csv")
     write_csv(sweep.summary, results / "summary.csv")
     write_csv(sweep.scores, results / "holdout_auc.csv")
-    write_figure(plot_router_sweep(sweep.runs, "call_rate"), results / "accuracy_vs_call_rate")
-    write_figure(plot_router_sweep(sweep.runs, "wall_seconds"), results / "accuracy_vs_wall_time")
+    save_figure(plot_router_sweep(sweep.runs, "call_rate"), results / "accuracy_vs_call_rate")
+    save_figure(plot_router_sweep(sweep.runs, "wall_seconds"), results / "accuracy_vs_wall_time")
     metrics, timing = router_metrics(sweep), sweep_timing(sweep)
     if speedups is not None:
         write_csv(speedups.acceptance, results / "acceptance.csv")
         write_csv(speedups.table, results / "speedup.csv")
         write_csv(speedups.timings, results / "speedup_timings.csv")
-        write_figure(plot_speedups(speedups.table), results / "speedup")
+        save_figure(plot_speedups(speedups.table), results / "speedup")
         metrics |= speedup_metrics(speedups)
         timing |= speedup_timing(speedups)
     write_metrics(paths.metrics_file, metrics)
@@ -365,12 +364,6 @@ def write_outputs(paths: Paths, sweep: SweepResult, speedups: SpeedupResult | No
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     """A table as CSV, without its index, floats to 6 significant digits."""
     table.to_csv(path, index=False, float_format="%.6g")
-
-
-def write_figure(fig: plt.Figure, stem: Path) -> None:
-    """A figure as `<stem>.png` and `<stem>.svg`, then closed (the notebook shows the files)."""
-    save_figure(fig, stem)
-    plt.close(fig)
 
 
 def sweep_timing(sweep: SweepResult) -> dict[str, object]:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from fsgen.analysis import scaling
@@ -67,5 +66,4 @@ def run(config: ScalingLaw, paths: Paths) -> Result:
     figure = scaling.plot_scaling_fits(table, fits, paper, paper_fits, config.paper_dataset)
     save_figure(figure, paths.results_dir / "scaling_law")
     save_figure(scaling.plot_paper_fits(paper, paper_fits), paths.results_dir / "paper_fits")
-    plt.close("all")
     return Result(table, fits, paper_fits)

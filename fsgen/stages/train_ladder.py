@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from fsgen.core.io import write_metrics
@@ -49,7 +48,6 @@ def run(config: TrainLadder, paths: Paths) -> Result:
     ladder = write_ladder_outputs(ladder, curves, paths)
     save_figure(plot_training_curves(curves), paths.results_dir / "loss_curves")
     save_figure(plot_ladder(ladder), paths.results_dir / "ladder")
-    plt.close("all")
     return Result(profile, ladder, curves)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from fsgen.analysis import uncertainty
@@ -62,5 +61,4 @@ def write_outputs(traces: pd.DataFrame, config: Uncertainty, paths: Paths) -> Re
     }
     for stem, figure in figures.items():
         save_figure(figure, results / stem)
-    plt.close("all")
     return Result(rows, auroc, deciles, bins)

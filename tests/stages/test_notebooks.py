@@ -19,7 +19,7 @@ import pytest
 import yaml
 from dvc.utils.hydra import apply_overrides
 
-from fsgen.core.source import fsgen_imports, module_files
+from fsgen.core.source import notebook_files
 from fsgen.stages.config import stage_config
 from tests.conftest import (
     REPO,  # noqa: E402
@@ -197,9 +197,7 @@ def test_stages_depend_on_every_fsgen_module_they_run():
     stage runs reruns that stage."""
     for name, stage in _dvc_stages().items():
         notebook, _ = _passed_parameters(stage["cmd"])
-        cells = nbformat.read(REPO / notebook, as_version=4).cells
-        code = "\n".join(c.source for c in cells if c.cell_type == "code")
-        missing = [f for f in module_files(fsgen_imports(code)) if f not in stage["deps"]]
+        missing = [f for f in notebook_files(REPO / notebook) if f not in stage["deps"]]
         assert not missing, f"stage {name} runs {missing} but does not list them in its deps"
 
 
