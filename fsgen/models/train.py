@@ -21,8 +21,11 @@ SYNTHETIC_STOP = get_task("synthetic").stop  # where stage 00's greedy answers s
 EXPRESSION_STOP = get_task("expression").stop
 
 
-def build_model(arch: dict, vocab_size: int, tokenizer, max_positions: int, seed: int):
-    """A freshly initialised GPT-NeoX model of the rung's shape, seeded."""
+def build_model(
+    arch: dict, vocab_size: int, tokenizer, max_positions: int, seed: int, *, tied: bool = False
+):
+    """A freshly initialised GPT-NeoX model of the rung's shape, seeded (`tied`: the output
+    layer shares the input embedding, as a draft for a large vocabulary does)."""
     hidden, layers, heads = arch["hidden_size"], arch["num_layers"], arch["num_heads"]
     if hidden % heads:
         raise ValueError(f"hidden_size {hidden} is not divisible by num_heads {heads}")
@@ -38,7 +41,7 @@ def build_model(arch: dict, vocab_size: int, tokenizer, max_positions: int, seed
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     return GPTNeoXForCausalLM(config)

@@ -81,6 +81,21 @@ class StageConfig(BaseModel):
         return self._params_file
 
 
+class Drafts(BaseModel):
+    """How a packaged profile's drafts train (see `fsgen.models.drafts.DraftConfig`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    data_dir: str  # GSM8K's training questions: "" is $FSGEN_DATA_DIR, else the hub
+    block_size: Count
+    batch_size: Count
+    steps: Count
+    warmup_steps: Size
+    heldout_questions: Count  # the last training questions, never trained on
+    reference_answers: Count  # of those, answered by the large model for the agreement
+    max_new_tokens: Count
+    eval_batch_size: Count
+
+
 class TrainLadder(StageConfig):
     """Stage 00: how the embedded ladder is trained (see `fsgen.models.ladder.LadderConfig`)."""
 
@@ -103,6 +118,7 @@ class TrainLadder(StageConfig):
     max_new_tokens: Count
     threads: Count  # CPU threads each rung trains on (the weights' float sums depend on the count)
     workers: Workers  # rungs trained at once, each in its own process (wall time only)
+    drafts: Drafts  # a packaged profile's drafts (the embedded ladder ignores it)
 
 
 class TokenLogging(StageConfig):

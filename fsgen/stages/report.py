@@ -64,12 +64,68 @@ def _figure(alt: str, path: str, doc_dir: str) -> str:
     return f"![{alt}]({Path(os.path.relpath(path, doc_dir)).as_posix()})"
 
 
+REAL_PROFILE = "smollm2"  # the real model's profile, whose snapshot joins the findings table
+SNAPSHOTS = "results/profiles"  # snapshot_profile's folder: results/profiles/<profile>/
+SNAPSHOT_FILES = (  # what a profile's snapshot keeps of the workspace's outputs
+    "results/train_ladder/ladder.csv",
+    "results/token_logging/summary.csv",
+    "results/frequency/frequency.csv",
+    "results/scaling_law/fits.csv",
+    "results/uncertainty/auroc.csv",
+    "results/uncertainty/position.csv",
+    "results/findings/findings.csv",
+    "results/findings/caption.md",
+    "metrics/train_ladder.json",
+    "metrics/train_ladder_timing.json",
+    "metrics/token_logging.json",
+    "metrics/frequency.json",
+    "metrics/findings.json",
+)
+
+
+def snapshot_profile(root: Path | None = None) -> Path:
+    """Copy the workspace's outputs of the profile params.yaml names (after
+    `dvc exp run -S profile=smollm2`, say) into results/profiles/<profile>/, replacing an earlier
+    snapshot of it, so that they stay beside the embedded ladder's; returns the folder."""
+    root = Path(root) if root is not None else resolve(".")
+    profile = read_params(root / "params.yaml")["profile"]
+    folder = root / SNAPSHOTS / profile
+    missing = [f for f in SNAPSHOT_FILES if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"profile {profile!r} has no outputs {missing}: run dvc repro")
+    for name in SNAPSHOT_FILES:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, (root / name).read_bytes())
+    return folder
+
+
+def _with_interval(row) -> str:
+    ours = _fmt(_number_or_text(row.ours))
+    if pd.isna(row.low) or pd.isna(row.high):
+        return ours
+    return f"{ours} [{_fmt(row.low)}, {_fmt(row.high)}]"
+
+
 def findings_table(root: Path) -> str:
-    """Stage 07's claims, figures, intervals and verdicts as a table, with its caption."""
+    """Stage 07's claims, figures, intervals and verdicts as a table, with its caption; where
+    the real model's snapshot exists, its figure and verdict in two more columns."""
     table = pd.read_csv(root / "results/findings/findings.csv")
     caption = (root / "results/findings/caption.md").read_text().strip()
     shown = table[["paper", "claim", "paper_figure", "ours", "low", "high", "verdict", "rule"]]
     shown = shown.assign(paper_figure=shown["paper_figure"].map(_number_or_text))
+    real = root / SNAPSHOTS / REAL_PROFILE / "results/findings/findings.csv"
+    if real.is_file():
+        other = pd.read_csv(real).set_index("id")
+        figures = {i: _with_interval(r) for i, r in other.iterrows()}
+        shown = shown.assign(
+            real=table["id"].map(figures).fillna("–"),
+            real_verdict=table["id"].map(other["verdict"]).fillna("–"),
+        )
+        shown = shown[[c for c in shown.columns if c != "rule"] + ["rule"]]
+        shown = shown.rename(
+            columns={"real": f"{REAL_PROFILE} [95%]", "real_verdict": f"{REAL_PROFILE} verdict"}
+        )
     shown = shown.rename(columns={"paper_figure": "paper's figure", "low": "95% low"})
     shown = shown.rename(columns={"high": "95% high"})
     return _table(shown) + "\n\n" + caption
@@ -386,8 +442,12 @@ def update_results_page(page: str | os.PathLike = RESULTS_PAGE, root=None) -> bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fsgen.stages.report [README [RESULTS_PAGE]]`: update both documents."""
+    """`python -m fsgen.stages.report [README [RESULTS_PAGE]]`: update both documents;
+    `python -m fsgen.stages.report snapshot`: first keep the workspace profile's outputs."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["snapshot"]:
+        print(f"kept {snapshot_profile()}")
+        args = args[1:]
     if len(args) > 2 or any(a.startswith("-") for a in args):
         print(f"usage: python -m fsgen.stages.report [{README} [{RESULTS_PAGE}]]", file=sys.stderr)
         return 2

@@ -76,14 +76,15 @@ def run(config: TokenLogging, paths: Paths) -> Result:
     """Log (or resume) every unit of the profile's tasks and methods, then write the summary."""
     profile = load_profile(config.profile, config.params_file)
     tasks = default_tasks(profile, config.data_dir)
-    methods = logging_methods(config.methods)
+    # a profile may set its own methods and prompt count (a real model on a CPU: fewer of both)
+    methods = logging_methods(list(profile.methods) if profile.methods else config.methods)
     counts = log_tokens(
         profile,
         paths.out_dir,
         tasks=tasks,
         methods=methods,
-        n_prompts=config.n_prompts,
-        ladder_prompts=config.ladder_prompts,
+        n_prompts=profile.n_prompts or config.n_prompts,
+        ladder_prompts=profile.n_prompts or config.ladder_prompts,
         chunk_size=config.chunk_size,
         seed=config.seed,
         data_dir=config.data_dir or None,

@@ -13,6 +13,7 @@ import pandas as pd
 from fsgen.core.io import write_metrics
 from fsgen.core.paths import resolve
 from fsgen.core.plots import plot_ladder, plot_training_curves, save_figure
+from fsgen.models.drafts import DraftConfig, train_drafts
 from fsgen.models.ladder import (
     LadderConfig,
     describe_hub_ladder,
@@ -22,6 +23,7 @@ from fsgen.models.ladder import (
     train_ladder,
 )
 from fsgen.models.loss_law import ladder_table
+from fsgen.models.packaged import convert_packaged
 from fsgen.models.profiles import Profile, load_profile
 from fsgen.stages.config import StagePaths, TrainLadder
 
@@ -43,8 +45,12 @@ class Result:
 def run(config: TrainLadder, paths: Paths) -> Result:
     """Build the profile's ladder and write the stage's outputs."""
     profile = load_profile(config.profile, config.params_file)
-    training = LadderConfig(**config.model_dump(exclude={"profile"}))
-    ladder, curves = build_ladder(profile, training)
+    training = LadderConfig(**config.model_dump(exclude={"profile", "drafts"}))
+    drafts = DraftConfig(
+        **config.drafts.model_dump() | {"data_dir": config.drafts.data_dir or None},
+        **{k: getattr(config, k) for k in ("seed", "threads", "workers", "executor")},
+    )
+    ladder, curves = build_ladder(profile, training, drafts)
     ladder = write_ladder_outputs(ladder, curves, paths)
     save_figure(plot_training_curves(curves), paths.results_dir / "loss_curves")
     save_figure(plot_ladder(ladder), paths.results_dir / "ladder")
@@ -52,15 +58,27 @@ def run(config: TrainLadder, paths: Paths) -> Result:
 
 
 def build_ladder(
-    profile: Profile, config: LadderConfig, *, progress: bool = True
+    profile: Profile,
+    config: LadderConfig,
+    drafts: DraftConfig | None = None,
+    *,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train an embedded profile (removing the models of its own it no longer names), or
-    describe a hub one. Either way the ladder table is also written as `ladder.csv` into the
-    profile's models_dir; returns `(ladder, curves)` (curves is empty for a hub ladder)."""
+    """Train an embedded profile (removing the models of its own it no longer names), convert a
+    packaged one's model and train its drafts (`drafts`), or describe a hub one. Either way the
+    ladder table is also written as `ladder.csv` into the profile's models_dir; returns
+    `(ladder, curves)` (curves is empty for a hub ladder)."""
     models_dir = resolve(profile.models_dir)
-    if profile.kind == "embedded":
+    if profile.kind in ("embedded", "packaged"):
         remove_stale_models(models_dir, keep=profile_model_names(profile), profile=profile.name)
+    if profile.kind == "embedded":
         ladder, curves = train_ladder(profile, config, models_dir, progress=progress)
+    elif profile.kind == "packaged":
+        if drafts is None:
+            raise ValueError(f"profile {profile.name!r} is packaged: its drafts need a DraftConfig")
+        large = profile.rungs[-1]
+        convert_packaged(large, models_dir / large.name, profile.name)
+        ladder, curves = train_drafts(profile, drafts, models_dir, progress=progress)
     else:
         ladder = describe_hub_ladder(profile)
         curves = pd.DataFrame(columns=["model", "step", "loss"])

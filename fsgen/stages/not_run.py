@@ -1,0 +1,71 @@
+"""A stage that a profile leaves out (its `skip` list) still writes every output it declares in
+dvc.yaml, each saying that it was not run, so `dvc repro` completes and the findings show the
+rows that read it as not measured: metrics `{"not_run": 1}`, tables with the one column
+`not_run` and no rows, figures that say so, and the output folders empty."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from fsgen.core.io import atomic_write_text, read_yaml
+from fsgen.core.paths import resolve
+from fsgen.core.plots import save_figure
+
+NOTEBOOKS = "outputs/notebooks/"  # papermill writes the executed notebook itself
+
+
+def declared_outputs(stage: str, profile: str, dvc_file: str = "dvc.yaml") -> list[Path]:
+    """The outputs, metrics and plots `stage` declares in `dvc_file` (${profile} filled in),
+    but its executed notebook, resolved from the repository root."""
+    spec = (read_yaml(dvc_file).get("stages") or {}).get(stage)
+    if spec is None:
+        raise ValueError(f"{dvc_file} has no stage {stage!r}")
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in spec.get(kind) or []:
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            path = path.replace("${profile}", profile)
+            if not path.startswith(NOTEBOOKS):
+                paths.append(resolve(path))
+    return paths
+
+
+def write_not_run(stage: str, profile: str, dvc_file: str = "dvc.yaml") -> list[Path]:
+    """Write every declared output of `stage` as "not run for `profile`"; returns the paths."""
+    paths = declared_outputs(stage, profile, dvc_file)
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            atomic_write_text(path, json.dumps({"not_run": 1}, indent=2) + "\n")
+        elif path.suffix == ".csv":
+            atomic_write_text(path, "not_run\n")
+        elif path.suffix in (".png", ".svg"):
+            if path.suffix == ".png" or path.with_suffix(".png") not in paths:
+                save_figure(not_run_figure(f"{stage}: not run for profile {profile}"), path)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def empty_result(result_type):
+    """A stage's `Result` with nothing in it: empty tables and mappings, None elsewhere."""
+    values = {}
+    for field in dataclasses.fields(result_type):
+        kind = str(field.type)
+        values[field.name] = (
+            pd.DataFrame() if "DataFrame" in kind else {} if kind.startswith("dict") else None
+        )
+    return result_type(**values)
+
+
+def not_run_figure(text: str):
+    """A small figure that holds one line of text."""
+    figure, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return figure
