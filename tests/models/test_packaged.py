@@ -73,18 +73,19 @@ def test_batched_greedy_equals_transformers_at_batch_1(smollm2):
     for prompt, tokens in zip(prompts, ours.tokens, strict=True):
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
         hf = model.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=2)[0]
-        hf = hf[ids.shape[1] :].tolist()
-        if tokenizer.eos_token_id in hf:  # transformers keeps the end token; fsgen stops at it
-            hf = hf[: hf.index(tokenizer.eos_token_id)]
-        assert tokens == hf
+        assert tokens == hf[ids.shape[1] :].tolist()  # both keep the end token
 
 
 @needs_real
 def test_the_end_tag_stops_a_row(smollm2):
     model, tokenizer = smollm2
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Say yes."}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": "Hello!"}], tokenize=False, add_generation_prompt=True
     )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    hf = model.generate(ids, max_new_tokens=40, do_sample=False, pad_token_id=2)[0]
+    hf = hf[ids.shape[1] :].tolist()
+    assert tokenizer.eos_token_id in hf  # the model closes its turn with <|im_end|>
     result = generate(model, tokenizer, [prompt], max_new_tokens=40, stop=get_task("gsm8k").stop)
-    assert len(result.tokens[0]) < 40  # it answered and stopped at <|im_end|>
+    assert result.tokens[0] == hf[: hf.index(tokenizer.eos_token_id) + 1]  # ends with it
     assert "<|im_end|>" not in result.texts[0]
