@@ -384,6 +384,43 @@ def estimates_section(root: Path, doc_dir: str = ".") -> str:
     )
 
 
+def _interval(frame: pd.DataFrame, column: str) -> pd.Series:
+    """`column` with its 95% interval (`<column>_low`, `<column>_high`) as one text."""
+    return frame.apply(
+        lambda r: f"{_fmt(r[column])} [{_fmt(r[column + '_low'])}, {_fmt(r[column + '_high'])}]",
+        axis=1,
+    )
+
+
+def real_model_section(root: Path, doc_dir: str = ".") -> str:
+    """The real model's profile (its snapshot, `snapshot_profile`): the drafts' table and the
+    token-logging results, collaboration frequency and accuracy with their intervals."""
+    base = root / SNAPSHOTS / REAL_PROFILE
+    ladder = pd.read_csv(base / "results/train_ladder/ladder.csv")
+    drafts = ladder[["model", "variant", "params", "non_embedding_params", "heldout_loss"]]
+    drafts = drafts.assign(agreement=ladder["agreement"])
+    summary = pd.read_csv(base / "results/token_logging/summary.csv")
+    logged = summary[["task", "method", "large", "small", "prompts", "tokens"]].assign(
+        **{
+            "CF [95%]": _interval(summary, "collaboration_frequency"),
+            "accuracy [95%]": _interval(summary, "accuracy"),
+        }
+    )
+    return "\n\n".join(
+        [
+            f"### The real model ({REAL_PROFILE} profile)",
+            "SmolLM2-135M-Instruct (System 2) and drafts trained on its tokenizer (System 1), "
+            "GSM8K in the model's chat format ([real_model.md](real_model.md)). The drafts: "
+            "parameters, held-out loss (nats/token, held-out GSM8K training solutions) and "
+            "agreement with the large model's greedy answers.",
+            _table(drafts),
+            "Token logging: collaboration frequency and accuracy (Wilson) with 95% intervals "
+            "(`alone`: the model decodes alone; its CF column is empty).",
+            _table(logged),
+        ]
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("results/findings/findings.csv", findings_section),
     ("results/train_ladder/ladder.csv", ladder_section),
@@ -392,6 +429,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("results/uncertainty/auroc.csv", uncertainty_section),
     ("results/llm_to_slm/results.csv", llm_to_slm_section),
     ("results/routers/summary.csv", routers_section),
+    (f"{SNAPSHOTS}/{REAL_PROFILE}/results/token_logging/summary.csv", real_model_section),
     ("params.yaml", estimates_section),
 ]
 
