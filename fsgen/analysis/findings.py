@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fsgen.analysis.divergence import R2R_DIVERGENT_OF_MISMATCHES
 from fsgen.analysis.frequency import UNDER
 from fsgen.models.loss_law import with_loss_law
 
@@ -50,8 +51,26 @@ CLAIMS = {  # id: (paper, claim)
         "fsgen",
         "a router reaches 95% of the large model's accuracy calling it for < 20% of tokens",
     ),
+    "divergent_share": ("R2R", "fewer than half of the mismatches change the outcome"),
+    "early_divergence": ("fsgen", "the mismatches that change the outcome fall early too"),
     "loss_law": ("fsgen (instrument)", "held-out loss follows L(N) = E + A*N^(-a) within 3%"),
     "accuracy_rises": ("fsgen (instrument)", "accuracy rises strictly with size"),
+}
+# each rule's threshold, where the verdict turns (the figure marks it)
+THRESHOLDS = {
+    "cf_under_20pct": 0.5,
+    "power_law": 0.8,
+    "ratio_alone": 0.05,
+    "early_mismatches": 1.0,
+    "uncertainty_auroc": 0.5,
+    "proxy_gap": 0.5,
+    "llm_to_slm_speed": 2.0,
+    "llm_to_slm_quality": 0.95,
+    "router_pareto": 0.2,
+    "loss_law": 0.03,
+    "accuracy_rises": 1.0,
+    "divergent_share": 0.5,
+    "early_divergence": 1.0,
 }
 TIMED = frozenset({"llm_to_slm_speed"})  # rows read from timings: their metrics go apart
 PROXY_TUNING_PAPER = 0.88  # Liu et al. 2024: proxy tuning closes 88-91% of Llama-2's tuning gap
@@ -72,6 +91,8 @@ class Inputs:
     llm_to_slm: dict = field(default_factory=dict)  # stage 05's metrics
     llm_to_slm_timing: dict = field(default_factory=dict)  # stage 05's timings
     routers: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 06's summary
+    divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's pairs table
+    divergence_early: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's position
 
 
 def _nan(value) -> float:
@@ -113,7 +134,7 @@ def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
     detail = f"{len(frequency)} method x pair rows; low/high: share whose CF interval is under"
     paper_share = float((paper["collaboration_frequency"] < UNDER).mean())
     ours = float((cf < UNDER).mean())
-    verdict = by_interval(low, high, 0.5)
+    verdict = by_interval(low, high, THRESHOLDS["cf_under_20pct"])
     return _row("cf_under_20pct", paper_share, ours, low, high, verdict, rule, detail)
 
 
@@ -133,7 +154,15 @@ def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> di
     """FS-GEN: the oracle's CF follows b - a r^-alpha in the parameter ratio r."""
     ours, theirs = _oracle_fits(fits, paper_fits, task)
     r2 = _field(ours, "r2")
-    verdict = OPEN if math.isnan(r2) else HOLDS if r2 >= 0.8 else FAILS if r2 < 0.5 else OPEN
+    verdict = (
+        OPEN
+        if math.isnan(r2)
+        else HOLDS
+        if r2 >= THRESHOLDS["power_law"]
+        else FAILS
+        if r2 < 0.5
+        else OPEN
+    )
     rule = "R^2 of the oracle fit: holds if >= 0.8, fails if < 0.5"
     detail = ""
     if ours is not None:
@@ -150,7 +179,7 @@ def ratio_alone(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict
     """FS-GEN's law is in r alone: the two sizes matter only through their ratio."""
     ours, theirs = _oracle_fits(fits, paper_fits, task)
     p = _field(ours, "nested.p")
-    verdict = OPEN if math.isnan(p) else HOLDS if p >= 0.05 else FAILS
+    verdict = OPEN if math.isnan(p) else HOLDS if p >= THRESHOLDS["ratio_alone"] else FAILS
     rule = "nested F test, CF on log r vs on log N_large and log N_small: holds if p >= 0.05"
     paper_p, nan = _field(theirs, "nested.p"), math.nan
     return _row("ratio_alone", paper_p, p, nan, nan, verdict, rule, "figures are p-values")
@@ -178,7 +207,7 @@ def early_mismatches(position: pd.DataFrame, task: str) -> dict:
         ours,
         low,
         high,
-        by_interval(low, high, 1.0),
+        by_interval(low, high, THRESHOLDS["early_mismatches"]),
         rule,
         "interval: token-weighted Wilson bounds of the first decile",
     )
@@ -198,7 +227,7 @@ def uncertainty_predicts(auroc: pd.DataFrame, task: str) -> dict:
         ours,
         low,
         high,
-        by_interval(low, high, 0.5),
+        by_interval(low, high, THRESHOLDS["uncertainty_auroc"]),
         rule,
         f"{len(rows)} pairs; the worst pair's AUROC and interval",
     )
@@ -245,7 +274,7 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
         ours,
         low,
         high,
-        by_interval(low, high, 0.5),
+        by_interval(low, high, THRESHOLDS["proxy_gap"]),
         rule,
         detail,
     )
@@ -256,7 +285,9 @@ def llm_to_slm_speed(timing: dict, task: str) -> dict:
     speeds = [timing.get(f"{task}.llm_to_slm.batch{b}.speedup_vs_large") for b in (1, 8)]
     speeds = [s for s in speeds if s is not None]
     ours = float(min(speeds)) if speeds else float("nan")
-    verdict = OPEN if math.isnan(ours) else HOLDS if ours >= 2 else FAILS
+    verdict = (
+        OPEN if math.isnan(ours) else HOLDS if ours >= THRESHOLDS["llm_to_slm_speed"] else FAILS
+    )
     rule = "the smaller of the batch-1 and batch-8 speed-ups (encoding included): holds if >= 2"
     detail = ", ".join(
         f"batch {b}: {timing.get(f'{task}.llm_to_slm.batch{b}.speedup_vs_large', math.nan):.2f}x"
@@ -282,7 +313,9 @@ def llm_to_slm_quality(metrics: dict, task: str) -> dict:
         ours = low = high = float("nan")
     else:
         ours, low, high = (float(v) / float(large) for v in values)
-    verdict = OPEN if math.isnan(high) else HOLDS if high >= 0.95 else FAILS
+    verdict = (
+        OPEN if math.isnan(high) else HOLDS if high >= THRESHOLDS["llm_to_slm_quality"] else FAILS
+    )
     rule = "LLM-to-SLM accuracy / large accuracy (Wilson bounds): holds if high >= 0.95"
     return _row(
         "llm_to_slm_quality",
@@ -311,7 +344,7 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     base = _base_rungs(ladder)
     residual = base["loss_residual"].abs()
     worst = float(residual.max())
-    verdict = HOLDS if worst <= 0.03 else FAILS
+    verdict = HOLDS if worst <= THRESHOLDS["loss_law"] else FAILS
     detail = ", ".join(
         f"{m}: {r:+.3f}" for m, r in zip(base["model"], base["loss_residual"], strict=True)
     )
@@ -335,7 +368,7 @@ def accuracy_rises(ladder: pd.DataFrame) -> dict:
         )
     )
     nan = math.nan
-    verdict = HOLDS if ours == 1.0 else FAILS
+    verdict = HOLDS if ours == THRESHOLDS["accuracy_rises"] else FAILS
     return _row("accuracy_rises", "rises with size", ours, nan, nan, verdict, rule, detail)
 
 
@@ -352,7 +385,7 @@ def router_pareto(routers: pd.DataFrame) -> dict:
         detail = "; ".join(
             f"{large}-{small}: {rate:.3f}" for (large, small), rate in per_pair.items()
         )
-    verdict = OPEN if math.isnan(ours) else HOLDS if ours < 0.2 else FAILS
+    verdict = OPEN if math.isnan(ours) else HOLDS if ours < THRESHOLDS["router_pareto"] else FAILS
     rule = "call rate at 95% of the large model's accuracy, best router, worst pair: holds if < 0.2"
     return _row(
         "router_pareto",
@@ -364,6 +397,45 @@ def router_pareto(routers: pd.DataFrame) -> dict:
         rule,
         detail,
     )
+
+
+def divergent_share(pairs: pd.DataFrame) -> dict:
+    """R2R: of the tokens where the small model would choose differently, a minority changes the
+    outcome (its figures: 5% divergent, 6% neutral of all tokens, 45% of the mismatches)."""
+    pooled = pairs[pairs["pair"] == "all"]
+    column = "divergent_share_of_mismatches"
+    if not len(pooled):
+        ours = low = high = math.nan
+    else:
+        ours, low, high = (float(pooled[column + end].iloc[0]) for end in ("", "_low", "_high"))
+    at = THRESHOLDS["divergent_share"]
+    verdict = OPEN if math.isnan(low) else HOLDS if high < at else FAILS if low > at else OPEN
+    rule = "divergent share of mismatches, pairs pooled: holds if high < 0.5, fails if low > 0.5"
+    shares = "; ".join(
+        f"{r.pair}: {r.divergent_share_of_mismatches:.3f}"
+        for r in pairs[pairs["pair"] != "all"].itertuples()
+    )
+    detail = (
+        "R2R's figure is another model family (DeepSeek-R1 distills) judged by an LLM verifier; "
+        f"ours: the task's exact scorer on branches; {shares}"
+    )
+    return _row(
+        "divergent_share", R2R_DIVERGENT_OF_MISMATCHES, ours, low, high, verdict, rule, detail
+    )
+
+
+def early_divergence(early: pd.DataFrame) -> dict:
+    """Ours, after FS-GEN: the divergent mismatches concentrate at the start as all do."""
+    row = early.iloc[0] if len(early) else {}
+    ours, low, high = (_nan(row.get(f"first_decile_ratio{end}")) for end in ("", "_low", "_high"))
+    rule = "first-decile divergent rate / overall divergent rate, pairs pooled: holds if low > 1"
+    detail = (
+        f"mean relative position: divergent {_nan(row.get('divergent_mean_position')):.3f}, "
+        f"neutral {_nan(row.get('neutral_mean_position')):.3f}"
+    )
+    verdict = by_interval(low, high, THRESHOLDS["early_divergence"])
+    paper = "qualitative (FS-GEN, all mismatches)"
+    return _row("early_divergence", paper, ours, low, high, verdict, rule, detail)
 
 
 def findings_table(
@@ -386,6 +458,8 @@ def findings_table(
         "llm_to_slm_speed": lambda: llm_to_slm_speed(inputs.llm_to_slm_timing, llm_to_slm_task),
         "llm_to_slm_quality": lambda: llm_to_slm_quality(inputs.llm_to_slm, llm_to_slm_task),
         "router_pareto": lambda: router_pareto(inputs.routers),
+        "divergent_share": lambda: divergent_share(inputs.divergence),
+        "early_divergence": lambda: early_divergence(inputs.divergence_early),
         "loss_law": lambda: loss_law(ladder),
         "accuracy_rises": lambda: accuracy_rises(ladder),
     }
