@@ -183,6 +183,14 @@ def position_table(traces: dict[str, pd.DataFrame], labels: dict[str, pd.DataFra
     return pd.DataFrame(rows)
 
 
+def _divergent_flags(trace: pd.DataFrame, labelled: pd.DataFrame) -> list[bool]:
+    """Whether each row of `trace` is one of the divergent mismatches of `labelled`."""
+    keys = zip(labelled["prompt_id"], labelled["step"], labelled["divergent"], strict=True)
+    divergent = {(int(p), int(s)) for p, s, d in keys if d}
+    rows = zip(trace["prompt_id"], trace["step"], strict=True)
+    return [(int(p), int(s)) in divergent for p, s in rows]
+
+
 def _token_frame(traces: dict[str, pd.DataFrame], labels: dict[str, pd.DataFrame]):
     """Every token of every pair with its decile and whether it is a divergent mismatch (a
     prompt's tokens of every pair resample together, by prompt id)."""
@@ -191,17 +199,7 @@ def _token_frame(traces: dict[str, pd.DataFrame], labels: dict[str, pd.DataFrame
         trace = traces[pair][["prompt_id", "step", "mismatch", *SIGNALS.values()]].copy()
         length = trace.groupby("prompt_id")["step"].transform("size")
         trace["decile"] = np.minimum(trace["step"] * 10 // length, 9)
-        divergent = {
-            (int(p), int(s))
-            for p, s, d in zip(
-                labelled["prompt_id"], labelled["step"], labelled["divergent"], strict=True
-            )
-            if d
-        }
-        trace["divergent"] = [
-            (int(p), int(s)) in divergent
-            for p, s in zip(trace["prompt_id"], trace["step"], strict=True)
-        ]
+        trace["divergent"] = _divergent_flags(trace, labelled)
         parts.append(trace.assign(pair=pair))
     return pd.concat(parts, ignore_index=True)
 
@@ -308,3 +306,17 @@ def plot_divergence(pairs: pd.DataFrame, position: pd.DataFrame) -> plt.Figure:
     right.set_title("where they fall")
     figure.tight_layout()
     return figure
+
+
+def divergent_trace(trace: pd.DataFrame, mismatches: pd.DataFrame, pair: str) -> pd.DataFrame:
+    """The rows of one pair's oracle `trace` on the prompts stage 08 branched, with `mismatch`
+    set to whether the row is a divergent mismatch: the same scores, the target a router
+    calibrated on divergence learns (`mismatches`: stage 08's labelled mismatches)."""
+    labelled = mismatches[mismatches["pair"] == pair]
+    if labelled.empty:
+        raise ValueError(
+            f"no labelled mismatches for pair {pair!r}; have {sorted(set(mismatches['pair']))}"
+        )
+    rows = trace[trace["prompt_id"] <= labelled["prompt_id"].max()].copy()  # the first prompts
+    rows["mismatch"] = _divergent_flags(rows, labelled)
+    return rows.reset_index(drop=True)

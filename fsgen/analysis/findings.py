@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fsgen.analysis.divergence import R2R_DIVERGENT_OF_MISMATCHES
 from fsgen.analysis.frequency import UNDER
 from fsgen.models.loss_law import with_loss_law
 
@@ -53,6 +52,11 @@ CLAIMS = {  # id: (paper, claim)
     ),
     "divergent_share": ("R2R", "fewer than half of the mismatches change the outcome"),
     "early_divergence": ("fsgen", "the mismatches that change the outcome fall early too"),
+    "divergence_router": (
+        "fsgen",
+        "a router trained on divergent mismatches reaches 95% of the large model's accuracy "
+        "with fewer calls than the best router trained on all mismatches",
+    ),
     "loss_law": ("fsgen (instrument)", "held-out loss follows L(N) = E + A*N^(-a) within 3%"),
     "accuracy_rises": ("fsgen (instrument)", "accuracy rises strictly with size"),
 }
@@ -70,6 +74,7 @@ THRESHOLDS = {
     "loss_law": 0.03,
     "accuracy_rises": 1.0,
     "divergent_share": 0.5,
+    "divergence_router": 1.0,
     "early_divergence": 1.0,
 }
 TIMED = frozenset({"llm_to_slm_speed"})  # rows read from timings: their metrics go apart
@@ -95,7 +100,7 @@ class Inputs:
     divergence_early: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's position
 
 
-def _nan(value) -> float:
+def as_float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
@@ -107,7 +112,7 @@ def by_interval(low: float, high: float, threshold: float) -> str:
     return HOLDS if low > threshold else FAILS if high < threshold else OPEN
 
 
-def _row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
+def claim_row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
     paper, claim = CLAIMS[id_]
     return dict(
         zip(
@@ -118,9 +123,9 @@ def _row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
     )
 
 
-def _missing(id_: str, paper_figure, rule: str, why: str) -> dict:
+def missing_row(id_: str, paper_figure, rule: str, why: str) -> dict:
     """An inconclusive row: its figure cannot be computed, for the reason `why`."""
-    return _row(id_, paper_figure, math.nan, math.nan, math.nan, OPEN, rule, why)
+    return claim_row(id_, paper_figure, math.nan, math.nan, math.nan, OPEN, rule, why)
 
 
 def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
@@ -135,7 +140,7 @@ def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
     paper_share = float((paper["collaboration_frequency"] < UNDER).mean())
     ours = float((cf < UNDER).mean())
     verdict = by_interval(low, high, THRESHOLDS["cf_under_20pct"])
-    return _row("cf_under_20pct", paper_share, ours, low, high, verdict, rule, detail)
+    return claim_row("cf_under_20pct", paper_share, ours, low, high, verdict, rule, detail)
 
 
 def _oracle_fits(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str):
@@ -147,7 +152,7 @@ def _oracle_fits(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str):
 
 def _field(fit, name: str) -> float:
     """A fit row's `name`, NaN when there is no row or no such column."""
-    return _nan(fit[name]) if fit is not None and name in fit else math.nan
+    return as_float(fit[name]) if fit is not None and name in fit else math.nan
 
 
 def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
@@ -172,7 +177,7 @@ def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> di
             f"best form by AIC: {ours['best_form']}"
         )
     nan = math.nan
-    return _row("power_law", _field(theirs, "r2"), r2, nan, nan, verdict, rule, detail)
+    return claim_row("power_law", _field(theirs, "r2"), r2, nan, nan, verdict, rule, detail)
 
 
 def ratio_alone(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
@@ -182,7 +187,7 @@ def ratio_alone(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict
     verdict = OPEN if math.isnan(p) else HOLDS if p >= THRESHOLDS["ratio_alone"] else FAILS
     rule = "nested F test, CF on log r vs on log N_large and log N_small: holds if p >= 0.05"
     paper_p, nan = _field(theirs, "nested.p"), math.nan
-    return _row("ratio_alone", paper_p, p, nan, nan, verdict, rule, "figures are p-values")
+    return claim_row("ratio_alone", paper_p, p, nan, nan, verdict, rule, "figures are p-values")
 
 
 def early_mismatches(position: pd.DataFrame, task: str) -> dict:
@@ -201,7 +206,7 @@ def early_mismatches(position: pd.DataFrame, task: str) -> dict:
         ours = float(first["mismatches"].sum() / tokens / overall)
         low, high = pooled("mismatch_rate_low"), pooled("mismatch_rate_high")
     rule = "first-decile mismatch rate / overall rate, oracle pairs pooled: holds if low > 1"
-    return _row(
+    return claim_row(
         "early_mismatches",
         "qualitative (position heatmap)",
         ours,
@@ -221,7 +226,7 @@ def uncertainty_predicts(auroc: pd.DataFrame, task: str) -> dict:
     else:
         ours, low, high = (float(rows[c].min()) for c in ("entropy", "entropy_low", "entropy_high"))
     rule = "smallest entropy AUROC over oracle pairs: holds if low > 0.5 (better than chance)"
-    return _row(
+    return claim_row(
         "uncertainty_auroc",
         "qualitative (densities)",
         ours,
@@ -241,11 +246,11 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     )
     proxy = frequency[(frequency.task == task) & (frequency.method == "proxy")]
     if not len(proxy):
-        return _missing("proxy_gap", PROXY_TUNING_PAPER, rule, "no proxy rows")
+        return missing_row("proxy_gap", PROXY_TUNING_PAPER, rule, "no proxy rows")
     largest = proxy.sort_values("n_large")["large"].iloc[-1]
     chat = ladder.set_index("model")["chat_accuracy"] if "chat_accuracy" in ladder else pd.Series()
     if f"{largest}-chat" not in chat or largest not in chat:
-        return _missing(
+        return missing_row(
             "proxy_gap",
             PROXY_TUNING_PAPER,
             rule,
@@ -256,7 +261,7 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     gap = tuned - base
     closed = (rows[["accuracy", "accuracy_low", "accuracy_high"]] - base) / gap if gap else None
     if closed is None:
-        return _missing(
+        return missing_row(
             "proxy_gap",
             PROXY_TUNING_PAPER,
             rule,
@@ -268,7 +273,7 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     detail = (
         f"{largest}: base {base:.3f}, tuned {tuned:.3f} (ladder chat accuracy); {len(rows)} smalls"
     )
-    return _row(
+    return claim_row(
         "proxy_gap",
         PROXY_TUNING_PAPER,
         ours,
@@ -293,7 +298,7 @@ def llm_to_slm_speed(timing: dict, task: str) -> dict:
         f"batch {b}: {timing.get(f'{task}.llm_to_slm.batch{b}.speedup_vs_large', math.nan):.2f}x"
         for b in (1, 8)
     )
-    return _row(
+    return claim_row(
         "llm_to_slm_speed",
         4.0,
         ours,
@@ -317,7 +322,7 @@ def llm_to_slm_quality(metrics: dict, task: str) -> dict:
         OPEN if math.isnan(high) else HOLDS if high >= THRESHOLDS["llm_to_slm_quality"] else FAILS
     )
     rule = "LLM-to-SLM accuracy / large accuracy (Wilson bounds): holds if high >= 0.95"
-    return _row(
+    return claim_row(
         "llm_to_slm_quality",
         0.98,
         ours,
@@ -338,7 +343,7 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     (no broken rung), as a Pythia-style suite's do."""
     rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
     if (ladder["variant"] == "base").sum() < 4:
-        return _missing("loss_law", "Pythia-style suite", rule, "fewer than 4 base rungs to fit")
+        return missing_row("loss_law", "Pythia-style suite", rule, "fewer than 4 base rungs to fit")
     if "loss_residual" not in ladder:  # stage 00 wrote it; a table from before that: fit here
         ladder, _ = with_loss_law(ladder)
     base = _base_rungs(ladder)
@@ -349,7 +354,7 @@ def loss_law(ladder: pd.DataFrame) -> dict:
         f"{m}: {r:+.3f}" for m, r in zip(base["model"], base["loss_residual"], strict=True)
     )
     nan = math.nan
-    return _row("loss_law", "Pythia-style suite", worst, nan, nan, verdict, rule, detail)
+    return claim_row("loss_law", "Pythia-style suite", worst, nan, nan, verdict, rule, detail)
 
 
 def accuracy_rises(ladder: pd.DataFrame) -> dict:
@@ -369,7 +374,7 @@ def accuracy_rises(ladder: pd.DataFrame) -> dict:
     )
     nan = math.nan
     verdict = HOLDS if ours == THRESHOLDS["accuracy_rises"] else FAILS
-    return _row("accuracy_rises", "rises with size", ours, nan, nan, verdict, rule, detail)
+    return claim_row("accuracy_rises", "rises with size", ours, nan, nan, verdict, rule, detail)
 
 
 def router_pareto(routers: pd.DataFrame) -> dict:
@@ -387,7 +392,7 @@ def router_pareto(routers: pd.DataFrame) -> dict:
         )
     verdict = OPEN if math.isnan(ours) else HOLDS if ours < THRESHOLDS["router_pareto"] else FAILS
     rule = "call rate at 95% of the large model's accuracy, best router, worst pair: holds if < 0.2"
-    return _row(
+    return claim_row(
         "router_pareto",
         float("nan"),
         ours,
@@ -397,45 +402,6 @@ def router_pareto(routers: pd.DataFrame) -> dict:
         rule,
         detail,
     )
-
-
-def divergent_share(pairs: pd.DataFrame) -> dict:
-    """R2R: of the tokens where the small model would choose differently, a minority changes the
-    outcome (its figures: 5% divergent, 6% neutral of all tokens, 45% of the mismatches)."""
-    pooled = pairs[pairs["pair"] == "all"]
-    column = "divergent_share_of_mismatches"
-    if not len(pooled):
-        ours = low = high = math.nan
-    else:
-        ours, low, high = (float(pooled[column + end].iloc[0]) for end in ("", "_low", "_high"))
-    at = THRESHOLDS["divergent_share"]
-    verdict = OPEN if math.isnan(low) else HOLDS if high < at else FAILS if low > at else OPEN
-    rule = "divergent share of mismatches, pairs pooled: holds if high < 0.5, fails if low > 0.5"
-    shares = "; ".join(
-        f"{r.pair}: {r.divergent_share_of_mismatches:.3f}"
-        for r in pairs[pairs["pair"] != "all"].itertuples()
-    )
-    detail = (
-        "R2R's figure is another model family (DeepSeek-R1 distills) judged by an LLM verifier; "
-        f"ours: the task's exact scorer on branches; {shares}"
-    )
-    return _row(
-        "divergent_share", R2R_DIVERGENT_OF_MISMATCHES, ours, low, high, verdict, rule, detail
-    )
-
-
-def early_divergence(early: pd.DataFrame) -> dict:
-    """Ours, after FS-GEN: the divergent mismatches concentrate at the start as all do."""
-    row = early.iloc[0] if len(early) else {}
-    ours, low, high = (_nan(row.get(f"first_decile_ratio{end}")) for end in ("", "_low", "_high"))
-    rule = "first-decile divergent rate / overall divergent rate, pairs pooled: holds if low > 1"
-    detail = (
-        f"mean relative position: divergent {_nan(row.get('divergent_mean_position')):.3f}, "
-        f"neutral {_nan(row.get('neutral_mean_position')):.3f}"
-    )
-    verdict = by_interval(low, high, THRESHOLDS["early_divergence"])
-    paper = "qualitative (FS-GEN, all mismatches)"
-    return _row("early_divergence", paper, ours, low, high, verdict, rule, detail)
 
 
 def findings_table(
@@ -458,8 +424,6 @@ def findings_table(
         "llm_to_slm_speed": lambda: llm_to_slm_speed(inputs.llm_to_slm_timing, llm_to_slm_task),
         "llm_to_slm_quality": lambda: llm_to_slm_quality(inputs.llm_to_slm, llm_to_slm_task),
         "router_pareto": lambda: router_pareto(inputs.routers),
-        "divergent_share": lambda: divergent_share(inputs.divergence),
-        "early_divergence": lambda: early_divergence(inputs.divergence_early),
         "loss_law": lambda: loss_law(ladder),
         "accuracy_rises": lambda: accuracy_rises(ladder),
     }
@@ -468,7 +432,7 @@ def findings_table(
         try:
             rows.append(compute())
         except (KeyError, AttributeError) as missing:  # a column or table not yet written
-            rows.append(_missing(id_, math.nan, "", f"missing input: {missing}"))
+            rows.append(missing_row(id_, math.nan, "", f"missing input: {missing}"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

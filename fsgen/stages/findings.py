@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsgen.analysis import findings
+from fsgen.analysis.findings_beyond import beyond_table
 from fsgen.analysis.findings_figure import plot_findings
 from fsgen.analysis.scaling import paper_frequencies
 from fsgen.core.io import write_metrics
@@ -66,7 +67,9 @@ def read_inputs(paths: Paths) -> findings.Inputs:
 def run(config: Findings, paths: Paths) -> pd.DataFrame:
     """The findings table, written as findings.csv and caption.md under `results_dir`, with the
     flat metrics in `metrics_file` and the timed rows' in `timing_file`; returns the table."""
-    table = findings.findings_table(config.task, read_inputs(paths), config.llm_to_slm_task)
+    inputs = read_inputs(paths)
+    table = findings.findings_table(config.task, inputs, config.llm_to_slm_task)
+    table = pd.concat([table, beyond_table(inputs)], ignore_index=True)
     paths.results_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(paths.results_dir / "findings.csv", index=False, float_format="%.6g")
     (paths.results_dir / "caption.md").write_text(findings.CAPTION + "\n")

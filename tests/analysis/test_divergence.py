@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fsgen.analysis import divergence
-from fsgen.analysis.findings import divergent_share, early_divergence
+from fsgen.analysis.findings_beyond import divergence_router, divergent_share, early_divergence
 from fsgen.data.tasks import build_prompts, get_task, load_examples, score
 from fsgen.engine.batch import encode_prompts
 from fsgen.engine.branches import Branch, continue_branches, generation_text
@@ -217,3 +217,22 @@ def test_bad_branches_are_named(oracle):
         continue_branches(large, tokenizer, prompt_ids, [Branch(99, (1,))], max_new_tokens=4)
     with pytest.raises(ValueError, match="prefix of 5 tokens"):
         continue_branches(large, tokenizer, prompt_ids, [Branch(0, (1,) * 5)], max_new_tokens=4)
+
+
+def test_the_divergence_router_row_compares_with_the_best_mismatch_router():
+    def summary(divergent_rate: float) -> pd.DataFrame:
+        rates = {"threshold": 0.2, "learned": 0.15, "random": 0.9}
+        rates["learned_divergent"] = divergent_rate
+        return pd.DataFrame(
+            [
+                {"large": "a", "small": "b", "router": r, "call_rate_for_95": v}
+                for r, v in rates.items()
+            ]
+        )
+
+    row = divergence_router(summary(0.12))
+    assert row["ours"] == pytest.approx(0.8) and row["verdict"] == "holds"
+    assert divergence_router(summary(0.3))["verdict"] == "does not hold"
+    assert divergence_router(summary(0.3).query("router != 'learned_divergent'"))["verdict"] == (
+        "inconclusive"
+    )
