@@ -5,9 +5,11 @@ coloured by verdict. Each row has its own scale: the claims' figures are in diff
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from fsgen.analysis.findings import FAILS, HOLDS, OPEN, THRESHOLDS
 
@@ -27,9 +29,7 @@ def plot_findings(table: pd.DataFrame) -> plt.Figure:
     if not len(table):
         raise ValueError("the findings table has no rows to draw")
     rows = table.reset_index(drop=True)
-    figure, axes = plt.subplots(
-        len(rows), 1, figsize=(9, 0.55 * len(rows) + 0.8), squeeze=False, sharex=False
-    )
+    figure, axes = plt.subplots(len(rows), 1, figsize=(11, 0.6 * len(rows) + 0.9), squeeze=False)
     for ax, row in zip(axes[:, 0], rows.itertuples(), strict=True):
         colour = COLOURS.get(row.verdict, "tab:gray")
         ours, low, high = _number(row.ours), _number(row.low), _number(row.high)
@@ -42,7 +42,7 @@ def plot_findings(table: pd.DataFrame) -> plt.Figure:
                 errors = [[max(ours - low, 0.0)], [max(high - ours, 0.0)]]
             ax.errorbar([ours], [0], xerr=errors, fmt="o", color=colour, capsize=3)
         else:
-            ax.text(0.5, 0, "no figure", transform=ax.get_yaxis_transform(), ha="center")
+            ax.text(0.5, 0, "no figure", transform=ax.transAxes, ha="center", va="center")
         if not math.isnan(threshold):
             ax.axvline(threshold, color="black", ls="--", lw=0.8)
         if not math.isnan(paper):
@@ -50,14 +50,27 @@ def plot_findings(table: pd.DataFrame) -> plt.Figure:
         if values:
             span = max(values) - min(values) or max(abs(max(values)), 1.0) * 0.2
             ax.set_xlim(min(values) - 0.15 * span, max(values) + 0.15 * span)
-        ax.set_yticks([0], [f"{row.claim} ({row.verdict})"], fontsize=7, color=colour)
+        label = textwrap.fill(f"{row.claim} ({row.paper}; {row.verdict})", 70)
+        ax.text(
+            -0.03,
+            0.5,
+            label,
+            transform=ax.transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+            color=colour,
+        )
+        ax.set_yticks([])
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.tick_params(axis="x", labelsize=7)
         ax.set_ylim(-1, 1)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
     axes[0, 0].set_title(
-        "ours (dot, 95% interval), the rule's threshold (dashed), the paper's figure (diamond)",
+        "ours (dot, 95% interval; green holds, red does not, grey inconclusive),\n"
+        "the rule's threshold (dashed), the paper's figure (diamond)",
         fontsize=8,
     )
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.5, right=0.98, top=1 - 0.7 / figure.get_figheight(), hspace=1.2)
     return figure

@@ -6,12 +6,20 @@ import pandas as pd
 import pytest
 
 from fsgen.analysis import divergence
-from fsgen.analysis.findings_beyond import divergence_router, divergent_share, early_divergence
+from fsgen.analysis.findings import Inputs, findings_table
+from fsgen.analysis.findings_beyond import (
+    beyond_table,
+    divergence_router,
+    divergent_share,
+    early_divergence,
+)
+from fsgen.analysis.findings_figure import plot_findings
 from fsgen.data.tasks import build_prompts, get_task, load_examples, score
 from fsgen.engine.batch import encode_prompts
 from fsgen.engine.branches import Branch, continue_branches, generation_text
 from fsgen.engine.collaborate import collaborate_ladder
 from fsgen.models.cache import models_for, release_models
+from fsgen.stages import routers
 from tests.reference import naive_continue
 
 MAX_NEW = 14
@@ -236,3 +244,44 @@ def test_the_divergence_router_row_compares_with_the_best_mismatch_router():
     assert divergence_router(summary(0.3).query("router != 'learned_divergent'"))["verdict"] == (
         "inconclusive"
     )
+
+
+def test_the_findings_figure_has_a_row_per_claim():
+    traces, labels = _toy()
+    inputs = Inputs(
+        divergence=divergence.pair_table(traces, labels, bootstrap=20, seed=0),
+        divergence_early=pd.DataFrame(
+            [divergence.early_divergence(traces, labels, bootstrap=20, seed=0)]
+        ),
+    )
+    table = pd.concat([findings_table("synthetic", inputs), beyond_table(inputs)])
+    figure = plot_findings(table)
+    assert len(figure.axes) == len(table) and "divergent_share" in set(table["id"])
+    with pytest.raises(ValueError, match="no rows"):
+        plot_findings(table.iloc[:0])
+
+
+def test_the_router_sweep_adds_the_divergence_trained_router(oracle):
+    large, tokenizer, examples, prompt_ids, out = oracle
+    labelled = divergence.label_mismatches(
+        large,
+        tokenizer,
+        "synthetic",
+        out.trace,
+        dict(enumerate(prompt_ids)),
+        dict(enumerate(examples)),
+        max_new_tokens=MAX_NEW,
+        batch_size=4,
+        stop=STOP,
+    ).assign(pair="t2-t0")
+    labelled.loc[labelled.index[::2], "divergent"] = True  # both classes for the fit
+    traces = out.trace.assign(task="synthetic", method="oracle", large="t2", small="t0")
+    template = routers.SweepRun(None, "", "", "", [], [], "synthetic", {})
+    args = (template, traces, [("t2", "t0")], [0.1, 0.3], ("threshold", "learned"), 0, 0.5, 5)
+    jobs, rows, _ = routers.plan_sweep(*args, labelled)
+    names = [label["router"] for label, _ in rows]
+    assert names.count("learned_divergent") == 2 and names.count("learned") == 2
+    plain, _, _ = routers.plan_sweep(*args)
+    assert len(jobs) == len(plain) + 2
+    relabelled = divergence.divergent_trace(traces, labelled, "t2-t0")
+    assert relabelled["mismatch"].sum() == labelled["divergent"].sum()
