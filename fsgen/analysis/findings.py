@@ -50,6 +50,9 @@ CLAIMS = {  # id: (paper, claim)
         "fsgen",
         "a router reaches 95% of the large model's accuracy calling it for < 20% of tokens",
     ),
+    "loss_law": ("fsgen (instrument)", "held-out loss follows L(N) = E + A*N^(-a) within 3%"),
+    "accuracy_rises": ("fsgen (instrument)", "accuracy rises strictly with size"),
+    # beyond the papers (fsgen.analysis.findings_beyond)
     "divergent_share": ("R2R", "fewer than half of the mismatches change the outcome"),
     "early_divergence": ("fsgen", "the mismatches that change the outcome fall early too"),
     "divergence_router": (
@@ -57,8 +60,6 @@ CLAIMS = {  # id: (paper, claim)
         "a router trained on divergent mismatches reaches 95% of the large model's accuracy "
         "with fewer calls than the best router trained on all mismatches",
     ),
-    "loss_law": ("fsgen (instrument)", "held-out loss follows L(N) = E + A*N^(-a) within 3%"),
-    "accuracy_rises": ("fsgen (instrument)", "accuracy rises strictly with size"),
 }
 # each rule's threshold, where the verdict turns (the figure marks it)
 THRESHOLDS = {
