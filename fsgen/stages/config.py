@@ -232,7 +232,6 @@ class Divergence(StageConfig):
     data_dir: str  # "": the data directory the token logs were made from
     pairs: Pairs  # [[large, small], ...]; "auto": the largest rung with the two below it
     n_prompts: Count  # the first of the logged selection, per pair
-    max_new_tokens: Count  # the generation length the traces were logged with
     batch_size: Count  # branches continued at once
     bootstrap: Size  # resamples of the prompts for each interval
     seed: Size  # the bootstrap's

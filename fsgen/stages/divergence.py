@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from fsgen.analysis import divergence
-from fsgen.analysis.routing import oracle_trace, parse_pairs, profile_task
+from fsgen.analysis.routing import oracle_trace, parse_pairs
 from fsgen.core.determinism import compute_threads
 from fsgen.core.io import write_metrics
 from fsgen.core.plots import save_figure
-from fsgen.core.shards import SETTINGS, merge_logs
+from fsgen.core.shards import SETTINGS, merge_logs, read_plan
 from fsgen.data.tasks import build_prompts, get_task, load_examples
 from fsgen.engine.batch import encode_prompts
 from fsgen.models.cache import models_for, release_models
@@ -56,19 +56,40 @@ def logged_selection(logs_dir: Path) -> tuple[int, str | None]:
     return int(settings["seed"]), None if data_dir in (None, "", "None") else str(data_dir)
 
 
+def logged_length(logs_dir: Path, task: str) -> int:
+    """The generation length the oracle of `task` was logged with (its units' keys, `+m<n>`),
+    so that a branch continues within the same length as the generation it branches from."""
+    lengths = {
+        int(key.rsplit("+m", 1)[1])
+        for key in read_plan(logs_dir) or []
+        if key.startswith(f"{task}+oracle+")
+    }
+    if len(lengths) != 1:
+        raise ValueError(
+            f"the token logs at {logs_dir} hold oracle units of {task!r} with generation "
+            f"lengths {sorted(lengths)}; expected one"
+        )
+    return lengths.pop()
+
+
 def run(config: Divergence, paths: Paths) -> Result:
     """Branch every mismatch of each pair's oracle traces and write the study's outputs."""
     compute_threads(config.threads)
     traces, _ = merge_logs(paths.logs_dir)
     seed, data_dir = logged_selection(paths.logs_dir)
-    return study(config, traces, seed, config.data_dir or data_dir, paths)
+    task = config.task or load_profile(config.profile, config.params_file).tasks[0]
+    length = logged_length(paths.logs_dir, task)
+    return study(config, traces, seed, config.data_dir or data_dir, length, paths)
 
 
-def study(config: Divergence, traces: pd.DataFrame, seed: int, data_dir, paths: Paths) -> Result:
-    """The stage on merged `traces` whose prompts were drawn with `seed` from `data_dir`."""
+def study(
+    config: Divergence, traces: pd.DataFrame, seed: int, data_dir, max_new_tokens: int, paths
+) -> Result:
+    """The stage on merged `traces` whose prompts were drawn with `seed` from `data_dir` and
+    generated within `max_new_tokens`."""
     started = time.perf_counter()
     profile = load_profile(config.profile, config.params_file)
-    task, max_new_tokens = profile_task(profile, config.task, config.max_new_tokens)
+    task = config.task or profile.tasks[0]
     pairs = parse_pairs(config.pairs, profile)
     examples = load_examples(task, data_dir=data_dir, n_prompts=config.n_prompts, seed=seed)
     models = models_for(profile)
