@@ -54,7 +54,10 @@ def early_divergence(early: pd.DataFrame) -> dict:
     ours, low, high = (
         as_float(row.get(f"first_decile_ratio{end}")) for end in ("", "_low", "_high")
     )
-    rule = "first-decile divergent rate / overall divergent rate, pairs pooled: holds if low > 1"
+    rule = (
+        "first-decile divergent rate / overall divergent rate, pairs pooled: holds if low > 1, "
+        "fails if high < 1"
+    )
     detail = (
         f"mean relative position: divergent {as_float(row.get('divergent_mean_position')):.3f}, "
         f"neutral {as_float(row.get('neutral_mean_position')):.3f}"
