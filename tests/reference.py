@@ -153,3 +153,15 @@ def _naive_speculative(small, large, prompt_ids, row, vocab, k, do_sample, tempe
             row.sources.append(source if is_final else "draft")
             row.mismatches += is_final and source == "large"
     return vars(row) | {"tokenizer": None}
+
+
+def naive_continue(model, tokenizer, prompt_ids, prefix, *, max_new_tokens, stop=None) -> list:
+    """A branch decoded the slow way: `prefix` (generated tokens, the last one put in place),
+    then `model`'s greedy tokens, each step recomputing the whole sequence, until the rule that
+    stops a generation holds over the whole generation (prefix included)."""
+    vocab = len(tokenizer)
+    row = _Row(tokenizer, max_new_tokens, stop, _end_ids(tokenizer, [model], stop))
+    row.tokens = list(prefix)
+    while not row.done():
+        row.tokens.append(int(_logits(model, list(prompt_ids) + row.tokens, vocab).argmax()))
+    return row.tokens

@@ -52,6 +52,31 @@ CLAIMS = {  # id: (paper, claim)
     ),
     "loss_law": ("fsgen (instrument)", "held-out loss follows L(N) = E + A*N^(-a) within 3%"),
     "accuracy_rises": ("fsgen (instrument)", "accuracy rises strictly with size"),
+    # beyond the papers (fsgen.analysis.findings_beyond)
+    "divergent_share": ("R2R", "fewer than half of the mismatches change the outcome"),
+    "early_divergence": ("fsgen", "the mismatches that change the outcome fall early too"),
+    "divergence_router": (
+        "fsgen",
+        "a router trained on divergent mismatches reaches 95% of the large model's accuracy "
+        "with fewer calls than the best router trained on all mismatches",
+    ),
+}
+# each rule's threshold, where the verdict turns (the figure marks it)
+THRESHOLDS = {
+    "cf_under_20pct": 0.5,
+    "power_law": 0.8,
+    "ratio_alone": 0.05,
+    "early_mismatches": 1.0,
+    "uncertainty_auroc": 0.5,
+    "proxy_gap": 0.5,
+    "llm_to_slm_speed": 2.0,
+    "llm_to_slm_quality": 0.95,
+    "router_pareto": 0.2,
+    "loss_law": 0.03,
+    "accuracy_rises": 1.0,
+    "divergent_share": 0.5,
+    "divergence_router": 1.0,
+    "early_divergence": 1.0,
 }
 TIMED = frozenset({"llm_to_slm_speed"})  # rows read from timings: their metrics go apart
 PROXY_TUNING_PAPER = 0.88  # Liu et al. 2024: proxy tuning closes 88-91% of Llama-2's tuning gap
@@ -72,9 +97,11 @@ class Inputs:
     llm_to_slm: dict = field(default_factory=dict)  # stage 05's metrics
     llm_to_slm_timing: dict = field(default_factory=dict)  # stage 05's timings
     routers: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 06's summary
+    divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's pairs table
+    divergence_early: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's position
 
 
-def _nan(value) -> float:
+def as_float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
@@ -86,7 +113,7 @@ def by_interval(low: float, high: float, threshold: float) -> str:
     return HOLDS if low > threshold else FAILS if high < threshold else OPEN
 
 
-def _row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
+def claim_row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
     paper, claim = CLAIMS[id_]
     return dict(
         zip(
@@ -97,9 +124,9 @@ def _row(id_, paper_figure, ours, low, high, verdict, rule, detail="") -> dict:
     )
 
 
-def _missing(id_: str, paper_figure, rule: str, why: str) -> dict:
+def missing_row(id_: str, paper_figure, rule: str, why: str) -> dict:
     """An inconclusive row: its figure cannot be computed, for the reason `why`."""
-    return _row(id_, paper_figure, math.nan, math.nan, math.nan, OPEN, rule, why)
+    return claim_row(id_, paper_figure, math.nan, math.nan, math.nan, OPEN, rule, why)
 
 
 def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
@@ -113,8 +140,8 @@ def cf_under_20pct(frequency: pd.DataFrame, paper: pd.DataFrame) -> dict:
     detail = f"{len(frequency)} method x pair rows; low/high: share whose CF interval is under"
     paper_share = float((paper["collaboration_frequency"] < UNDER).mean())
     ours = float((cf < UNDER).mean())
-    verdict = by_interval(low, high, 0.5)
-    return _row("cf_under_20pct", paper_share, ours, low, high, verdict, rule, detail)
+    verdict = by_interval(low, high, THRESHOLDS["cf_under_20pct"])
+    return claim_row("cf_under_20pct", paper_share, ours, low, high, verdict, rule, detail)
 
 
 def _oracle_fits(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str):
@@ -126,14 +153,22 @@ def _oracle_fits(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str):
 
 def _field(fit, name: str) -> float:
     """A fit row's `name`, NaN when there is no row or no such column."""
-    return _nan(fit[name]) if fit is not None and name in fit else math.nan
+    return as_float(fit[name]) if fit is not None and name in fit else math.nan
 
 
 def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
     """FS-GEN: the oracle's CF follows b - a r^-alpha in the parameter ratio r."""
     ours, theirs = _oracle_fits(fits, paper_fits, task)
     r2 = _field(ours, "r2")
-    verdict = OPEN if math.isnan(r2) else HOLDS if r2 >= 0.8 else FAILS if r2 < 0.5 else OPEN
+    verdict = (
+        OPEN
+        if math.isnan(r2)
+        else HOLDS
+        if r2 >= THRESHOLDS["power_law"]
+        else FAILS
+        if r2 < 0.5
+        else OPEN
+    )
     rule = "R^2 of the oracle fit: holds if >= 0.8, fails if < 0.5"
     detail = ""
     if ours is not None:
@@ -143,17 +178,17 @@ def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> di
             f"best form by AIC: {ours['best_form']}"
         )
     nan = math.nan
-    return _row("power_law", _field(theirs, "r2"), r2, nan, nan, verdict, rule, detail)
+    return claim_row("power_law", _field(theirs, "r2"), r2, nan, nan, verdict, rule, detail)
 
 
 def ratio_alone(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
     """FS-GEN's law is in r alone: the two sizes matter only through their ratio."""
     ours, theirs = _oracle_fits(fits, paper_fits, task)
     p = _field(ours, "nested.p")
-    verdict = OPEN if math.isnan(p) else HOLDS if p >= 0.05 else FAILS
+    verdict = OPEN if math.isnan(p) else HOLDS if p >= THRESHOLDS["ratio_alone"] else FAILS
     rule = "nested F test, CF on log r vs on log N_large and log N_small: holds if p >= 0.05"
     paper_p, nan = _field(theirs, "nested.p"), math.nan
-    return _row("ratio_alone", paper_p, p, nan, nan, verdict, rule, "figures are p-values")
+    return claim_row("ratio_alone", paper_p, p, nan, nan, verdict, rule, "figures are p-values")
 
 
 def early_mismatches(position: pd.DataFrame, task: str) -> dict:
@@ -172,13 +207,13 @@ def early_mismatches(position: pd.DataFrame, task: str) -> dict:
         ours = float(first["mismatches"].sum() / tokens / overall)
         low, high = pooled("mismatch_rate_low"), pooled("mismatch_rate_high")
     rule = "first-decile mismatch rate / overall rate, oracle pairs pooled: holds if low > 1"
-    return _row(
+    return claim_row(
         "early_mismatches",
         "qualitative (position heatmap)",
         ours,
         low,
         high,
-        by_interval(low, high, 1.0),
+        by_interval(low, high, THRESHOLDS["early_mismatches"]),
         rule,
         "interval: token-weighted Wilson bounds of the first decile",
     )
@@ -192,13 +227,13 @@ def uncertainty_predicts(auroc: pd.DataFrame, task: str) -> dict:
     else:
         ours, low, high = (float(rows[c].min()) for c in ("entropy", "entropy_low", "entropy_high"))
     rule = "smallest entropy AUROC over oracle pairs: holds if low > 0.5 (better than chance)"
-    return _row(
+    return claim_row(
         "uncertainty_auroc",
         "qualitative (densities)",
         ours,
         low,
         high,
-        by_interval(low, high, 0.5),
+        by_interval(low, high, THRESHOLDS["uncertainty_auroc"]),
         rule,
         f"{len(rows)} pairs; the worst pair's AUROC and interval",
     )
@@ -212,11 +247,11 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     )
     proxy = frequency[(frequency.task == task) & (frequency.method == "proxy")]
     if not len(proxy):
-        return _missing("proxy_gap", PROXY_TUNING_PAPER, rule, "no proxy rows")
+        return missing_row("proxy_gap", PROXY_TUNING_PAPER, rule, "no proxy rows")
     largest = proxy.sort_values("n_large")["large"].iloc[-1]
     chat = ladder.set_index("model")["chat_accuracy"] if "chat_accuracy" in ladder else pd.Series()
     if f"{largest}-chat" not in chat or largest not in chat:
-        return _missing(
+        return missing_row(
             "proxy_gap",
             PROXY_TUNING_PAPER,
             rule,
@@ -227,7 +262,7 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     gap = tuned - base
     closed = (rows[["accuracy", "accuracy_low", "accuracy_high"]] - base) / gap if gap else None
     if closed is None:
-        return _missing(
+        return missing_row(
             "proxy_gap",
             PROXY_TUNING_PAPER,
             rule,
@@ -239,13 +274,13 @@ def proxy_gap_closed(frequency: pd.DataFrame, ladder: pd.DataFrame, task: str) -
     detail = (
         f"{largest}: base {base:.3f}, tuned {tuned:.3f} (ladder chat accuracy); {len(rows)} smalls"
     )
-    return _row(
+    return claim_row(
         "proxy_gap",
         PROXY_TUNING_PAPER,
         ours,
         low,
         high,
-        by_interval(low, high, 0.5),
+        by_interval(low, high, THRESHOLDS["proxy_gap"]),
         rule,
         detail,
     )
@@ -256,13 +291,15 @@ def llm_to_slm_speed(timing: dict, task: str) -> dict:
     speeds = [timing.get(f"{task}.llm_to_slm.batch{b}.speedup_vs_large") for b in (1, 8)]
     speeds = [s for s in speeds if s is not None]
     ours = float(min(speeds)) if speeds else float("nan")
-    verdict = OPEN if math.isnan(ours) else HOLDS if ours >= 2 else FAILS
+    verdict = (
+        OPEN if math.isnan(ours) else HOLDS if ours >= THRESHOLDS["llm_to_slm_speed"] else FAILS
+    )
     rule = "the smaller of the batch-1 and batch-8 speed-ups (encoding included): holds if >= 2"
     detail = ", ".join(
         f"batch {b}: {timing.get(f'{task}.llm_to_slm.batch{b}.speedup_vs_large', math.nan):.2f}x"
         for b in (1, 8)
     )
-    return _row(
+    return claim_row(
         "llm_to_slm_speed",
         4.0,
         ours,
@@ -282,9 +319,11 @@ def llm_to_slm_quality(metrics: dict, task: str) -> dict:
         ours = low = high = float("nan")
     else:
         ours, low, high = (float(v) / float(large) for v in values)
-    verdict = OPEN if math.isnan(high) else HOLDS if high >= 0.95 else FAILS
+    verdict = (
+        OPEN if math.isnan(high) else HOLDS if high >= THRESHOLDS["llm_to_slm_quality"] else FAILS
+    )
     rule = "LLM-to-SLM accuracy / large accuracy (Wilson bounds): holds if high >= 0.95"
-    return _row(
+    return claim_row(
         "llm_to_slm_quality",
         0.98,
         ours,
@@ -305,18 +344,18 @@ def loss_law(ladder: pd.DataFrame) -> dict:
     (no broken rung), as a Pythia-style suite's do."""
     rule = "largest |loss residual| against the fitted L(N) over the base rungs: holds if <= 0.03"
     if (ladder["variant"] == "base").sum() < 4:
-        return _missing("loss_law", "Pythia-style suite", rule, "fewer than 4 base rungs to fit")
+        return missing_row("loss_law", "Pythia-style suite", rule, "fewer than 4 base rungs to fit")
     if "loss_residual" not in ladder:  # stage 00 wrote it; a table from before that: fit here
         ladder, _ = with_loss_law(ladder)
     base = _base_rungs(ladder)
     residual = base["loss_residual"].abs()
     worst = float(residual.max())
-    verdict = HOLDS if worst <= 0.03 else FAILS
+    verdict = HOLDS if worst <= THRESHOLDS["loss_law"] else FAILS
     detail = ", ".join(
         f"{m}: {r:+.3f}" for m, r in zip(base["model"], base["loss_residual"], strict=True)
     )
     nan = math.nan
-    return _row("loss_law", "Pythia-style suite", worst, nan, nan, verdict, rule, detail)
+    return claim_row("loss_law", "Pythia-style suite", worst, nan, nan, verdict, rule, detail)
 
 
 def accuracy_rises(ladder: pd.DataFrame) -> dict:
@@ -335,8 +374,8 @@ def accuracy_rises(ladder: pd.DataFrame) -> dict:
         )
     )
     nan = math.nan
-    verdict = HOLDS if ours == 1.0 else FAILS
-    return _row("accuracy_rises", "rises with size", ours, nan, nan, verdict, rule, detail)
+    verdict = HOLDS if ours == THRESHOLDS["accuracy_rises"] else FAILS
+    return claim_row("accuracy_rises", "rises with size", ours, nan, nan, verdict, rule, detail)
 
 
 def router_pareto(routers: pd.DataFrame) -> dict:
@@ -352,9 +391,9 @@ def router_pareto(routers: pd.DataFrame) -> dict:
         detail = "; ".join(
             f"{large}-{small}: {rate:.3f}" for (large, small), rate in per_pair.items()
         )
-    verdict = OPEN if math.isnan(ours) else HOLDS if ours < 0.2 else FAILS
+    verdict = OPEN if math.isnan(ours) else HOLDS if ours < THRESHOLDS["router_pareto"] else FAILS
     rule = "call rate at 95% of the large model's accuracy, best router, worst pair: holds if < 0.2"
-    return _row(
+    return claim_row(
         "router_pareto",
         float("nan"),
         ours,
@@ -394,7 +433,7 @@ def findings_table(
         try:
             rows.append(compute())
         except (KeyError, AttributeError) as missing:  # a column or table not yet written
-            rows.append(_missing(id_, math.nan, "", f"missing input: {missing}"))
+            rows.append(missing_row(id_, math.nan, "", f"missing input: {missing}"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -240,6 +240,20 @@ class Routers(StageConfig):
     workers: Workers  # sweep runs decoded at once, each in its own process (not the speed-up study)
 
 
+class Divergence(StageConfig):
+    """Stage 08: neutral and divergent mismatches, branched from the oracle traces."""
+
+    profile: str
+    task: str  # "": the profile's first task
+    data_dir: str  # "": the data directory the token logs were made from
+    pairs: Pairs  # [[large, small], ...]; "auto": the largest rung with the two below it
+    n_prompts: Count  # the first of the logged selection, per pair
+    batch_size: Count  # branches continued at once
+    bootstrap: Size  # resamples of the prompts for each interval
+    seed: Size  # the bootstrap's
+    threads: Count
+
+
 class Findings(StageConfig):
     """Stage 07: the findings table (its verdict rules are fixed in fsgen.analysis.findings)."""
 
@@ -256,6 +270,7 @@ SECTIONS: dict[str, type[StageConfig]] = {
     "uncertainty": Uncertainty,
     "llm_to_slm": LLMToSLM,
     "routers": Routers,
+    "divergence": Divergence,
     "findings": Findings,
 }
 

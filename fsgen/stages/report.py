@@ -131,8 +131,36 @@ def findings_table(root: Path) -> str:
     return _table(shown) + "\n\n" + caption
 
 
+def findings_figure(root: Path, doc_dir: str = ".") -> str:
+    """The findings figure (stage 07), where it was written."""
+    if not (root / "results/findings/findings.png").exists():
+        return ""
+    return "\n\n" + _figure("The findings", "results/findings/findings.png", doc_dir)
+
+
 def findings_section(root: Path, doc_dir: str = ".") -> str:
-    return "### Findings: each claim, tested (stage 07)\n\n" + findings_table(root)
+    heading = "### Findings: each claim, tested (stage 07)\n\n"
+    return heading + findings_table(root) + findings_figure(root, doc_dir)
+
+
+def divergence_section(root: Path, doc_dir: str = ".") -> str:
+    pairs = pd.read_csv(root / "results/divergence/pairs.csv")
+    shown = pairs[["pair", "prompts", "tokens", "mismatches", "neutral", "divergent"]].copy()
+    for name in ("divergent_share_of_tokens", "divergent_share_of_mismatches"):
+        shown[name.replace("_", " ")] = [
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+            for v, lo, hi in pairs[[name, f"{name}_low", f"{name}_high"]].itertuples(index=False)
+        ]
+    return (
+        "### Which interventions matter (stage 08)\n\n"
+        "Each mismatch of the oracle traces branched (System 1's token in place, System 2 "
+        "continuing greedily) and scored: divergent when the score changes, neutral otherwise; "
+        "95% bootstrap intervals over prompts. R2R, on other models with an LLM verifier: 5% "
+        "divergent and 6% neutral of all tokens.\n\n"
+        + _table(shown)
+        + "\n\n"
+        + _figure("Neutral and divergent mismatches", "results/divergence/divergence.png", doc_dir)
+    )
 
 
 def _ladder_law(ladder: pd.DataFrame, metrics: dict) -> tuple[pd.DataFrame, dict | None]:
@@ -429,6 +457,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("results/uncertainty/auroc.csv", uncertainty_section),
     ("results/llm_to_slm/results.csv", llm_to_slm_section),
     ("results/routers/summary.csv", routers_section),
+    ("results/divergence/pairs.csv", divergence_section),
     (f"{SNAPSHOTS}/{REAL_PROFILE}/results/token_logging/summary.csv", real_model_section),
     ("params.yaml", estimates_section),
 ]
@@ -447,7 +476,8 @@ def render_findings(root: str | os.PathLike | None = None) -> str:
     root = Path(root) if root is not None else resolve(".")
     if not (root / "results/findings/findings.csv").exists():
         return "\n\n".join([FINDINGS_START, "No findings yet: run `dvc repro`.", FINDINGS_END])
-    return "\n\n".join([FINDINGS_START, findings_table(root), FINDINGS_END])
+    block = findings_table(root) + findings_figure(root)
+    return "\n\n".join([FINDINGS_START, block, FINDINGS_END])
 
 
 def _replace_block(path: str | os.PathLike, start: str, end: str, block: str, what: str) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from fsgen.analysis.divergence import divergent_trace
 from fsgen.analysis.routing import (
     KINDS,
     Calibration,
@@ -75,6 +76,7 @@ class Paths(StagePaths):
     metrics_file: Path
     timing_file: Path
     results_dir: Path
+    divergence_file: Path  # stage 08's labelled mismatches (absent: no divergence router)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def run(config: Routers, paths: Paths) -> Result:
         return empty_result(Result)
     traces, _ = merge_logs(paths.logs_dir)
     data_dir = router_data_dir(config.data_dir, paths.logs_dir)
+    divergence = pd.read_csv(paths.divergence_file) if paths.divergence_file.exists() else None
     sweep = sweep_routers(
         profile,
         traces,
@@ -117,6 +120,7 @@ def run(config: Routers, paths: Paths) -> Result:
         data_dir=data_dir,
         workers=config.workers,
         executor=config.executor,
+        divergence=divergence,
     )
     speedups = None
     if config.speedup_pairs:
@@ -238,6 +242,7 @@ def sweep_routers(
     workers: int = 1,
     executor: str | Executor = "local",
     progress: bool = False,
+    divergence: pd.DataFrame | None = None,
 ) -> SweepResult:
     """For each pair, calibrate every router kind on the pair's oracle traces to each target call
     rate, then decode for real (`collaborate(method="oracle", router=...)`) on fresh prompts
@@ -249,7 +254,9 @@ def sweep_routers(
     The runs decode on this process's torch thread count, `workers` at once in their own
     processes (`fsgen.core.parallel`), or as Ray tasks (`executor="ray"`): each run's wall time
     is then one run's on its own core, beside another's; every other column is the same whatever
-    `workers` and `executor` are."""
+    `workers` and `executor` are. With `divergence` (stage 08's labelled mismatches), each pair
+    it labelled also gets `learned_divergent`: the learned router fitted on divergent mismatches
+    instead of all mismatches (the same features, another target), calibrated the same way."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown router kinds {unknown}; valid kinds: {list(KINDS)}")
@@ -266,7 +273,7 @@ def sweep_routers(
     prompts = build_prompts(task, examples, data_dir=data_dir)
     template = SweepRun(profile, "", "", "", prompts, examples, task, decoding)
     jobs, rows, scores = plan_sweep(
-        template, traces, plan, target_call_rates, kinds, seed, fit_fraction, top_k
+        template, traces, plan, target_call_rates, kinds, seed, fit_fraction, top_k, divergence
     )
     try:
         measured = run_jobs(
@@ -295,6 +302,7 @@ def plan_sweep(
     seed: int,
     fit_fraction: float,
     top_k: int,
+    divergence: pd.DataFrame | None = None,
 ) -> tuple[list[SweepRun], list[tuple[dict, int]], list[dict]]:
     """The sweep's runs (`template` with each pair's models and router; a model alone runs
     once, whatever pairs it is in), each table row's label with the index of the run that
@@ -318,11 +326,15 @@ def plan_sweep(
             label = {"target_call_rate": fixed, "threshold": None, "predicted_call_rate": fixed}
             rows.append((base | {"router": method} | label, alone[name]))
         pair = replace(template, large=large, small=small, method="oracle")
+        routers = [(kind, kind, learned) for kind in kinds]
+        if divergence is not None and f"{large}-{small}" in set(divergence["pair"]):
+            labelled = divergent_trace(trace, divergence, f"{large}-{small}")
+            routers.append(("learned_divergent", "learned", fit_learned_router(labelled, top_k)))
         for target in target_call_rates:
-            for kind in kinds:
-                cal = calibrate_router(trace, kind, target, learned=learned)
+            for name, kind, fitted in routers:
+                cal = calibrate_router(trace, kind, target, learned=fitted)
                 label = {
-                    "router": kind,
+                    "router": name,
                     "target_call_rate": target,
                     "threshold": cal.threshold,
                     "predicted_call_rate": cal.predicted_call_rate,

@@ -9,6 +9,7 @@ import pytest
 
 from fsgen.analysis import findings
 from fsgen.analysis.findings import FAILS, HOLDS, OPEN, by_interval
+from fsgen.analysis.findings_beyond import beyond_table
 from fsgen.analysis.scaling import paper_frequencies
 
 
@@ -130,6 +131,7 @@ def test_missing_outputs_make_their_rows_inconclusive(tmp_path, monkeypatch):
     ).to_csv(tmp_path / "paper.csv", index=False)
     inputs = findings.Inputs(paper_points=paper_frequencies(tmp_path / "paper.csv"))
     table = findings.findings_table("synthetic", inputs)
+    table = pd.concat([table, beyond_table(inputs)], ignore_index=True)
     assert list(table["id"]) == list(findings.CLAIMS)
     assert (table["verdict"] == OPEN).all()
 

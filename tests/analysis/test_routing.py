@@ -487,7 +487,9 @@ def test_notebook_06_on_a_tiny_ladder(tmp_path, monkeypatch):
         if node.targets[0].id == "tiny"
     )
     bare = tmp_path / "scratch/bare"
-    paths = routers.Paths("scratch/logs", bare / "routers.json", bare / "timing.json", bare / "out")
+    paths = routers.Paths(
+        "scratch/logs", bare / "routers.json", bare / "timing.json", bare / "out", bare / "none.csv"
+    )
     result = routers.run(stage_config("routers", "", tiny | {"speedup_pairs": []}), paths)
     assert result.acceptance is None and result.speedups is None
     for name in ("runs.csv", "summary.csv", "holdout_auc.csv"):

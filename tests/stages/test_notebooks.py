@@ -305,6 +305,16 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     for stem in ("position_heatmap", "signal_densities", "entropy_bins", "topk_example"):
         assert (sandbox / f"scratch/results/uncertainty/{stem}.png").stat().st_size > 0
 
+    run_notebook("08_divergence.ipynb", sandbox)
+    metrics = json.loads((sandbox / "scratch/metrics/divergence.json").read_text())
+    for pair in ("t2-t0", "t2-t1", "all"):
+        for key in ("mismatches", "neutral", "divergent", "tokens"):
+            assert f"{pair}.{key}" in metrics, (pair, key)
+    assert metrics["all.mismatches"] == metrics["all.neutral"] + metrics["all.divergent"]
+    for name in ("pairs", "position", "early", "auroc", "mismatches"):
+        assert (sandbox / f"scratch/results/divergence/{name}.csv").exists(), name
+    assert (sandbox / "scratch/results/divergence/divergence.png").stat().st_size > 0
+
     run_notebook("07_findings.ipynb", sandbox)  # stages 05 and 06 not run: their rows say so
     findings = pd.read_csv(sandbox / "scratch/results/findings/findings.csv")
     assert list(findings.columns[:8]) == [
@@ -320,6 +330,8 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     assert set(findings.verdict) <= {"holds", "does not hold", "inconclusive"}
     by_id = findings.set_index("id")
     assert by_id.loc["llm_to_slm_speed", "verdict"] == "inconclusive"  # no stage 05 output
+    assert 0 <= by_id.loc["divergent_share", "ours"] <= 1
+    assert (sandbox / "scratch/results/findings/findings.png").stat().st_size > 0
     assert 0 <= by_id.loc["cf_under_20pct", "ours"] <= 1
     assert by_id.loc["uncertainty_auroc", "low"] <= by_id.loc["uncertainty_auroc", "ours"]
     metrics = json.loads((sandbox / "scratch/metrics/findings.json").read_text())
