@@ -31,11 +31,12 @@ import torch
 from fsgen.analysis.routing import oracle_trace, parse_pairs, profile_task
 from fsgen.analysis.speedup_model import draft_acceptance, speedup_table, work_rows
 from fsgen.core.timing import timed
-from fsgen.data.tasks import build_prompts, get_task, load_examples
+from fsgen.data.tasks import get_task, load_examples
 from fsgen.engine.batch import Batch
 from fsgen.engine.collaborate import Engine
 from fsgen.engine.forward import open_stream
 from fsgen.models.cache import models_for
+from fsgen.models.prompts import profile_prompts
 
 # the timed runs of each method: two probes with every row running, one with half of the rows
 # finished from the start (odd rows of each batch), and the full run
@@ -144,7 +145,7 @@ def speedup_study(
     task, max_new_tokens = profile_task(profile, task, max_new_tokens)
     examples = load_examples(task, data_dir=data_dir, n_prompts=n_prompts, seed=seed)
     plan = StudyPlan(
-        prompts=build_prompts(task, examples, data_dir=data_dir),
+        prompts=profile_prompts(profile, task, examples, data_dir=data_dir),
         methods=study_methods(draft_lengths),
         lengths={
             "probe_short": short,

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fsgen.data.tasks import build_prompts, get_task, score
+from fsgen.data.tasks import get_task, score
 from fsgen.engine.collaborate import collaborate, collaborate_ladder
 from fsgen.engine.methods import get_method, logging_methods
 from fsgen.models.cache import ModelCache, models_for
 from fsgen.models.profiles import Profile
+from fsgen.models.prompts import profile_prompts
 
 
 @dataclass(frozen=True)
@@ -197,17 +198,15 @@ def log_unit(job: UnitJob) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     cache.keep(needed_models(unit, profile))
     cache.get(unit.large)  # loads the tokenizer with the first model
     # proxy tuning steers the base large model toward the tuned small one: its prompts are in the
-    # tuned models' chat format
-    # (a profile in the chat style asks every method in its chat format, zero-shot)
-    zero_shot = profile.prompt_style == "chat"
-    chat = zero_shot or (unit.method != "alone" and get_method(unit.method).uses_tuned)
-    prompts = build_prompts(
+    # tuned models' chat format (a profile in the chat style asks every method so, zero-shot)
+    tuned = unit.method != "alone" and get_method(unit.method).uses_tuned
+    prompts = profile_prompts(
+        profile,
         unit.task,
         job.examples,
         data_dir=job.data_dir,
-        chat=chat,
-        tokenizer=cache.tokenizer if chat else None,
-        zero_shot=zero_shot,
+        tokenizer=cache.tokenizer,
+        tuned=tuned,
     )
     trace, generations = run_unit(
         unit,

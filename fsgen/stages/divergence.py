@@ -21,11 +21,13 @@ from fsgen.core.determinism import compute_threads
 from fsgen.core.io import write_metrics
 from fsgen.core.plots import save_figure
 from fsgen.core.shards import SETTINGS, merge_logs, read_plan
-from fsgen.data.tasks import build_prompts, get_task, load_examples
+from fsgen.data.tasks import get_task, load_examples
 from fsgen.engine.batch import encode_prompts
 from fsgen.models.cache import models_for, release_models
 from fsgen.models.profiles import load_profile
+from fsgen.models.prompts import profile_prompts
 from fsgen.stages.config import Divergence, StagePaths
+from fsgen.stages.not_run import empty_result, write_not_run
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ def logged_length(logs_dir: Path, task: str) -> int:
 def run(config: Divergence, paths: Paths) -> Result:
     """Branch every mismatch of each pair's oracle traces and write the study's outputs."""
     compute_threads(config.threads)
+    profile = load_profile(config.profile, config.params_file)
+    if "divergence" in profile.skip:  # the profile leaves this stage out
+        write_not_run("divergence", profile.name)
+        return empty_result(Result)
     traces, _ = merge_logs(paths.logs_dir)
     seed, data_dir = logged_selection(paths.logs_dir)
     task = config.task or load_profile(config.profile, config.params_file).tasks[0]
@@ -107,7 +113,10 @@ def study(
                     f"{ids[-1]}, expected ids below n_prompts={config.n_prompts}"
                 )
             large = models.get(large_name)
-            prompts = build_prompts(task, [examples[i] for i in ids], data_dir=data_dir)
+            chosen = [examples[i] for i in ids]
+            prompts = profile_prompts(
+                profile, task, chosen, data_dir=data_dir, tokenizer=models.tokenizer
+            )
             prompt_ids = dict(zip(ids, encode_prompts(models.tokenizer, prompts), strict=True))
             labels[pair] = divergence.label_mismatches(
                 large,

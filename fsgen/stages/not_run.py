@@ -19,9 +19,11 @@ from fsgen.core.plots import save_figure
 NOTEBOOKS = "outputs/notebooks/"  # papermill writes the executed notebook itself
 
 
-def declared_outputs(stage: str, profile: str, dvc_file: str = "dvc.yaml") -> list[Path]:
+def declared_outputs(
+    stage: str, profile: str, dvc_file: str = "dvc.yaml", root: Path | None = None
+) -> list[Path]:
     """The outputs, metrics and plots `stage` declares in `dvc_file` (${profile} filled in),
-    but its executed notebook, resolved from the repository root."""
+    but its executed notebook, under `root` (default: the repository root)."""
     spec = (read_yaml(dvc_file).get("stages") or {}).get(stage)
     if spec is None:
         raise ValueError(f"{dvc_file} has no stage {stage!r}")
@@ -31,13 +33,15 @@ def declared_outputs(stage: str, profile: str, dvc_file: str = "dvc.yaml") -> li
             path = next(iter(entry)) if isinstance(entry, dict) else entry
             path = path.replace("${profile}", profile)
             if not path.startswith(NOTEBOOKS):
-                paths.append(resolve(path))
+                paths.append(Path(root) / path if root is not None else resolve(path))
     return paths
 
 
-def write_not_run(stage: str, profile: str, dvc_file: str = "dvc.yaml") -> list[Path]:
+def write_not_run(
+    stage: str, profile: str, dvc_file: str = "dvc.yaml", root: Path | None = None
+) -> list[Path]:
     """Write every declared output of `stage` as "not run for `profile`"; returns the paths."""
-    paths = declared_outputs(stage, profile, dvc_file)
+    paths = declared_outputs(stage, profile, dvc_file, root)
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".json":

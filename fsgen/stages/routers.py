@@ -49,10 +49,11 @@ from fsgen.core.parallel import run_jobs
 from fsgen.core.plots import save_figure
 from fsgen.core.shards import merge_logs
 from fsgen.data.scoring import accuracy
-from fsgen.data.tasks import build_prompts, get_task, load_examples, score
+from fsgen.data.tasks import get_task, load_examples, score
 from fsgen.engine.collaborate import collaborate
 from fsgen.models.cache import models_for, release_models
 from fsgen.models.profiles import load_profile
+from fsgen.models.prompts import profile_prompts
 from fsgen.stages.config import Routers, StagePaths
 from fsgen.stages.not_run import empty_result, write_not_run
 
@@ -270,7 +271,7 @@ def sweep_routers(
         "batch_size": batch_size,
         "stop": list(get_task(task).stop),
     }
-    prompts = build_prompts(task, examples, data_dir=data_dir)
+    prompts = profile_prompts(profile, task, examples, data_dir=data_dir)
     template = SweepRun(profile, "", "", "", prompts, examples, task, decoding)
     jobs, rows, scores = plan_sweep(
         template, traces, plan, target_call_rates, kinds, seed, fit_fraction, top_k, divergence
