@@ -23,6 +23,9 @@ from fsgen.core.io import atomic_write_bytes, read_metrics
 from fsgen.core.paths import resolve
 from fsgen.models.loss_law import LAW_COLUMNS, with_loss_law
 from fsgen.models.profiles import load_profile, read_params
+from fsgen.stages.snapshot import REAL_PROFILE, SNAPSHOTS, real_model_section, snapshot_profile
+from fsgen.stages.tables import fmt as _fmt
+from fsgen.stages.tables import markdown_table as _table
 
 START = "<!-- results:start (written by `python -m fsgen.stages.report`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -36,21 +39,6 @@ def _read_metrics(path: Path) -> dict:
     return read_metrics(path) if path.exists() else {}
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
 def _number_or_text(value) -> object:
     """A CSV cell that may hold a number or a sentence, as a float when it is a number."""
     try:
@@ -62,42 +50,6 @@ def _number_or_text(value) -> object:
 def _figure(alt: str, path: str, doc_dir: str) -> str:
     """A Markdown image of `path` (from the repository root) as a document in `doc_dir` links it."""
     return f"![{alt}]({Path(os.path.relpath(path, doc_dir)).as_posix()})"
-
-
-REAL_PROFILE = "smollm2"  # the real model's profile, whose snapshot joins the findings table
-SNAPSHOTS = "results/profiles"  # snapshot_profile's folder: results/profiles/<profile>/
-SNAPSHOT_FILES = (  # what a profile's snapshot keeps of the workspace's outputs
-    "results/train_ladder/ladder.csv",
-    "results/token_logging/summary.csv",
-    "results/frequency/frequency.csv",
-    "results/scaling_law/fits.csv",
-    "results/uncertainty/auroc.csv",
-    "results/uncertainty/position.csv",
-    "results/findings/findings.csv",
-    "results/findings/caption.md",
-    "metrics/train_ladder.json",
-    "metrics/train_ladder_timing.json",
-    "metrics/token_logging.json",
-    "metrics/frequency.json",
-    "metrics/findings.json",
-)
-
-
-def snapshot_profile(root: Path | None = None) -> Path:
-    """Copy the workspace's outputs of the profile params.yaml names (after
-    `dvc exp run -S profile=smollm2`, say) into results/profiles/<profile>/, replacing an earlier
-    snapshot of it, so that they stay beside the embedded ladder's; returns the folder."""
-    root = Path(root) if root is not None else resolve(".")
-    profile = read_params(root / "params.yaml")["profile"]
-    folder = root / SNAPSHOTS / profile
-    missing = [f for f in SNAPSHOT_FILES if not (root / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"profile {profile!r} has no outputs {missing}: run dvc repro")
-    for name in SNAPSHOT_FILES:
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, (root / name).read_bytes())
-    return folder
 
 
 def _with_interval(row) -> str:
@@ -409,43 +361,6 @@ def estimates_section(root: Path, doc_dir: str = ".") -> str:
         "`fsgen/analysis/estimates.py`. Model download and loading time not included. The GPU "
         "path is rehearsed on a fake hub on CPU, not measured (benchmarks/README.md).\n\n"
         + _table(table)
-    )
-
-
-def _interval(frame: pd.DataFrame, column: str) -> pd.Series:
-    """`column` with its 95% interval (`<column>_low`, `<column>_high`) as one text."""
-    return frame.apply(
-        lambda r: f"{_fmt(r[column])} [{_fmt(r[column + '_low'])}, {_fmt(r[column + '_high'])}]",
-        axis=1,
-    )
-
-
-def real_model_section(root: Path, doc_dir: str = ".") -> str:
-    """The real model's profile (its snapshot, `snapshot_profile`): the drafts' table and the
-    token-logging results, collaboration frequency and accuracy with their intervals."""
-    base = root / SNAPSHOTS / REAL_PROFILE
-    ladder = pd.read_csv(base / "results/train_ladder/ladder.csv")
-    drafts = ladder[["model", "variant", "params", "non_embedding_params", "heldout_loss"]]
-    drafts = drafts.assign(agreement=ladder["agreement"])
-    summary = pd.read_csv(base / "results/token_logging/summary.csv")
-    logged = summary[["task", "method", "large", "small", "prompts", "tokens"]].assign(
-        **{
-            "CF [95%]": _interval(summary, "collaboration_frequency"),
-            "accuracy [95%]": _interval(summary, "accuracy"),
-        }
-    )
-    return "\n\n".join(
-        [
-            f"### The real model ({REAL_PROFILE} profile)",
-            "SmolLM2-135M-Instruct (System 2) and drafts trained on its tokenizer (System 1), "
-            "GSM8K in the model's chat format ([real_model.md](real_model.md)). The drafts: "
-            "parameters, held-out loss (nats/token, held-out GSM8K training solutions) and "
-            "agreement with the large model's greedy answers.",
-            _table(drafts),
-            "Token logging: collaboration frequency and accuracy (Wilson) with 95% intervals "
-            "(`alone`: the model decodes alone; its CF column is empty).",
-            _table(logged),
-        ]
     )
 
 

@@ -15,12 +15,14 @@ from fsgen.analysis.estimates import (
     nominal_size,
     unit_memory,
 )
+from fsgen.core.paths import resolve
 from fsgen.models.profiles import load_profile
 from fsgen.stages.report import (
     END,
     FINDINGS_END,
     FINDINGS_START,
     START,
+    findings_table,
     ladder_section,
     main,
     render_findings,
@@ -28,6 +30,7 @@ from fsgen.stages.report import (
     update_readme,
     update_results_page,
 )
+from fsgen.stages.snapshot import SNAPSHOT_FILES, snapshot_profile
 from tests.conftest import REPO, run_notebook
 
 
@@ -200,3 +203,29 @@ def test_the_ladder_section_shows_the_loss_law_stage_00_wrote(tmp_path):
     (tmp_path / "metrics/train_ladder.json").write_text(json.dumps(law))
     section = ladder_section(tmp_path)  # the written fit, not a refit of these four points
     assert "E = 0.111, A = 0.222, a = 0.333, N_0 = 10" in section and "+8.3%" in section
+
+
+def test_the_real_models_snapshot_joins_the_findings_table(tmp_path):
+    """`snapshot` keeps the workspace profile's outputs; the findings table then carries the
+    real model's figure and verdict beside the embedded ladder's, claim by claim."""
+    root = tmp_path / "repo"
+    for name in SNAPSHOT_FILES:
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = resolve(name)
+        target.write_bytes(source.read_bytes() if source.exists() else b"x\n")
+    (root / "params.yaml").write_text("profile: smollm2\n")
+    real = pd.read_csv(resolve("results/findings/findings.csv"))
+    real["verdict"] = "inconclusive"
+    real.to_csv(root / "results/findings/findings.csv", index=False)
+    folder = snapshot_profile(root)
+    assert folder == root / "results/profiles/smollm2"
+    assert all((folder / name).is_file() for name in SNAPSHOT_FILES)
+    (root / "results/findings/findings.csv").write_bytes(
+        resolve("results/findings/findings.csv").read_bytes()
+    )
+    text = findings_table(root)
+    header = text.splitlines()[0]
+    assert "smollm2 [95%]" in header and "smollm2 verdict" in header
+    assert header.index("verdict") < header.index("smollm2 verdict") < header.index("rule")
+    assert text.count("| inconclusive |") >= len(real) - 1
