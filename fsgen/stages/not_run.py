@@ -57,13 +57,17 @@ def write_not_run(
 
 
 def empty_result(result_type):
-    """A stage's `Result` with nothing in it: empty tables and mappings, None elsewhere."""
+    """A stage's `Result` with nothing in it: empty tables and mappings, zero counts and
+    seconds, None elsewhere."""
     values = {}
     for field in dataclasses.fields(result_type):
         kind = str(field.type)
-        values[field.name] = (
-            pd.DataFrame() if "DataFrame" in kind else {} if kind.startswith("dict") else None
-        )
+        empty = {"float": 0.0, "int": 0}.get(kind)
+        if "DataFrame" in kind:
+            empty = pd.DataFrame()
+        elif kind.startswith("dict"):
+            empty = {}
+        values[field.name] = empty
     return result_type(**values)
 
 
