@@ -129,7 +129,7 @@ def train_draft(job: DraftJob) -> dict[str, float]:
         progress=False,
     )
     seconds = time.perf_counter() - started
-    row = draft_row(rung.name, "draft", model, tokenizer, job.heldout, job.references, config)
+    row = draft_row(rung.name, "base", model, tokenizer, job.heldout, job.references, config)
     save_rung(model, tokenizer, job.folder, (job.profile, job.key), row, losses)
     return {rung.name: seconds}
 
@@ -209,7 +209,7 @@ def train_drafts(profile: Profile, config: DraftConfig, models_dir: Path, *, pro
     large_record, row_key = _record(large_dir), _key(settings, {}, -2)
     if large_record.get("row_key") != row_key:  # the large model's own row, measured once
         large_record["row"] = draft_row(
-            large_rung.name, "packaged", large, tokenizer, heldout, references, config
+            large_rung.name, "base", large, tokenizer, heldout, references, config
         )
         large_record |= {"row_key": row_key, "losses": []}
         atomic_write_bytes(large_dir / RECORD, json.dumps(large_record, indent=1).encode())

@@ -197,7 +197,7 @@ def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir
     config = replace(CONFIG, data_dir=str(gsm8k_dir))
     ladder, curves = train_drafts(profile, config, models_dir, progress=False)
     assert list(ladder["model"]) == ["d0", "d1", "big"]
-    assert list(ladder["variant"]) == ["draft", "draft", "packaged"]
+    assert list(ladder["variant"]) == ["base"] * 3  # no tuned copies
     assert ladder["heldout_loss"].notna().all() and ladder["agreement"].between(0, 1).all()
     assert ladder.loc[2, "agreement"] == 1.0  # the large model agrees with its own answers
     assert sorted(curves["model"].unique()) == ["d0", "d1"] and len(curves) == 2 * CONFIG.steps
