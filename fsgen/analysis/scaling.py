@@ -327,7 +327,7 @@ def plot_scaling_fits(
     log r, with the fit; the paper's Qwen1.5 points for the same method on `paper_dataset`
     and their fit overlaid."""
     sns.set_theme(style="whitegrid", context="notebook")
-    groups = fits.dropna(subset=["a"]).to_dict("records")
+    groups = fits.dropna(subset=["a"]).to_dict("records") if "a" in fits else []  # none fitted
     fig, axes = plt.subplots(
         max(1, len(groups)), 2, figsize=(10, 3.4 * max(1, len(groups))), squeeze=False
     )
