@@ -20,7 +20,7 @@ export MPLBACKEND := Agg
 # proportion (benchmarks/bench_threads.py); torch loads before fsgen in some notebooks
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: env repro report test bench lint format clean
+.PHONY: env repro real report test bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "fsgen needs Python >= 3.10"'
@@ -36,6 +36,12 @@ env: $(VENV)/.installed
 repro: env
 	$(BIN)/dvc repro
 	$(BIN)/python -m fsgen.stages.report
+
+# the smollm2 profile (a real pretrained model, docs/real_model.md) as a DVC experiment, then its
+# outputs kept in results/profiles/smollm2; GSM8K from FSGEN_DATA_DIR (default ../shared/data)
+real: env
+	FSGEN_DATA_DIR=$${FSGEN_DATA_DIR:-../shared/data} $(BIN)/dvc exp run -S profile=smollm2
+	$(BIN)/python -m fsgen.stages.report snapshot
 
 report: env
 	$(BIN)/python -m fsgen.stages.report

@@ -405,6 +405,18 @@ def router_pareto(routers: pd.DataFrame) -> dict:
     )
 
 
+def computed_rows(computations: dict) -> pd.DataFrame:
+    """The table of `computations` (claim id -> a function giving its row); a row whose input
+    is missing (a table or column not yet written) is inconclusive and names what is missing."""
+    rows = []
+    for id_, compute in computations.items():
+        try:
+            rows.append(compute())
+        except (KeyError, AttributeError) as missing:
+            rows.append(missing_row(id_, math.nan, "", f"missing input: {missing}"))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
 def findings_table(
     task: str, inputs: Inputs = Inputs(), llm_to_slm_task: str = "synthetic"
 ) -> pd.DataFrame:
@@ -428,13 +440,7 @@ def findings_table(
         "loss_law": lambda: loss_law(ladder),
         "accuracy_rises": lambda: accuracy_rises(ladder),
     }
-    rows = []
-    for id_, compute in computations.items():
-        try:
-            rows.append(compute())
-        except (KeyError, AttributeError) as missing:  # a column or table not yet written
-            rows.append(missing_row(id_, math.nan, "", f"missing input: {missing}"))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return computed_rows(computations)
 
 
 def findings_metrics(table: pd.DataFrame) -> tuple[dict[str, object], dict[str, object]]:

@@ -10,7 +10,6 @@ import pandas as pd
 
 from fsgen.analysis.divergence import R2R_DIVERGENT_OF_MISMATCHES
 from fsgen.analysis.findings import (
-    COLUMNS,
     FAILS,
     HOLDS,
     OPEN,
@@ -19,6 +18,7 @@ from fsgen.analysis.findings import (
     as_float,
     by_interval,
     claim_row,
+    computed_rows,
     missing_row,
 )
 
@@ -100,10 +100,4 @@ def beyond_table(inputs: Inputs) -> pd.DataFrame:
         "early_divergence": lambda: early_divergence(inputs.divergence_early),
         "divergence_router": lambda: divergence_router(inputs.routers),
     }
-    rows = []
-    for id_, compute in computations.items():
-        try:
-            rows.append(compute())
-        except (KeyError, AttributeError) as missing:  # a column or table not yet written
-            rows.append(missing_row(id_, math.nan, "", f"missing input: {missing}"))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return computed_rows(computations)

@@ -27,7 +27,7 @@ from fsgen.models.cache import models_for, release_models
 from fsgen.models.profiles import load_profile
 from fsgen.models.prompts import profile_prompts
 from fsgen.stages.config import Divergence, StagePaths
-from fsgen.stages.not_run import empty_result, write_not_run
+from fsgen.stages.not_run import left_out
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,8 @@ def run(config: Divergence, paths: Paths) -> Result:
     """Branch every mismatch of each pair's oracle traces and write the study's outputs."""
     compute_threads(config.threads)
     profile = load_profile(config.profile, config.params_file)
-    if "divergence" in profile.skip:  # the profile leaves this stage out
-        write_not_run("divergence", profile.name)
-        return empty_result(Result)
+    if (skipped := left_out("divergence", profile, Result)) is not None:
+        return skipped
     traces, _ = merge_logs(paths.logs_dir)
     seed, data_dir = logged_selection(paths.logs_dir)
     task = config.task or load_profile(config.profile, config.params_file).tasks[0]

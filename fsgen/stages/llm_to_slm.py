@@ -41,7 +41,7 @@ from fsgen.models.llm_to_slm_training import (
 from fsgen.models.profiles import Profile, count_parameters, load_model, load_profile
 from fsgen.stages.config import LLMToSLM as LLMToSLMConfig
 from fsgen.stages.config import StagePaths
-from fsgen.stages.not_run import empty_result, write_not_run
+from fsgen.stages.not_run import left_out
 
 SYSTEMS = ("large", "small", "fine-tuned small", "LLM-to-SLM")
 KEYS = dict(zip(SYSTEMS, ("large", "small", "fine_tuned_small", "llm_to_slm"), strict=True))
@@ -76,9 +76,8 @@ def run(config: LLMToSLMConfig, paths: Paths) -> Result:
     compute_threads(config.threads)
     use_deterministic_algorithms()  # sets CUBLAS_WORKSPACE_CONFIG first
     profile = load_profile(config.profile, config.params_file)
-    if "llm_to_slm" in profile.skip:  # the profile leaves this stage out
-        write_not_run("llm_to_slm", profile.name)
-        return empty_result(Result)
+    if (skipped := left_out("llm_to_slm", profile, Result)) is not None:
+        return skipped
     pair = stage_pair(profile, **config.pair().model_dump())
     budget = TrainConfig(
         steps=config.steps,

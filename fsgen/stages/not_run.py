@@ -77,3 +77,12 @@ def not_run_figure(text: str):
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center")
     return figure
+
+
+def left_out(stage: str, profile, result_type):
+    """If `profile` skips `stage`: its outputs written as not run (`write_not_run`) and its empty
+    result; else None (the stage runs)."""
+    if stage not in profile.skip:
+        return None
+    write_not_run(stage, profile.name)
+    return empty_result(result_type)

@@ -55,7 +55,7 @@ from fsgen.models.cache import models_for, release_models
 from fsgen.models.profiles import load_profile
 from fsgen.models.prompts import profile_prompts
 from fsgen.stages.config import Routers, StagePaths
-from fsgen.stages.not_run import empty_result, write_not_run
+from fsgen.stages.not_run import left_out
 
 # the speed-up table's columns written to the timing file, per pair and draft length
 SPEEDUP_TIMINGS = (
@@ -99,9 +99,8 @@ def run(config: Routers, paths: Paths) -> Result:
     repository's params.yaml) and write its outputs under `paths`."""
     compute_threads(config.threads)
     profile = load_profile(config.profile, config.params_file)
-    if "routers" in profile.skip:  # the profile leaves this stage out
-        write_not_run("routers", profile.name)
-        return empty_result(Result)
+    if (skipped := left_out("routers", profile, Result)) is not None:
+        return skipped
     traces, _ = merge_logs(paths.logs_dir)
     data_dir = router_data_dir(config.data_dir, paths.logs_dir)
     divergence = pd.read_csv(paths.divergence_file) if paths.divergence_file.exists() else None
