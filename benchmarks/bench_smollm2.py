@@ -61,7 +61,8 @@ def hf_greedy(model, tokenizer, prompts, new, *, assistant=None, batch=1, draft=
         for start in range(0, len(prompts), batch):
             chunk = prompts[start : start + batch]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            kwargs = {"max_new_tokens": new, "do_sample": False, "pad_token_id": 2}
+            kwargs = {"max_new_tokens": new, "do_sample": False}
+            kwargs["pad_token_id"] = tokenizer.pad_token_id
             if assistant is not None:
                 assistant.generation_config.num_assistant_tokens = draft
                 assistant.generation_config.num_assistant_tokens_schedule = "constant"
@@ -81,7 +82,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--draft", default="d1", help="the draft rung")
-    parser.add_argument("--num-draft", type=int, default=4, help="tokens drafted per step")
+    parser.add_argument(
+        "--num-draft", type=int, nargs="+", default=[1, 2, 4], help="draft lengths to try"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,22 +110,27 @@ def main() -> None:
         tokens, seconds = timed(lambda b=batch: hf_greedy(large, tokenizer, prompts, new, batch=b))
         runs[f"hf_generate_batch{batch}"] = (tokens, seconds)
 
-    def ours_speculative():
+    def ours_speculative(k):
         result = collaborate(
             draft,
             large,
             tokenizer,
             prompts,
             method="speculative",
-            num_draft=args.num_draft,
+            num_draft=k,
             batch_size=1,
             **common,
         )
         return result.tokens
 
-    runs["fsgen_speculative_batch1"] = timed(ours_speculative)
+    for k in args.num_draft:  # the best draft length is the fastest, measured here
+        runs[f"fsgen_speculative_k{k}_batch1"] = timed(lambda k=k: ours_speculative(k))
+    tokens = {name: sum(len(t) for t in run[0]) for name, run in runs.items()}
+    per_second = {name: tokens[name] / run[1] for name, run in runs.items()}
+    best = max(args.num_draft, key=lambda k: per_second[f"fsgen_speculative_k{k}_batch1"])
+    runs["fsgen_speculative_batch1"] = runs[f"fsgen_speculative_k{best}_batch1"]
     runs["hf_assisted_batch1"] = timed(
-        lambda: hf_greedy(large, tokenizer, prompts, new, assistant=draft, draft=args.num_draft)
+        lambda: hf_greedy(large, tokenizer, prompts, new, assistant=draft, draft=best)
     )
     tokens = {name: sum(len(t) for t in run[0]) for name, run in runs.items()}
     per_second = {name: tokens[name] / run[1] for name, run in runs.items()}
@@ -140,7 +148,8 @@ def main() -> None:
         "prompts": args.prompts,
         "max_new_tokens": new,
         "draft": args.draft,
-        "num_draft": args.num_draft,
+        "num_draft": best,
+        "draft_lengths_tried": args.num_draft,
         "tokens": tokens,
         "tokens_per_second": {k: round(v, 2) for k, v in per_second.items()},
         "same_tokens_as_fsgen_large_batch1": same,

@@ -8,17 +8,24 @@ needed and catches up on every column since its last call at once.
 
 `open_stream` chooses the forward: GPT-NeoX models (the embedded ladder, Pythia) run through
 `fsgen.engine.fast_neox`, a lean forward over a static KV cache whose logits equal HF's; any
-other causal LM runs through its own HF forward with a `DynamicCache`. Every stage, method and
+other causal LM runs through its own HF forward with a `DynamicCache` whose layers write into
+buffers that double when full (`ReservedLayer`). Every stage, method and
 benchmark goes through this choice. Logits stay on the model's device; only what a caller
 explicitly moves crosses to the host.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import torch
 from transformers import DynamicCache
+
+try:  # transformers >= 4.56: a cache made of layer objects
+    from transformers.cache_utils import Cache, DynamicLayer
+except ImportError:  # older: the plain DynamicCache
+    Cache = DynamicLayer = None
 
 from fsgen.engine import fast_neox
 from fsgen.engine.batch import Batch
@@ -46,14 +53,89 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+if DynamicLayer is not None:
+
+    class ReservedLayer(DynamicLayer):
+        """One layer's keys and values, (B, H, length, D) views of buffers that double when full
+        and are written in place. HF's `DynamicLayer` concatenates a new tensor every step: on a
+        CPU those ever larger, long-lived blocks fragment the heap until a batch of 50 GSM8K
+        rows holds 14 GB for 1 GB of cache (`tests/engine/test_forward.py` bounds the growth)."""
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            self.device, self.length = key_states.device, 0
+            self.key_buffer = self.value_buffer = None
+            self.is_initialized = True
+
+        def _reserve(self, key_states, value_states, width: int) -> None:
+            rows, heads, _, _ = key_states.shape
+            capacity = max(width, 2 * self.key_buffer.shape[-2] if self.length else width)
+            key_buffer = key_states.new_empty(rows, heads, capacity, key_states.shape[-1])
+            value_buffer = value_states.new_empty(rows, heads, capacity, value_states.shape[-1])
+            if self.length:
+                key_buffer[..., : self.length, :] = self.key_buffer[..., : self.length, :]
+                value_buffer[..., : self.length, :] = self.value_buffer[..., : self.length, :]
+            self.key_buffer, self.value_buffer = key_buffer, value_buffer
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            start, end = self.length, self.length + key_states.shape[-2]
+            if self.key_buffer is None or end > self.key_buffer.shape[-2]:
+                self._reserve(key_states, value_states, end)
+            self.key_buffer[..., start:end, :] = key_states
+            self.value_buffer[..., start:end, :] = value_states
+            self.length = end
+            self.keys = self.key_buffer[..., :end, :]
+            self.values = self.value_buffer[..., :end, :]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError(f"crop takes a negative count, got {tokens_to_remove}")
+            if self.is_initialized and tokens_to_remove:
+                self.length = max(self.length + tokens_to_remove, 0)
+                self.keys = self.key_buffer[..., : self.length, :]
+                self.values = self.value_buffer[..., : self.length, :]
+
+        def batch_select_indices(self, indices) -> None:
+            if self.get_seq_length():
+                self.key_buffer = self.key_buffer[indices, ...]
+                self.value_buffer = self.value_buffer[indices, ...]
+                self.keys = self.key_buffer[..., : self.length, :]
+                self.values = self.value_buffer[..., : self.length, :]
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            raise NotImplementedError("fsgen's streams never repeat rows")
+
+        def reorder_cache(self, beam_idx) -> None:
+            raise NotImplementedError("fsgen's streams never reorder rows")
+
+    class ReservedCache(DynamicCache):
+        """A `DynamicCache` of `ReservedLayer`s, one per decoder layer, added as HF updates them."""
+
+        def __init__(self):
+            Cache.__init__(self, layer_class_to_replicate=ReservedLayer)
+
+
+def new_cache():
+    """The KV cache an HF stream starts from: reserved layers where transformers has layers."""
+    return ReservedCache() if DynamicLayer is not None else DynamicCache()
+
+
 class HFStream:
-    """Any HF causal LM, fed through its own forward with a `DynamicCache`."""
+    """Any HF causal LM, fed through its own forward with the cache of `new_cache`."""
 
     def __init__(self, model, vocab: int):
         self.model, self.vocab = model, vocab
         self.device = model_device(model)  # looked up once: HF's `device` walks the parameters
-        self.cache = DynamicCache()
+        self.cache = new_cache()  # updated in place by every forward
         self.seen = 0
+        # transformers 5 names the forward's cache argument `cache`; older ones `past_key_values`
+        parameters = inspect.signature(model.forward).parameters
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
 
     @torch.inference_mode()  # cheaper per op than no_grad: no version counters, no views
     def advance(self, batch: Batch, keep: int = 1) -> torch.Tensor:
@@ -64,11 +146,11 @@ class HFStream:
             input_ids=batch.seq[:, start:end].to(self.device),
             attention_mask=mask,
             position_ids=batch.pos[:, start:end].to(self.device),
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=keep,
+            **{self.cache_argument: self.cache},
         )
-        self.cache, self.seen = out.past_key_values, end
+        self.seen = end
         return out.logits[..., -keep:, : self.vocab].float()  # (B, keep, V)
 
     def crop(self, width: int) -> None:
