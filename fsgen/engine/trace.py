@@ -76,13 +76,23 @@ def distribution_stats(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     }
 
 
+STATS_CHUNK = 2**26  # logits per chunk of `host_stats` (rows x vocabulary): 256 MB of float32
+
+
 def host_stats(logits: torch.Tensor, k: int) -> dict[str, np.ndarray]:
-    """`distribution_stats` of logits (N, V), computed on their device; only the N x k values
-    of the trace cross to the host, as numpy arrays."""
-    stats = distribution_stats(logits, k)
+    """`distribution_stats` of logits (N, V), computed on their device a chunk of rows at a time
+    (a teacher-forced generation of a 49k-token vocabulary would otherwise hold several copies
+    of every logit at once); only the N x k values of the trace cross to the host, as numpy
+    arrays."""
+    rows = max(STATS_CHUNK // max(logits.shape[-1], 1), 1)
+    parts = [distribution_stats(chunk, k) for chunk in logits.split(rows)] or [
+        distribution_stats(logits, k)
+    ]
     return {
-        name: values.cpu().numpy() if name == "topk_ids" else values.float().cpu().numpy()
-        for name, values in stats.items()
+        name: torch.cat([part[name] for part in parts]).cpu().numpy()
+        if name == "topk_ids"
+        else torch.cat([part[name] for part in parts]).float().cpu().numpy()
+        for name in parts[0]
     }
 
 
