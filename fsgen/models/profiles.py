@@ -62,6 +62,7 @@ class Profile:
     # new tokens per task where the profile sets its own (hub profiles: their context allows it)
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     batch_size: int | None = None  # token logging's batch where the profile sets its own
+    num_draft: int | None = None  # token logging's speculative draft length (None: the engine's)
     # token logging's prompts per task (every method) and methods, where the profile sets its own
     n_prompts: int | None = None
     methods: tuple[str, ...] | None = None
@@ -131,6 +132,7 @@ PROFILE_KEYS = (  # a profile's keys
     "tasks",
     "max_new_tokens",
     "batch_size",
+    "num_draft",
     "n_prompts",
     "methods",
     "prompt_style",
@@ -212,6 +214,7 @@ def load_profile(
         models_dir=models_dir,
         max_new_tokens=_generation_lengths(name, spec.get("max_new_tokens"), tasks),
         batch_size=_positive(name, "batch_size", spec.get("batch_size")),
+        num_draft=_positive(name, "num_draft", spec.get("num_draft")),
         n_prompts=_positive(name, "n_prompts", spec.get("n_prompts")),
         methods=_profile_list(name, "methods", spec.get("methods")),
         prompt_style=_choice(

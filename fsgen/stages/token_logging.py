@@ -154,6 +154,7 @@ def log_tokens(
         "seed": seed,
         "data_dir": str(data_dir),
         "trace_top_k": trace_top_k,
+        "num_draft": profile.num_draft,
         "threads": torch.get_num_threads(),
         "code": code_fingerprint(),
     }

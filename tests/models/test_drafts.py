@@ -54,6 +54,7 @@ def test_the_repository_smollm2_profile():
     assert large.model == "data/models/smollm2/smollm2-135m" and large.tuned is None
     assert all(r.package is None and r.tuned is None and "lr" in r.arch for r in profile.rungs[:-1])
     assert profile.skip == ("llm_to_slm", "routers", "divergence")
+    assert profile.num_draft == 1  # speculative decoding's draft length in token logging
 
 
 @pytest.mark.parametrize(
@@ -96,6 +97,14 @@ def test_the_repository_smollm2_profile():
             ],
             {"skip": ["token_logging"]},
             r"skip must be one of \('llm_to_slm', 'routers', 'divergence'\), got 'token_logging'",
+        ),
+        (
+            [
+                {"name": "d0", "hidden_size": 8, "num_layers": 1, "num_heads": 2, "lr": 0.01},
+                {"name": "big", "package": "m/f.gguf", "hidden_size": 64, "num_layers": 2},
+            ],
+            {"num_draft": 0},
+            r"profile 'p': num_draft must be a positive integer, got 0",
         ),
     ],
 )
