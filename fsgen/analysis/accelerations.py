@@ -156,6 +156,15 @@ class System:
     decode: Callable[..., Collaboration]  # (prompts, batch_size=..., **decoding)
 
 
+def alone(model, tokenizer) -> Callable[..., Collaboration]:
+    """How a model alone decodes (the engine's `generate`, no trace)."""
+
+    def decode(prompts, **run) -> Collaboration:
+        return generate(model, tokenizer, prompts, **run)
+
+    return decode
+
+
 def pair_systems(
     large, small, tokenizer, names: tuple[str, str], calibration: Calibration, draft_length: int
 ) -> list[System]:
@@ -174,8 +183,8 @@ def pair_systems(
 
     router = f"{calibration.kind} at call rate {calibration.target_call_rate:.4g}"
     return [
-        System("large", large_name, "alone", lambda p, **r: generate(large, tokenizer, p, **r)),
-        System("small", small_name, "alone", lambda p, **r: generate(small, tokenizer, p, **r)),
+        System("large", large_name, "alone", alone(large, tokenizer)),
+        System("small", small_name, "alone", alone(small, tokenizer)),
         System("router", pair, router, routed),
         System("speculative", pair, f"greedy, draft length {draft_length}", speculative),
     ]
@@ -192,10 +201,7 @@ def llm_to_slm_systems(model, small, tokenizer, names: tuple[str, str]) -> list[
     large_name, small_name = names
     systems = [System("llm_to_slm", f"{large_name}->{small_name}", "encodes, then", conditioned)]
     if small is not None:
-        alone = System(
-            "llm_to_slm_small", small_name, "alone", lambda p, **r: generate(small, tokenizer, p, **r)
-        )
-        systems.insert(0, alone)
+        systems.insert(0, System("llm_to_slm_small", small_name, "alone", alone(small, tokenizer)))
     return systems
 
 

@@ -127,7 +127,9 @@ def accelerations_pareto(table: pd.DataFrame) -> dict:
     rows = table[table["system"].isin(qualifying)].drop_duplicates("system")
     best = rows.sort_values("accuracy", ascending=False, kind="stable").iloc[0]
     scale = float(large.iloc[0])
-    ours, low, high = (float(best[c]) / scale for c in ("accuracy", "accuracy_low", "accuracy_high"))
+    ours, low, high = (
+        float(best[c]) / scale for c in ("accuracy", "accuracy_low", "accuracy_high")
+    )
     verdict = HOLDS if high >= THRESHOLDS["accelerations_pareto"] else FAILS
     detail += f"; qualifying: {', '.join(qualifying)} (best: {best['system']})"
     return claim_row("accelerations_pareto", nan, ours, low, high, verdict, rule, detail)
