@@ -111,7 +111,8 @@ def accelerations_pareto(table: pd.DataFrame) -> dict:
     detail = "; ".join(f"front at batch {b}: {', '.join(s)}" for b, s in fronts.items())
     large = table.loc[table["system"] == "large", "accuracy"]
     if not len(large) or not float(large.iloc[0]) > 0:
-        return missing_row("accelerations_pareto", math.nan, rule, "the large model scores 0")
+        why = f"{detail}; the large model scores 0: 95% of it is no target"
+        return missing_row("accelerations_pareto", math.nan, rule, why)
     qualifying = [
         system
         for system, rows in table.groupby("system", sort=False)
