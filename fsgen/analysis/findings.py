@@ -60,6 +60,11 @@ CLAIMS = {  # id: (paper, claim)
         "a router trained on divergent mismatches reaches 95% of the large model's accuracy "
         "with fewer calls than the best router trained on all mismatches",
     ),
+    "accelerations_pareto": (
+        "fsgen",
+        "head to head, an acceleration (router, speculative decoding or LLM-to-SLM) is on the "
+        "Pareto front, faster than the large model at batch 1 and 8, at 95% of its accuracy",
+    ),
 }
 # each rule's threshold, where the verdict turns (the figure marks it)
 THRESHOLDS = {
@@ -77,8 +82,10 @@ THRESHOLDS = {
     "divergent_share": 0.5,
     "divergence_router": 1.0,
     "early_divergence": 1.0,
+    "accelerations_pareto": 0.95,
 }
-TIMED = frozenset({"llm_to_slm_speed"})  # rows read from timings: their metrics go apart
+# rows read from timings: their metrics go apart
+TIMED = frozenset({"llm_to_slm_speed", "accelerations_pareto"})
 PROXY_TUNING_PAPER = 0.88  # Liu et al. 2024: proxy tuning closes 88-91% of Llama-2's tuning gap
 
 
@@ -99,6 +106,7 @@ class Inputs:
     routers: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 06's summary
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's pairs table
     divergence_early: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 08's position
+    accelerations: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage 09's head to head
 
 
 def as_float(value) -> float:

@@ -1,6 +1,6 @@
-"""The findings rows beyond the two papers: which interventions matter (stage 08) and the
-router trained on them (stage 06), by rules fixed here before any number was seen, in the
-findings table's form (`fsgen.analysis.findings`)."""
+"""The findings rows beyond the two papers: which interventions matter (stage 08), the router
+trained on them (stage 06) and the three accelerations head to head (stage 09), by rules fixed
+here before any number was seen, in the findings table's form (`fsgen.analysis.findings`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 
+from fsgen.analysis.accelerations import ACCELERATIONS
 from fsgen.analysis.divergence import R2R_DIVERGENT_OF_MISMATCHES
 from fsgen.analysis.findings import (
     FAILS,
@@ -92,6 +93,49 @@ def divergence_router(routers: pd.DataFrame) -> dict:
     return claim_row("divergence_router", nan, ours, nan, nan, verdict, rule, detail)
 
 
+def accelerations_pareto(table: pd.DataFrame) -> dict:
+    """Ours: one of the three accelerations gives the large model's quality for less, head to
+    head with the two models alone: on the Pareto front and faster than the large model at
+    every batch size timed, not shown to fall below 95% of the large model's accuracy."""
+    rule = (
+        "accelerations on the Pareto front and faster than the large model at every batch size: "
+        "the best accuracy / large accuracy (Wilson bounds); holds if high >= 0.95, fails if "
+        "high < 0.95 or none is"
+    )
+    if not len(table) or "on_front" not in table:
+        return missing_row("accelerations_pareto", math.nan, rule, "no head-to-head (stage 09)")
+    fronts = {
+        int(b): sorted(rows.loc[rows["on_front"].astype(bool), "system"])
+        for b, rows in table.groupby("batch_size", sort=True)
+    }
+    detail = "; ".join(f"front at batch {b}: {', '.join(s)}" for b, s in fronts.items())
+    large = table.loc[table["system"] == "large", "accuracy"]
+    if not len(large) or not float(large.iloc[0]) > 0:
+        why = f"{detail}; the large model scores 0: 95% of it is no target"
+        return missing_row("accelerations_pareto", math.nan, rule, why)
+    qualifying = [
+        system
+        for system, rows in table.groupby("system", sort=False)
+        if system in ACCELERATIONS
+        and rows["on_front"].astype(bool).all()
+        and (rows["speedup_vs_large"] > 1).all()
+        and len(rows) == len(fronts)
+    ]
+    nan = math.nan
+    if not qualifying:
+        detail += "; no acceleration qualifies"
+        return claim_row("accelerations_pareto", nan, nan, nan, nan, FAILS, rule, detail)
+    rows = table[table["system"].isin(qualifying)].drop_duplicates("system")
+    best = rows.sort_values("accuracy", ascending=False, kind="stable").iloc[0]
+    scale = float(large.iloc[0])
+    ours, low, high = (
+        float(best[c]) / scale for c in ("accuracy", "accuracy_low", "accuracy_high")
+    )
+    verdict = HOLDS if high >= THRESHOLDS["accelerations_pareto"] else FAILS
+    detail += f"; qualifying: {', '.join(qualifying)} (best: {best['system']})"
+    return claim_row("accelerations_pareto", nan, ours, low, high, verdict, rule, detail)
+
+
 def beyond_table(inputs: Inputs) -> pd.DataFrame:
     """The rows of this module from the stage outputs; a row whose inputs are missing is
     inconclusive and names what is missing (as `findings_table`)."""
@@ -99,5 +143,6 @@ def beyond_table(inputs: Inputs) -> pd.DataFrame:
         "divergent_share": lambda: divergent_share(inputs.divergence),
         "early_divergence": lambda: early_divergence(inputs.divergence_early),
         "divergence_router": lambda: divergence_router(inputs.routers),
+        "accelerations_pareto": lambda: accelerations_pareto(inputs.accelerations),
     }
     return computed_rows(computations)

@@ -139,7 +139,7 @@ PROFILE_KEYS = (  # a profile's keys
     "skip",
 )
 PROMPT_STYLES = ("few_shot", "chat")
-SKIPPABLE = ("llm_to_slm", "routers", "divergence")  # stages a profile may leave out
+SKIPPABLE = ("llm_to_slm", "routers", "divergence", "accelerations")  # stages a profile may skip
 
 
 def load_profile(

@@ -51,6 +51,13 @@ def _pair_items(value: Any) -> Any:
     ]
 
 
+def _one_pair(value: Any) -> Any:
+    """One pair as data: [large, small] or {large: ..., small: ...}; "auto" is left for the stage."""
+    if isinstance(value, dict) and set(value) == {"large", "small"}:
+        return [value["large"], value["small"]]
+    return value
+
+
 # Values within their meaning: counts of things (>= 1), counts that may be none (>= 0), seeds,
 # shares and probabilities in [0, 1], rates > 0; floats finite; whole numbers never booleans
 Count = Annotated[int, Strict(), Field(ge=1)]
@@ -61,6 +68,7 @@ Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a learning rate
 StrList = Annotated[list[str], BeforeValidator(name_list)]
 ExecutorSpec = Annotated[Executor, BeforeValidator(as_executor)]
 Pairs = Annotated[Literal["auto"] | list[tuple[str, str]], BeforeValidator(_pair_items)]
+Pair = Annotated[Literal["auto"] | tuple[str, str], BeforeValidator(_one_pair)]
 Workers = Literal["auto"] | Count  # worker processes: "auto" (as many as the cores hold) or a count
 CountList = Annotated[list[Count], BeforeValidator(_split_commas)]
 ShareList = Annotated[list[Share], BeforeValidator(_split_commas)]
@@ -72,6 +80,9 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     uses_profile: ClassVar[bool] = True  # whether the stage reads params.yaml's `profile`
     uses_executor: ClassVar[bool] = False  # whether it fans out jobs (params.yaml's `executor`)
+    # values of other stages' sections the stage reads too, each given to it as a mapping under
+    # that section's name (their one home stays that section): {section: (key, ...)}
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {}
     _params_file: str = PrivateAttr(default="")  # where the values came from ("": tiny values)
 
     @property
@@ -254,6 +265,48 @@ class Divergence(StageConfig):
     threads: Count
 
 
+class RouterFit(BaseModel):
+    """How stage 06 fits its learned router (the `routers` section's values), which a stage that
+    re-calibrates one of its routers reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fit_fraction: Fraction
+    top_k: Count
+    seed: Size
+
+
+class LLMToSLMPairs(BaseModel):
+    """Stage 05's pairs per profile (the `llm_to_slm` section's), which a stage that decodes
+    with its checkpoint reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pairs: dict[str, LLMToSLMPair]
+
+
+class Accelerations(StageConfig):
+    """Stage 09: the large model alone, the small one alone, the best router, speculative
+    decoding and LLM-to-SLM, head to head on the same fresh prompts."""
+
+    reads: ClassVar[dict[str, tuple[str, ...]]] = {
+        "routers": ("fit_fraction", "top_k", "seed"),
+        "llm_to_slm": ("pairs",),
+    }
+    profile: str
+    task: str  # "": the profile's first task
+    data_dir: str  # "": the data directory the token logs were made from
+    pair: Pair  # [large, small] of stage 06's pairs; "auto": the rule in the stage module
+    n_prompts: Count  # the fresh prompts every system decodes for its accuracy
+    prompt_offset: Size  # past the prompts any system was calibrated or chosen on
+    batch_size: Count  # the accuracy pass's batch
+    timing_prompts: Count  # the first of them, timed
+    batch_sizes: CountList  # timed at each
+    repeats: Count  # timed runs per system and batch size, interleaved
+    max_new_tokens: Count
+    threads: Count
+    routers: RouterFit  # stage 06's `routers` section: how its learned router is fitted
+    llm_to_slm: LLMToSLMPairs  # stage 05's `llm_to_slm` section: its pair per profile
+
+
 class Findings(StageConfig):
     """Stage 07: the findings table (its verdict rules are fixed in fsgen.analysis.findings)."""
 
@@ -271,6 +324,7 @@ SECTIONS: dict[str, type[StageConfig]] = {
     "llm_to_slm": LLMToSLM,
     "routers": Routers,
     "divergence": Divergence,
+    "accelerations": Accelerations,
     "findings": Findings,
 }
 
@@ -311,6 +365,14 @@ def stage_config(section: str, params_file: str | os.PathLike, tiny: dict) -> St
             _check_models_dir(params, params_file)
         if schema.uses_executor:
             values["executor"] = params.get("executor", "")  # missing: an error naming it
+        for other, keys in schema.reads.items():
+            read = params.get(other)
+            if not isinstance(read, dict):
+                raise ValueError(
+                    f"{params_file} has no {other!r} section, whose {list(keys)} stage "
+                    f"{section!r} reads"
+                )
+            values[other] = {key: read[key] for key in keys if key in read}  # missing: named
         where = f"{params_file}, section {section!r}"
     else:
         values, where = dict(tiny), f"the notebook's tiny values for {section!r}"

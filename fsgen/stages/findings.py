@@ -33,6 +33,7 @@ class Paths(StagePaths):
     routers_file: Path  # stage 06's summary
     divergence_file: Path  # stage 08's pairs table
     divergence_early_file: Path  # stage 08's position figures
+    accelerations_file: Path  # stage 09's head-to-head table
     metrics_file: Path
     timing_file: Path  # the rows read from timings
     results_dir: Path
@@ -61,6 +62,7 @@ def read_inputs(paths: Paths) -> findings.Inputs:
         routers=_table(paths.routers_file),
         divergence=_table(paths.divergence_file),
         divergence_early=_table(paths.divergence_early_file),
+        accelerations=_table(paths.accelerations_file),
     )
 
 

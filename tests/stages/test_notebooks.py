@@ -20,7 +20,7 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 
 from fsgen.core.source import notebook_files
-from fsgen.stages.config import stage_config
+from fsgen.stages.config import SECTIONS, stage_config
 from tests.conftest import (
     REPO,  # noqa: E402
     run_notebook,
@@ -29,7 +29,13 @@ from tests.conftest import (
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 UNTIMED = {
     f"notebooks/{name}.ipynb"
-    for name in ("00_train_ladder", "01_token_logging", "05_llm_to_slm", "06_routers")
+    for name in (
+        "00_train_ladder",
+        "01_token_logging",
+        "05_llm_to_slm",
+        "06_routers",
+        "09_accelerations",
+    )
 }
 
 
@@ -142,7 +148,10 @@ def test_each_stage_reads_its_values_from_its_params_section():
         real = stage_config(section, REPO / "params.yaml", {})
         small = stage_config(section, "", tiny)
         assert set(real.model_dump()) == set(small.model_dump())
-        assert set(params[section]) | {"profile", "executor"} >= set(real.model_dump())
+        read = set(SECTIONS[section].reads)  # other sections' values, from their own homes
+        assert read <= set(stage["params"]), f"stage {name} reads params {sorted(read)}"
+        assert set(params[section]) | {"profile", "executor"} | read >= set(real.model_dump())
+        assert not read & set(params[section]), f"{section} repeats values of {sorted(read)}"
         if "profile" in real.model_dump():
             assert "profile" in stage["params"], f"stage {name} reads params.yaml's profile"
             assert real.profile == params["profile"]
@@ -315,7 +324,21 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
         assert (sandbox / f"scratch/results/divergence/{name}.csv").exists(), name
     assert (sandbox / "scratch/results/divergence/divergence.png").stat().st_size > 0
 
-    run_notebook("07_findings.ipynb", sandbox)  # stages 05 and 06 not run: their rows say so
+    run_notebook("06_routers.ipynb", sandbox)
+    run_notebook("05_llm_to_slm.ipynb", sandbox)
+    run_notebook("09_accelerations.ipynb", sandbox)
+    metrics = json.loads((sandbox / "scratch/metrics/accelerations.json").read_text())
+    systems = ("large", "small", "router", "speculative", "llm_to_slm_small", "llm_to_slm")
+    for system in systems:
+        assert 0 <= metrics[f"{system}.accuracy"] <= 1, system
+    assert metrics["pair"] == "t2-t1" and metrics["llm_to_slm.pair"] == "t2-t0"
+    timing = json.loads((sandbox / "scratch/metrics/accelerations_timing.json").read_text())
+    assert {"batch1.front", "batch8.front", "speculative.draft_length"} <= set(timing)
+    head_to_head = pd.read_csv(sandbox / "scratch/results/accelerations/head_to_head.csv")
+    assert len(head_to_head) == 2 * len(systems) and head_to_head["on_front"].any()
+    assert (sandbox / "scratch/results/accelerations/accuracy_vs_time.png").stat().st_size > 0
+
+    run_notebook("07_findings.ipynb", sandbox)
     findings = pd.read_csv(sandbox / "scratch/results/findings/findings.csv")
     assert list(findings.columns[:8]) == [
         "id",
@@ -329,7 +352,8 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     ]
     assert set(findings.verdict) <= {"holds", "does not hold", "inconclusive"}
     by_id = findings.set_index("id")
-    assert by_id.loc["llm_to_slm_speed", "verdict"] == "inconclusive"  # no stage 05 output
+    assert "nan" not in by_id.loc["llm_to_slm_speed", "detail"]  # stage 05 ran: its speed-ups
+    assert "front at batch 1" in by_id.loc["accelerations_pareto", "detail"]
     assert 0 <= by_id.loc["divergent_share", "ours"] <= 1
     assert (sandbox / "scratch/results/findings/findings.png").stat().st_size > 0
     assert 0 <= by_id.loc["cf_under_20pct", "ours"] <= 1
@@ -338,6 +362,7 @@ def test_pipeline_notebooks_run_with_tiny_parameters(sandbox):
     assert metrics["cf_under_20pct.verdict"] == by_id.loc["cf_under_20pct", "verdict"]
     timing = json.loads((sandbox / "scratch/metrics/findings_timing.json").read_text())
     assert "llm_to_slm_speed.verdict" in timing and "llm_to_slm_speed.verdict" not in metrics
+    assert "accelerations_pareto.verdict" in timing
 
 
 @pytest.mark.parametrize(

@@ -229,3 +229,19 @@ def test_the_real_models_snapshot_joins_the_findings_table(tmp_path):
     assert "smollm2 [95%]" in header and "smollm2 verdict" in header
     assert header.index("verdict") < header.index("smollm2 verdict") < header.index("rule")
     assert text.count("| inconclusive |") >= len(real) - 1
+
+
+def test_the_head_to_head_section_marks_the_front(tmp_path):
+    from fsgen.analysis.accelerations import head_to_head  # noqa: PLC0415
+    from tests.analysis.test_accelerations import QUALITY, TIMING  # noqa: PLC0415
+
+    (tmp_path / "results/accelerations").mkdir(parents=True)
+    table = head_to_head(QUALITY, TIMING)
+    table.to_csv(tmp_path / "results/accelerations/head_to_head.csv", index=False)
+    block = render_results(tmp_path, "docs")
+    assert "### Three accelerations, head to head (stage 09)" in block
+    row = "| speculative | m | – | 0.600 [0.500, 0.700] | 2.500 | 0.88x | 0.700 (front) | 1.14x |"
+    assert row in block
+    assert "](../results/accelerations/accuracy_vs_time.png)" in block
+    (tmp_path / "results/accelerations/head_to_head.csv").write_text("not_run\n")
+    assert "Not run for this profile." in render_results(tmp_path, "docs")
