@@ -5,8 +5,9 @@ alone), each with its accuracy (Wilson 95% interval) and median wall time per ge
 each batch size, and which of them are on the Pareto front (`fsgen.analysis.accelerations`: the
 choices' rules, the measurements and the Pareto rule).
 
-The prompts are the task's test examples `prompt_offset` to `prompt_offset + n_prompts` of the
-token logs' selection (their seed and data directory): past the prompts token logging traced
+The prompts are the task's `n_prompts` test examples of the token logs' selection (their seed and
+data directory) that follow the router sweep's (`routers.prompt_offset + routers.n_prompts` on):
+past the prompts token logging traced
 (the router's calibration, the draft length's speed-up study) and the router sweep decoded (the
 router's choice), so that no system was chosen or calibrated on them. The large model is the
 pair's; LLM-to-SLM joins when its large model is that one (stage 05's pair of the profile).
@@ -126,7 +127,7 @@ def run(config: Accelerations, paths: Paths) -> Result:
         pair=f"{pair[0]}-{pair[1]}",
     )
     del traces
-    offset = config.prompt_offset
+    offset = config.routers.prompt_offset + config.routers.n_prompts  # past the router sweep's
     examples = load_examples(
         task, data_dir=data_dir, n_prompts=offset + config.n_prompts, seed=seed
     )[offset:]

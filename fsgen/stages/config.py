@@ -266,13 +266,15 @@ class Divergence(StageConfig):
 
 
 class RouterFit(BaseModel):
-    """How stage 06 fits its learned router (the `routers` section's values), which a stage that
-    re-calibrates one of its routers reads."""
+    """How stage 06 fits its learned router and which fresh prompts its sweep decodes (the
+    `routers` section's values), which a stage that re-calibrates one of its routers reads."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fit_fraction: Fraction
     top_k: Count
     seed: Size
+    prompt_offset: Size
+    n_prompts: Count
 
 
 class LLMToSLMPairs(BaseModel):
@@ -288,7 +290,7 @@ class Accelerations(StageConfig):
     decoding and LLM-to-SLM, head to head on the same fresh prompts."""
 
     reads: ClassVar[dict[str, tuple[str, ...]]] = {
-        "routers": ("fit_fraction", "top_k", "seed"),
+        "routers": ("fit_fraction", "top_k", "seed", "prompt_offset", "n_prompts"),
         "llm_to_slm": ("pairs",),
     }
     profile: str
@@ -296,7 +298,6 @@ class Accelerations(StageConfig):
     data_dir: str  # "": the data directory the token logs were made from
     pair: Pair  # [large, small] of stage 06's pairs; "auto": the rule in the stage module
     n_prompts: Count  # the fresh prompts every system decodes for its accuracy
-    prompt_offset: Size  # past the prompts any system was calibrated or chosen on
     batch_size: Count  # the accuracy pass's batch
     timing_prompts: Count  # the first of them, timed
     batch_sizes: CountList  # timed at each

@@ -96,7 +96,8 @@ def test_the_stage_compares_every_system_on_the_prompts_past_the_offset(stage_in
 
     # the large model alone, decoded here on the examples past the offset, scores as the stage
     profile = load_profile("tiny")
-    offset, count = tiny["prompt_offset"], tiny["n_prompts"]
+    offset = tiny["routers"]["prompt_offset"] + tiny["routers"]["n_prompts"]
+    count = tiny["n_prompts"]
     examples = load_examples("synthetic", n_prompts=offset + count, seed=0)[offset:]
     models = models_for(profile)
     out = generate(
