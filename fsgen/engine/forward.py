@@ -27,6 +27,7 @@ try:  # transformers >= 4.56: a cache made of layer objects
 except ImportError:  # older: the plain DynamicCache
     Cache = DynamicLayer = None
 
+from fsgen.core.memory import release_freed_memory
 from fsgen.engine import fast_neox
 from fsgen.engine.batch import Batch
 
@@ -125,8 +126,15 @@ def new_cache():
     return ReservedCache() if DynamicLayer is not None else DynamicCache()
 
 
+TRIM_EVERY = 8  # HF forwards on a CPU between two `release_freed_memory` calls
+
+
 class HFStream:
-    """Any HF causal LM, fed through its own forward with the cache of `new_cache`."""
+    """Any HF causal LM, fed through its own forward with the cache of `new_cache`. On a CPU,
+    every `TRIM_EVERY` forwards hand the heap's freed pages back (`fsgen.core.memory`): the
+    forward's ever longer temporary blocks otherwise fragment it, so that a speculative decode of
+    50 SmolLM2 rows held 4.7 GB for 1.1 GB in use after 96 tokens, and 2.1-2.8 GB with the trim
+    at the same speed (trimming after every forward kept no less)."""
 
     def __init__(self, model, vocab: int):
         self.model, self.vocab = model, vocab
@@ -136,6 +144,7 @@ class HFStream:
         # transformers 5 names the forward's cache argument `cache`; older ones `past_key_values`
         parameters = inspect.signature(model.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self.forwards = 0
 
     @torch.inference_mode()  # cheaper per op than no_grad: no version counters, no views
     def advance(self, batch: Batch, keep: int = 1) -> torch.Tensor:
@@ -151,6 +160,9 @@ class HFStream:
             **{self.cache_argument: self.cache},
         )
         self.seen = end
+        self.forwards += 1
+        if self.device.type == "cpu" and self.forwards % TRIM_EVERY == 0:
+            release_freed_memory()
         return out.logits[..., -keep:, : self.vocab].float()  # (B, keep, V)
 
     def crop(self, width: int) -> None:

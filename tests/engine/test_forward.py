@@ -102,3 +102,16 @@ def test_reserved_layer_writes_in_place_and_doubles_when_full():
     assert torch.equal(cache.layers[0].keys[..., :300, :], expected[[2, 0], ..., :300, :])
     with pytest.raises(ValueError, match="negative"):
         cache.crop(3)
+
+
+def test_hf_stream_hands_freed_memory_back_on_a_cpu(llamas, monkeypatch):
+    """Every TRIM_EVERY forwards on a CPU the heap's free pages go back to the system."""
+    released = []
+    monkeypatch.setattr(forward, "release_freed_memory", lambda: released.append(1) or True)
+    small, _ = llamas
+    stream = HFStream(small, small.config.vocab_size)
+    batch = Batch.from_ids([[1, 2, 3]], 0, spare=2 * forward.TRIM_EVERY)
+    for step in range(2 * forward.TRIM_EVERY):
+        stream.advance(batch)
+        batch.append(torch.tensor([[4 + step % 5]]))
+    assert len(released) == 2
