@@ -17,8 +17,7 @@ from fsgen.models.profiles import load_profile
 from fsgen.stages import accelerations, llm_to_slm, routers
 from fsgen.stages.config import stage_config
 from fsgen.stages.token_logging import log_tokens
-from fsgen.stages.train_ladder import build_ladder
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO
 
 # end to end, and one worker builds the module's inputs once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("accelerations")]
@@ -44,38 +43,32 @@ def notebook_parameters(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stage_inputs(tmp_path_factory):
-    """A tiny root with stage 01's oracle logs and stages 05 and 06 run on their tiny values;
-    yields the root and stage 09's tiny parameters."""
-    root = tmp_path_factory.mktemp("root")
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FSGEN_ROOT", str(root))
-        profile = load_profile("tiny")
-        build_ladder(profile, TINY, progress=False)
-        log_tokens(
-            profile,
-            root / "scratch/logs",
-            methods=["alone", "oracle"],
-            n_prompts=6,
-            chunk_size=6,
-            max_new_tokens=16,
-            batch_size=8,
-            progress=False,
-        )
-        values = notebook_parameters("06_routers.ipynb")
-        routers.run(
-            stage_config("routers", "", values["tiny"]),
-            routers.Paths(*(values[k] for k in PATHS[:1] + PATHS[5:] + ("divergence_file",))),
-        )
-        values = notebook_parameters("05_llm_to_slm.ipynb")
-        llm_to_slm.run(
-            stage_config("llm_to_slm", "", values["tiny"]),
-            llm_to_slm.Paths(*(values[k] for k in ("out_dir", *PATHS[5:]))),
-        )
-        yield root, notebook_parameters("09_accelerations.ipynb")
-        release_models()
+def stage_inputs(tiny_ladder):
+    """The tiny ladder's root with stage 01's oracle logs and stages 05 and 06 run on their tiny
+    values; yields the root and stage 09's tiny parameters."""
+    profile, root = tiny_ladder
+    log_tokens(
+        profile,
+        root / "scratch/logs",
+        methods=["alone", "oracle"],
+        n_prompts=6,
+        chunk_size=6,
+        max_new_tokens=16,
+        batch_size=8,
+        progress=False,
+    )
+    values = notebook_parameters("06_routers.ipynb")
+    routers.run(
+        stage_config("routers", "", values["tiny"]),
+        routers.Paths(*(values[k] for k in PATHS[:1] + PATHS[5:] + ("divergence_file",))),
+    )
+    values = notebook_parameters("05_llm_to_slm.ipynb")
+    llm_to_slm.run(
+        stage_config("llm_to_slm", "", values["tiny"]),
+        llm_to_slm.Paths(*(values[k] for k in ("out_dir", *PATHS[5:]))),
+    )
+    yield root, notebook_parameters("09_accelerations.ipynb")
+    release_models()
 
 
 def run_stage(values: dict, change: dict | None = None, **paths):
