@@ -120,7 +120,8 @@ def run_unit(
         "trace_top_k": trace_top_k,
         "stop": list(task.stop),
     }
-    if cache.profile.num_draft is not None:  # speculative decoding's draft length, the profile's
+    drafts = unit.method != "alone" and get_method(unit.method).drafts
+    if drafts and cache.profile.num_draft is not None:  # the profile's speculative draft length
         kwargs["num_draft"] = cache.profile.num_draft
     large = cache.get(unit.large)
     tokenizer = cache.tokenizer

@@ -1,5 +1,6 @@
 """Token logging on a tiny trained ladder: coverage of units, resume after a crash, sharding."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -90,6 +91,25 @@ def test_oracle_and_each_rung_alone_run_on_more_prompts(tiny_ladder, tmp_path, m
     assert same["alone"] == same["contrastive"]
     with pytest.raises(ValueError, match=r"ladder_prompts \(1\) must be at least n_prompts \(2\)"):
         log_tokens(profile, tmp_path / "bad", ladder_prompts=1, **run)
+
+
+def test_a_profile_s_draft_length_reaches_speculative_units_only(
+    tiny_ladder, tmp_path, monkeypatch
+):
+    """`num_draft` of a profile: speculative decoding drafts that many tokens a round (at most
+    one draft before each token the large model chose), and the other methods run as before."""
+    profile, root = tiny_ladder
+    monkeypatch.setenv("FSGEN_ROOT", str(root))
+    run = RUN | {"n_prompts": 2, "chunk_size": 2}
+    methods = ["alone", "oracle", "contrastive", "speculative"]
+    log_tokens(dataclasses.replace(profile, num_draft=1), tmp_path / "l", methods=methods, **run)
+    traces, generations = merge_logs(tmp_path / "l")
+    assert set(generations["method"]) == set(methods)
+    speculative = traces[traces["method"] == "speculative"]
+    for _, rows in speculative.groupby(["large", "small", "prompt_id"]):
+        drafted = (rows.sort_values("step")["source"] == "draft").astype(int).tolist()
+        runs = "".join(map(str, drafted)).split("0")
+        assert max(len(r) for r in runs) <= 1
 
 
 def test_changed_settings_keep_finished_shards(tiny_ladder, tmp_path, monkeypatch):
