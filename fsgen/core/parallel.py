@@ -119,18 +119,26 @@ def run_jobs(
         results: list = [None] * len(jobs)
         bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
         pending = set(submitted)
+        failure = None  # the first job that raised: the jobs not started are cancelled, and the
+        # running ones finish and are kept (on_result saves them) before it is raised
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=submitted.__getitem__):
+                    if future.cancelled():
+                        continue
                     if future.exception() is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise future.exception()
+                        if failure is None:
+                            failure = future.exception()
+                            for other in pending:
+                                other.cancel()
+                        continue
                     index = submitted[future]
                     result = future.result()
                     results[index] = on_result(index, result) if on_result else result
                     bar.update(1)
         finally:
             bar.close()
+        if failure is not None:
+            raise failure
         return results

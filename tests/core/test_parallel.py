@@ -45,6 +45,31 @@ def test_a_failed_job_raises_its_own_error():
         run_jobs(threads_and_square, [1, -3, 2], workers=2, threads=1, progress=False)
 
 
+def fail_fast_or_finish(job: int) -> int:
+    if job < 0:
+        raise ValueError(f"negative job {job}")
+    time.sleep(1.5)  # still running when the other worker's job fails
+    return job
+
+
+def test_a_failure_keeps_the_jobs_already_running():
+    """After the first failure the job already running beside it finishes and reaches
+    `on_result` (a stage saves it there), then the failure is raised; jobs not yet handed to a
+    worker are cancelled (the pool may already have queued one: it runs and is kept too)."""
+    kept = []
+    with pytest.raises(ValueError, match="negative job -1"):
+        run_jobs(
+            fail_fast_or_finish,
+            [-1, 7, 8, 9],
+            workers=2,
+            threads=1,
+            cost=lambda job: -job,  # -1 first, then 7 beside it; 8 and 9 wait
+            on_result=lambda index, result: kept.append(result),
+            progress=False,
+        )
+    assert kept[0] == 7 and set(kept) <= {7, 8, 9}
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_bad_worker_counts_are_named(bad):
     with pytest.raises(ValueError, match=f'workers must be an integer >= 1 or "auto", got {bad!r}'):
