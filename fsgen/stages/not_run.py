@@ -56,6 +56,13 @@ def write_not_run(
     return paths
 
 
+def is_not_run(path: Path) -> bool:
+    """Whether the table or metrics file at `path` is one `write_not_run` wrote."""
+    if path.suffix == ".csv":
+        return path.read_text() == "not_run\n"
+    return path.suffix == ".json" and json.loads(path.read_text()) == {"not_run": 1}
+
+
 def empty_result(result_type):
     """A stage's `Result` with nothing in it: empty tables and mappings, zero counts and
     seconds, None elsewhere."""

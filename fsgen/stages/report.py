@@ -23,6 +23,7 @@ from fsgen.core.io import atomic_write_bytes, read_metrics
 from fsgen.core.paths import resolve
 from fsgen.models.loss_law import LAW_COLUMNS, with_loss_law
 from fsgen.models.profiles import load_profile, read_params
+from fsgen.stages.not_run import is_not_run
 from fsgen.stages.snapshot import REAL_PROFILE, SNAPSHOTS, real_model_section, snapshot_profile
 from fsgen.stages.tables import fmt as _fmt
 from fsgen.stages.tables import markdown_table as _table
@@ -117,8 +118,6 @@ def divergence_section(root: Path, doc_dir: str = ".") -> str:
 
 def accelerations_section(root: Path, doc_dir: str = ".") -> str:
     table = pd.read_csv(root / "results/accelerations/head_to_head.csv")
-    if "on_front" not in table:
-        return "### Three accelerations, head to head (stage 09)\n\nNot run for this profile."
     metrics = _read_metrics(root / "metrics/accelerations.json")
     rows = []
     for _, group in table.groupby("system", sort=False):
@@ -416,9 +415,14 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
 
 def render_results(root: str | os.PathLike | None = None, doc_dir: str = "docs") -> str:
     """The full results block (markers included) from the outputs under `root`, its figures
-    linked from a document in `doc_dir` (relative to the repository root: `docs/results.md`)."""
+    linked from a document in `doc_dir` (relative to the repository root: `docs/results.md`); a
+    stage the workspace profile skipped has no section."""
     root = Path(root) if root is not None else resolve(".")
-    parts = [render(root, doc_dir) for needed, render in SECTIONS if (root / needed).exists()]
+    parts = [
+        render(root, doc_dir)
+        for needed, render in SECTIONS
+        if (root / needed).exists() and not is_not_run(root / needed)
+    ]
     return "\n\n".join([START, *parts, END])
 
 

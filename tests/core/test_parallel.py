@@ -55,7 +55,7 @@ def fail_fast_or_finish(job: int) -> int:
 def test_a_failure_keeps_the_jobs_already_running():
     """After the first failure the job already running beside it finishes and reaches
     `on_result` (a stage saves it there), then the failure is raised; jobs not yet handed to a
-    worker are cancelled (the pool may already have queued one: it runs and is kept too)."""
+    worker are cancelled (the pool may already have queued one or two: they run and are kept too)."""
     kept = []
     with pytest.raises(ValueError, match="negative job -1"):
         run_jobs(
@@ -67,7 +67,7 @@ def test_a_failure_keeps_the_jobs_already_running():
             on_result=lambda index, result: kept.append(result),
             progress=False,
         )
-    assert kept[0] == 7 and set(kept) <= {7, 8, 9}
+    assert 7 in kept and set(kept) <= {7, 8, 9}  # a loaded machine may finish 8 first
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from scipy.stats import binomtest, chisquare
-from transformers import AutoTokenizer, DynamicCache
+from transformers import AutoTokenizer
 
-from fsgen.engine import fast_neox
+from fsgen.engine import fast_neox, forward
 from fsgen.engine.collaborate import Engine, collaborate, generate
 from fsgen.engine.sampler import Sampler
 from fsgen.engine.strategies import accept_greedy, accept_sampled
@@ -118,8 +118,9 @@ class LengthCache:
 
 class TableLM(torch.nn.Module):
     """A causal LM whose next-token logits depend only on the last input token: `following[t]`
-    is the token that follows t. It takes HF's call, swaps the fresh `DynamicCache` it is handed
-    for a `LengthCache`, and checks the attention mask spans the cached and the new columns."""
+    is the token that follows t. It takes HF's call with the `LengthCache` the stream starts from
+    (`stub_caches` puts it there), records each new one, and checks the attention mask spans the
+    cached and the new columns."""
 
     def __init__(self, following: list[int], eos_token_id: int, name: str):
         super().__init__()
@@ -143,9 +144,9 @@ class TableLM(torch.nn.Module):
         use_cache=True,
         logits_to_keep=0,
     ):
-        if isinstance(past_key_values, DynamicCache):
-            assert past_key_values.get_seq_length() == 0
-            past_key_values = LengthCache()
+        assert isinstance(past_key_values, LengthCache)
+        if not any(cache is past_key_values for cache in self.caches):
+            assert past_key_values.length == 0
             self.caches.append(past_key_values)
         columns = input_ids.shape[1]
         assert position_ids.shape == input_ids.shape
@@ -179,6 +180,12 @@ def _stubs(tokenizer, agree: str):
     return TableLM(drafts, eos, "small-stub"), TableLM(following, eos, "large-stub"), cycle
 
 
+@pytest.fixture
+def stub_caches(monkeypatch):
+    """HF streams start from a `LengthCache`, which the stub models understand."""
+    monkeypatch.setattr(forward, "new_cache", LengthCache)
+
+
 def _speculate(tokenizer, agree, num_draft, max_new_tokens):
     small, large, cycle = _stubs(tokenizer, agree)
     kwargs = {"max_new_tokens": max_new_tokens, "batch_size": 2}
@@ -193,6 +200,7 @@ def _speculate(tokenizer, agree, num_draft, max_new_tokens):
     return spec, sources, cycle
 
 
+@pytest.mark.usefixtures("stub_caches")
 def test_stub_speculation_never_agreeing_emits_one_large_token_per_round(tiny_tokenizer):
     spec, sources, _ = _speculate(tiny_tokenizer, "never", num_draft=3, max_new_tokens=7)
     assert sources == [["large"] * 7] * 2
@@ -201,6 +209,7 @@ def test_stub_speculation_never_agreeing_emits_one_large_token_per_round(tiny_to
     assert spec.summary["mismatches"] == 14
 
 
+@pytest.mark.usefixtures("stub_caches")
 def test_stub_speculation_always_agreeing_emits_k_plus_one_tokens_per_round(tiny_tokenizer):
     spec, sources, cycle = _speculate(tiny_tokenizer, "always", num_draft=3, max_new_tokens=12)
     assert sources == [(["draft"] * 3 + ["bonus"]) * 3] * 2
@@ -209,6 +218,7 @@ def test_stub_speculation_always_agreeing_emits_k_plus_one_tokens_per_round(tiny
     assert spec.tokens[0] == (cycle * 2)[:12]
 
 
+@pytest.mark.usefixtures("stub_caches")
 def test_stub_speculation_partial_agreement_takes_the_rounds_counted_by_hand(tiny_tokenizer):
     spec, sources, cycle = _speculate(tiny_tokenizer, "partial", num_draft=2, max_new_tokens=9)
     c0, c1, c2, c3, c4, c5 = cycle
@@ -232,6 +242,7 @@ def test_stub_speculation_partial_agreement_takes_the_rounds_counted_by_hand(tin
     assert spec.summary["crops"] == {"small": [-1, -1], "large": [-1, -2, -2]}
 
 
+@pytest.mark.usefixtures("stub_caches")
 def test_stub_speculation_is_greedy_decoding_of_the_large_stub_for_any_k(tiny_tokenizer):
     for agree in ("never", "always", "partial"):
         for num_draft in (1, 4):

@@ -63,6 +63,7 @@ def test_a_registered_method_appears_in_every_output(tiny_ladder, tmp_path, monk
         *[missing / name for name in ("auroc.csv", "position.csv", "ladder.csv")],
         *[missing / name for name in ("l2s.json", "l2s_timing.json", "routers.csv")],
         *[missing / name for name in ("divergence.csv", "divergence_early.json")],
+        missing / "accelerations.csv",
         tmp_path / "07.json",
         tmp_path / "07_timing.json",
         tmp_path / "07",
