@@ -164,24 +164,32 @@ def _field(fit, name: str) -> float:
     return as_float(fit[name]) if fit is not None and name in fit else math.nan
 
 
+FIT_PARAMETERS = 3  # a, alpha and b of the scaling law
+
+
 def power_law_fit(fits: pd.DataFrame, paper_fits: pd.DataFrame, task: str) -> dict:
     """FS-GEN: the oracle's CF follows b - a r^-alpha in the parameter ratio r."""
     ours, theirs = _oracle_fits(fits, paper_fits, task)
     r2 = _field(ours, "r2")
+    points = _field(ours, "n")
     verdict = (
         OPEN
         if math.isnan(r2)
+        or not points > FIT_PARAMETERS  # a curve through every point tests nothing
         else HOLDS
         if r2 >= THRESHOLDS["power_law"]
         else FAILS
         if r2 < 0.5
         else OPEN
     )
-    rule = "R^2 of the oracle fit: holds if >= 0.8, fails if < 0.5"
+    rule = (
+        "R^2 of the oracle fit over more pairs than its 3 parameters: holds if >= 0.8, "
+        "fails if < 0.5"
+    )
     detail = ""
     if ours is not None:
         detail = (
-            f"a={ours['a']:.3g}, alpha={ours['alpha']:.3g} [{ours['alpha_low']:.3g}, "
+            f"{points:.0f} pairs, a={ours['a']:.3g}, alpha={ours['alpha']:.3g} [{ours['alpha_low']:.3g}, "
             f"{ours['alpha_high']:.3g}], b={ours['b']:.3g}, LOO RMSE={ours['loo_rmse']:.3g}, "
             f"best form by AIC: {ours['best_form']}"
         )

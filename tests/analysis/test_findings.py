@@ -117,6 +117,17 @@ def test_proxy_gap_needs_a_tuned_copy_of_the_largest_rung():
     assert row["verdict"] == HOLDS
 
 
+def test_a_scaling_fit_through_as_many_pairs_as_parameters_tests_nothing():
+    """Three pairs fit b - a r^-alpha exactly (R^2 = 1, as the smollm2 profile's do)."""
+    fit = {"task": "t", "method": "oracle", "r2": 1.0, "a": 5.0, "alpha": 1.9, "b": 0.7}
+    fit |= {"alpha_low": 1.9, "alpha_high": 1.9, "loo_rmse": math.nan, "best_form": "power_law"}
+    paper = pd.DataFrame([fit | {"task": "gsm8k", "n": 6}])
+    row = findings.power_law_fit(pd.DataFrame([fit | {"n": 3}]), paper, "t")
+    assert row["verdict"] == OPEN and row["detail"].startswith("3 pairs")
+    row = findings.power_law_fit(pd.DataFrame([fit | {"n": 4}]), paper, "t")
+    assert row["verdict"] == HOLDS
+
+
 def test_missing_outputs_make_their_rows_inconclusive(tmp_path, monkeypatch):
     monkeypatch.setenv("FSGEN_ROOT", str(tmp_path))
     (tmp_path / "data").mkdir()
