@@ -53,7 +53,8 @@ def timed(fn):
 
 def hf_greedy(model, tokenizer, prompts, new, *, assistant=None, batch=1, draft=5):
     """transformers' greedy `generate` (or assisted generation with `assistant`), the new ids of
-    each prompt cut at the end token; prompts `batch` at a time, left-padded."""
+    each prompt up to its end token, kept as fsgen's engine keeps it; prompts `batch` at a time,
+    left-padded."""
     outputs = []
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -71,7 +72,7 @@ def hf_greedy(model, tokenizer, prompts, new, *, assistant=None, batch=1, draft=
                 ids = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :]
             for row in ids.tolist():
                 end = tokenizer.eos_token_id
-                outputs.append(row[: row.index(end)] if end in row else row)
+                outputs.append(row[: row.index(end) + 1] if end in row else row)
     finally:
         tokenizer.padding_side = side
     return outputs
