@@ -4,13 +4,14 @@ else on the machine, after the smollm2 profile's train_ladder stage made the lar
 
     FSGEN_DATA_DIR=../shared/data python benchmarks/bench_draft_data.py [--questions 200]
 
-Three drafts of one shape (`--draft`, d0 by default), one seed, the same number of steps, the
-same held-out questions as stage 00 (`train_ladder.drafts` in params.yaml):
+Drafts of one shape (`--draft`, d0 by default), one seed, the same number of steps, the same
+held-out questions as stage 00 (`train_ladder.drafts` in params.yaml), one per data set of
+`--sets` (the first two by default):
 
 - `gold_subset`: the gold solutions of the first `--questions` training questions;
 - `distilled_subset`: the large model's greedy answers to those questions (through the engine,
   the task's stopping rule, `max_new_tokens` of stage 00), in the same chat format;
-- `gold_all` (with `--sets`): every gold training solution (what stage 00 trains on).
+- `gold_all`: every gold training solution (what stage 00 trains on).
 
 Each is measured as stage 00 measures its drafts: held-out loss on the held-out gold solutions and
 agreement with the large model's greedy answers to the first `reference_answers` held-out
@@ -83,14 +84,13 @@ def train_one(job: Job) -> dict:
     seconds = time.perf_counter() - started
     row = draft_row(job.data, "base", model, tokenizer, job.heldout, job.references, config)
     epochs = job.steps * config.batch_size / len(blocks)
-    return (
-        row
-        | {"data": job.data, "documents": len(job.documents), "blocks": len(blocks)}
-        | {
-            "epochs": round(epochs, 2),
-            "train_seconds": round(seconds, 1),
-        }
-    )
+    return row | {
+        "data": job.data,
+        "documents": len(job.documents),
+        "blocks": len(blocks),
+        "epochs": round(epochs, 2),
+        "train_seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -119,31 +119,32 @@ def main() -> None:
 
     started = time.perf_counter()
     references = reference_answers(large, tokenizer, held[: config.reference_answers], config)
-    answers = generate(
-        large,
-        tokenizer,
-        chat_prompts(tokenizer, subset),
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.eval_batch_size,
-        stop=get_task("gsm8k").stop,
-    )
+    documents, distilled_tokens = {}, 0
+    if "distilled_subset" in args.sets:
+        answers = generate(
+            large,
+            tokenizer,
+            chat_prompts(tokenizer, subset),
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.eval_batch_size,
+            stop=get_task("gsm8k").stop,
+        )
+        documents["distilled_subset"] = [
+            tokenizer.apply_chat_template(chat_messages(e, text), tokenize=False)
+            for e, text in zip(subset, answers.texts, strict=True)
+        ]
+        distilled_tokens = sum(len(t) for t in answers.tokens)
     distill_seconds = time.perf_counter() - started
     del large
-    distilled = [
-        tokenizer.apply_chat_template(chat_messages(e, text), tokenize=False)
-        for e, text in zip(subset, answers.texts, strict=True)
-    ]
-    data = {
-        "gold_subset": draft_documents(tokenizer, subset),
-        "distilled_subset": distilled,
-        "gold_all": draft_documents(tokenizer, fitted),
+    gold = {"gold_subset": subset, "gold_all": fitted}
+    documents |= {
+        name: draft_documents(tokenizer, gold[name]) for name in args.sets if name in gold
     }
     heldout = draft_documents(tokenizer, held)
     arch = profile.rung(args.draft).arch
     jobs = [
-        Job(name, docs, arch, large_dir, config, args.steps, heldout, references)
-        for name, docs in data.items()
-        if name in args.sets
+        Job(name, documents[name], arch, large_dir, config, args.steps, heldout, references)
+        for name in args.sets
     ]
     rows = run_jobs(train_one, jobs, workers=args.workers, threads=1, desc="drafts")
     report = {
@@ -153,7 +154,7 @@ def main() -> None:
         "steps": args.steps,
         "tokens_per_step": config.batch_size * config.block_size,
         "questions": args.questions,
-        "distilled_tokens": sum(len(t) for t in answers.tokens),
+        "distilled_tokens": distilled_tokens,
         "distill_and_reference_seconds": round(distill_seconds, 1),
         "drafts": rows,
     }
