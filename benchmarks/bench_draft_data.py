@@ -10,8 +10,9 @@ held-out questions as stage 00 (`train_ladder.drafts` in params.yaml), one per d
 
 - `gold_subset`: the gold solutions of the first `--questions` training questions;
 - `distilled_subset`: the large model's greedy answers to those questions (through the engine,
-  the task's stopping rule, `max_new_tokens` of stage 00), in the same chat format;
-- `gold_all`: every gold training solution (what stage 00 trains on).
+  the task's stopping rule, the profile's `max_new_tokens`), in the same chat format (what
+  stage 00 trains on with `data: distilled`);
+- `gold_all`: every gold training solution (stage 00's `data: gold`).
 
 Each is measured as stage 00 measures its drafts: held-out loss on the held-out gold solutions and
 agreement with the large model's greedy answers to the first `reference_answers` held-out
@@ -34,18 +35,17 @@ from transformers import AutoTokenizer
 from fsgen.core.io import read_yaml
 from fsgen.core.parallel import run_jobs
 from fsgen.core.paths import resolve
-from fsgen.data.tasks import get_task, load_examples
-from fsgen.engine.collaborate import generate
+from fsgen.data.tasks import load_examples
 from fsgen.models.drafts import (
+    AnswerJob,
     DraftConfig,
-    chat_messages,
-    chat_prompts,
+    answer_chunk,
     draft_documents,
     draft_row,
-    reference_answers,
+    fit_draft,
 )
-from fsgen.models.profiles import load_model, load_profile
-from fsgen.models.train import batch_order, build_model, pack_blocks, train_causal_lm
+from fsgen.models.profiles import load_profile
+from fsgen.models.train import batch_order, pack_blocks
 
 OUT = resolve("benchmarks/results/draft_data.json")
 
@@ -68,20 +68,9 @@ def train_one(job: Job) -> dict:
     config = job.config
     blocks = pack_blocks(tokenizer, job.documents, config.block_size)  # (n_blocks, block_size)
     batches = batch_order(len(blocks), job.steps, config.batch_size, config.seed)
-    model = build_model(
-        job.arch, len(tokenizer), tokenizer, 2 * config.block_size, config.seed, tied=True
+    model, _, seconds = fit_draft(
+        job.arch, config.seed, tokenizer, blocks, batches, config, job.data
     )
-    started = time.perf_counter()
-    train_causal_lm(
-        model,
-        blocks,
-        batches,
-        lr=job.arch["lr"],
-        warmup_steps=config.warmup_steps,
-        desc=job.data,
-        progress=False,
-    )
-    seconds = time.perf_counter() - started
     row = draft_row(job.data, "base", model, tokenizer, job.heldout, job.references, config)
     epochs = job.steps * config.batch_size / len(blocks)
     return row | {
@@ -107,35 +96,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
     ladder = read_yaml(resolve("params.yaml"))["train_ladder"]
+    profile = load_profile("smollm2")
     settings = ladder["drafts"] | {"seed": ladder["seed"], "threads": 1, "workers": args.workers}
     settings["data_dir"] = settings["data_dir"] or os.environ.get("FSGEN_DATA_DIR")
+    settings["max_new_tokens"] = profile.generation_length("gsm8k", ladder["max_new_tokens"])
     config = DraftConfig(**settings)
-    profile = load_profile("smollm2")
     large_dir = resolve(profile.rungs[-1].model)
-    large, tokenizer = load_model(large_dir)
+    tokenizer = AutoTokenizer.from_pretrained(large_dir)
     train = load_examples("gsm8k", data_dir=config.data_dir, split="train")
     fitted, held = train[: -config.heldout_questions], train[-config.heldout_questions :]
     subset = fitted[: args.questions]
 
     started = time.perf_counter()
-    references = reference_answers(large, tokenizer, held[: config.reference_answers], config)
+    answers = answer_chunk(AnswerJob(large_dir, held[: config.reference_answers], config))
+    references = list(zip(answers["prompts"], answers["answers"], strict=True))
     documents, distilled_tokens = {}, 0
     if "distilled_subset" in args.sets:
-        answers = generate(
-            large,
-            tokenizer,
-            chat_prompts(tokenizer, subset),
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.eval_batch_size,
-            stop=get_task("gsm8k").stop,
-        )
-        documents["distilled_subset"] = [
-            tokenizer.apply_chat_template(chat_messages(e, text), tokenize=False)
-            for e, text in zip(subset, answers.texts, strict=True)
-        ]
-        distilled_tokens = sum(len(t) for t in answers.tokens)
+        distilled = answer_chunk(AnswerJob(large_dir, subset, config))
+        documents["distilled_subset"] = draft_documents(tokenizer, subset, distilled["texts"])
+        distilled_tokens = sum(map(len, distilled["answers"]))
     distill_seconds = time.perf_counter() - started
-    del large
     gold = {"gold_subset": subset, "gold_all": fitted}
     documents |= {
         name: draft_documents(tokenizer, gold[name]) for name in args.sets if name in gold
@@ -154,6 +134,7 @@ def main() -> None:
         "steps": args.steps,
         "tokens_per_step": config.batch_size * config.block_size,
         "questions": args.questions,
+        "max_new_tokens": config.max_new_tokens,
         "distilled_tokens": distilled_tokens,
         "distill_and_reference_seconds": round(distill_seconds, 1),
         "drafts": rows,

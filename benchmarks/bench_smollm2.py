@@ -10,7 +10,10 @@ the machine, after the smollm2 profile's train_ladder stage made the models:
    against transformers' assisted generation with the same draft (batch 1: all it supports),
    the tokens checked identical;
 3. the large model's batch-1 decode against the memory-bandwidth bound: its weight bytes read
-   once per token over a measured copy bandwidth.
+   once per token over a measured copy bandwidth; and what limits it, as the same bound's
+   fraction reached by less than the engine's step: the model's linear layers alone (one
+   matrix-vector product each, in a loop: the weights' reads and nothing else) and transformers'
+   bare forward of one token with a KV cache (no engine: no stopping rule, no choosing).
 
 Writes benchmarks/results/smollm2_speed.json (and prints it).
 """
@@ -43,6 +46,35 @@ def copy_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
         target.copy_(source)
         best = min(best, time.perf_counter() - started)
     return 2 * source.numel() * 4 / best
+
+
+def linear_layers_seconds(model, repeats: int = 20) -> float:
+    """Seconds to apply every linear layer of `model` (the output layer included) once to one
+    token's input, best of `repeats`: a step's weight reads with no other work."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(1, 1, m.in_features) for m in linears]
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for layer, x in zip(linears, inputs, strict=True):
+                layer(x)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bare_forward_seconds(model, tokenizer, prompt: str, steps: int = 32) -> float:
+    """Median seconds of transformers' forward of one token with a KV cache after `prompt`."""
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    times = []
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True)
+        for _ in range(steps):
+            token = out.logits[:, -1:].argmax(-1)  # (1, 1)
+            started = time.perf_counter()
+            out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+            times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def timed(fn):
@@ -143,6 +175,8 @@ def main() -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in large.parameters())
     bandwidth = copy_bandwidth()
     bound = bandwidth / weight_bytes  # tokens per second at batch 1 if weights stream once
+    linear_only = 1 / linear_layers_seconds(large)
+    bare_forward = 1 / bare_forward_seconds(large, tokenizer, prompts[0])
     report = {
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
@@ -164,6 +198,10 @@ def main() -> None:
         "copy_bandwidth_gb_s": bandwidth / 1e9,
         "bandwidth_bound_tokens_per_second": bound,
         "fraction_of_bound_batch1": per_second["fsgen_large_batch1"] / bound,
+        "linear_layers_only_tokens_per_second": linear_only,
+        "fraction_of_bound_linear_layers_only": linear_only / bound,
+        "bare_forward_tokens_per_second": bare_forward,
+        "fraction_of_bound_bare_forward": bare_forward / bound,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,18 +1,22 @@
 """Drafts for a packaged model: small GPT-NeoX models trained on its tokenizer, by the embedded
-ladder's training code, on GSM8K solutions in the chat format the large model answers in.
+ladder's training code, on GSM8K dialogues in the chat format the large model answers in.
 
 Every draft sees the same blocks in the same order (as the ladder's rungs); only the shape and the
-learning rate differ. The documents are GSM8K's training solutions (the calculator annotations
-`<<48/2=24>>` removed: the large model never writes them, and they are not in the task's prompts),
-each a user turn holding the question and an assistant turn holding the solution, rendered by the
-large model's own chat template. The last `heldout_questions` training questions are held out:
-their solutions give the held-out loss, and the large model's greedy answers to the first
-`reference_answers` of them give each draft's agreement (the share of the large model's tokens
-that the draft, fed the same prefix, predicts as its greedy token: one minus the oracle's
-collaboration frequency, on questions no draft trained on).
+learning rate differ. Each document is a user turn holding a GSM8K training question and an
+assistant turn holding its answer, rendered by the large model's own chat template. The answer is
+`data`'s: `distilled`, the large model's own greedy answer (through the engine, as token logging
+decodes it) to each of the first `distill_questions` training questions; `gold`, GSM8K's training
+solution to every question (the calculator annotations `<<48/2=24>>` removed: the large model never
+writes them). The last `heldout_questions` training questions are held out: their gold solutions
+give the held-out loss, and the large model's greedy answers to the first `reference_answers` of
+them give each draft's agreement (the share of the large model's tokens that the draft, fed the same
+prefix, predicts as its greedy token: one minus the oracle's collaboration frequency, on questions
+no draft trained on).
 
-Each draft is one job (`fsgen.core.parallel.run_jobs`: `workers` at once, `threads` each) and is
-saved atomically with a record of what made it, so a rerun reads back the drafts it finished.
+The large model's answers are decoded in chunks of `eval_batch_size` questions, one job each, and
+each draft is one job (`fsgen.core.parallel.run_jobs`: `workers` at once, `threads` each); a chunk
+of answers and a draft are saved atomically with a record of what made them, so a rerun reads back
+what it finished.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from fsgen.models.profiles import Profile, count_parameters, load_model
 from fsgen.models.train import batch_order, build_model, heldout_loss, pack_blocks, train_causal_lm
 
 ANNOTATION = re.compile(r"<<[^>]*>>")
-REFERENCES = "reference_answers.json"  # in the models folder: the large model's greedy answers
+ANSWERS = "answers"  # in the models folder: the large model's greedy answers, a file per chunk
+KEY = re.compile(r"[0-9a-f]{16}")  # `_key`'s names: the answers' files fsgen wrote
+DATA = ("distilled", "gold")  # what the drafts train on (the module docstring)
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,15 @@ class DraftConfig:
 
     data_dir: str | None
     seed: int
+    data: str  # one of DATA
+    distill_questions: int  # `distilled`: the training questions the large model answers
     block_size: int
     batch_size: int
     steps: int
     warmup_steps: int
     heldout_questions: int
     reference_answers: int
-    max_new_tokens: int
+    max_new_tokens: int  # the large model's answers (the profile's generation length)
     eval_batch_size: int
     threads: int
     workers: int | str
@@ -73,13 +81,14 @@ def solution_text(answer: str) -> str:
     return ANNOTATION.sub("", answer)
 
 
-def draft_documents(tokenizer, examples) -> list[str]:
-    """Each example's question and solution as one chat dialogue in the tokenizer's template."""
+def draft_documents(tokenizer, examples, answers: Sequence[str] | None = None) -> list[str]:
+    """Each example's question and answer (`answers`, else its gold solution) as one chat
+    dialogue in the tokenizer's template."""
+    if answers is None:
+        answers = [solution_text(e.record["answer"]) for e in examples]
     return [
-        tokenizer.apply_chat_template(
-            chat_messages(e, solution_text(e.record["answer"])), tokenize=False
-        )
-        for e in examples
+        tokenizer.apply_chat_template(chat_messages(e, answer), tokenize=False)
+        for e, answer in zip(examples, answers, strict=True)
     ]
 
 
@@ -106,29 +115,30 @@ class DraftJob:
     references: list[tuple[list[int], list[int]]]  # (prompt ids, the large model's answer ids)
 
 
+def fit_draft(arch: dict, seed: int, tokenizer, blocks, batches, config: DraftConfig, desc: str):
+    """A tied GPT-NeoX of shape `arch` trained on `blocks` (n_blocks, block_size) in the order
+    `batches`; returns (model, losses per step, training seconds)."""
+    model = build_model(arch, len(tokenizer), tokenizer, 2 * config.block_size, seed, tied=True)
+    started = time.perf_counter()
+    losses = train_causal_lm(
+        model,
+        blocks,
+        batches,
+        lr=arch["lr"],
+        warmup_steps=config.warmup_steps,
+        desc=desc,
+        progress=False,
+    )
+    return model, losses, time.perf_counter() - started
+
+
 def train_draft(job: DraftJob) -> dict[str, float]:
     """Train one draft, measure it and save it; returns its training seconds by name."""
     tokenizer = AutoTokenizer.from_pretrained(job.tokenizer_dir)
     config, rung = job.config, job.rung
-    model = build_model(
-        rung.arch,
-        len(tokenizer),
-        tokenizer,
-        2 * config.block_size,
-        config.seed + job.index,
-        tied=True,
+    model, losses, seconds = fit_draft(
+        rung.arch, config.seed + job.index, tokenizer, job.blocks, job.batches, config, rung.name
     )
-    started = time.perf_counter()
-    losses = train_causal_lm(
-        model,
-        job.blocks,
-        job.batches,
-        lr=rung.arch["lr"],
-        warmup_steps=config.warmup_steps,
-        desc=rung.name,
-        progress=False,
-    )
-    seconds = time.perf_counter() - started
     row = draft_row(rung.name, "base", model, tokenizer, job.heldout, job.references, config)
     save_rung(model, tokenizer, job.folder, (job.profile, job.key), row, losses)
     return {rung.name: seconds}
@@ -162,40 +172,109 @@ def agreement(model, references: Sequence[tuple[list[int], list[int]]]) -> float
     return hits / total if total else float("nan")
 
 
-def reference_answers(large, tokenizer, examples, config: DraftConfig) -> list[tuple[list, list]]:
-    """The large model's greedy answers (through the engine, the task's stopping rule) to
-    `examples`' chat prompts, as (prompt ids, answer ids)."""
-    prompts = chat_prompts(tokenizer, examples)
+@dataclass(frozen=True)
+class AnswerJob:
+    large_dir: Path
+    examples: list  # one chunk of questions
+    config: DraftConfig
+
+
+def answer_chunk(job: AnswerJob) -> dict[str, list]:
+    """The large model's greedy answers (through the engine, the task's stopping rule) to one chunk
+    of questions' chat prompts: their prompt ids, answer ids and answer texts."""
+    large, tokenizer = load_model(job.large_dir)
+    prompts = chat_prompts(tokenizer, job.examples)
     result = generate(
         large,
         tokenizer,
         prompts,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.eval_batch_size,
+        max_new_tokens=job.config.max_new_tokens,
+        batch_size=job.config.eval_batch_size,
         stop=get_task("gsm8k").stop,
     )
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    return list(zip(prompt_ids, result.tokens, strict=True))
+    return {"prompts": prompt_ids, "answers": result.tokens, "texts": result.texts}
+
+
+def large_answers(
+    large_dir: Path, examples, config: DraftConfig, folder: Path, settings: dict, progress=True
+):
+    """`answer_chunk` over `examples` in chunks of `eval_batch_size` questions (`workers` at once),
+    each chunk saved into `folder` as it finishes and read back when made with the same settings
+    (the files of other settings, fsgen's own, are removed); returns the chunks' lists joined."""
+    size = config.eval_batch_size
+    chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
+    paths = [
+        folder / f"{_key(settings | {'questions': [e.question for e in c]}, {}, -1)}.json"
+        for c in chunks
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in {p for p in folder.glob("*.json") if KEY.fullmatch(p.stem)} - set(paths):
+        stale.unlink()
+    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+
+    def save(index: int, result: dict) -> None:
+        atomic_write_bytes(paths[todo[index]], json.dumps(result).encode())
+
+    jobs = [AnswerJob(large_dir, chunks[i], config) for i in todo]
+    workers = check_workers(config.workers, config.threads)
+    run_jobs(
+        answer_chunk,
+        jobs,
+        workers=workers,
+        threads=config.threads,
+        desc="large model's answers",
+        progress=progress,
+        executor=config.executor,
+        on_result=save,
+        name=lambda job: f"answers to {job.examples[0].question[:40]!r}...",
+    )
+    saved = [json.loads(path.read_text()) for path in paths]
+    return {
+        key: [x for chunk in saved for x in chunk[key]] for key in ("prompts", "answers", "texts")
+    }
+
+
+def training_documents(tokenizer, fitted, distilled: dict | None, config: DraftConfig) -> list[str]:
+    """The drafts' documents: the large model's answers to the first `distill_questions`
+    training questions (`distilled`, from `large_answers`), or every gold solution."""
+    if config.data == "distilled":
+        return draft_documents(tokenizer, fitted[: config.distill_questions], distilled["texts"])
+    return draft_documents(tokenizer, fitted)
+
+
+def check_config(config: DraftConfig, training_questions: int) -> None:
+    """The draft settings against the GSM8K training split's `training_questions`."""
+    if config.data not in DATA:
+        raise ValueError(f"data must be one of {DATA}, got {config.data!r}")
+    if (
+        config.heldout_questions >= training_questions
+        or config.reference_answers > config.heldout_questions
+    ):
+        raise ValueError(
+            f"heldout_questions ({config.heldout_questions}) must be below the "
+            f"{training_questions} training questions, and reference_answers "
+            f"({config.reference_answers}) at most it"
+        )
+    available = training_questions - config.heldout_questions
+    if config.data == "distilled" and not 0 < config.distill_questions <= available:
+        raise ValueError(
+            f"distill_questions ({config.distill_questions}) must be between 1 and the "
+            f"{available} training questions not held out"
+        )
 
 
 def train_drafts(profile: Profile, config: DraftConfig, models_dir: Path, *, progress=True):
     """Train the drafts of a packaged `profile` (its largest rung converted already into
-    `models_dir`), resuming from the drafts finished with the same settings; returns the ladder
-    table (`collect_ladder`, one row per model, the large model's included) and the curves."""
+    `models_dir`), resuming from the answers and drafts finished with the same settings; returns
+    the ladder table (`collect_ladder`, one row per model, the large model's included) and the
+    curves."""
     config_workers = check_workers(config.workers, config.threads)
-    compute_threads(config.threads)  # the large model's answers and row: floats depend on it
     large_rung = profile.rungs[-1]
     large_dir = models_dir / large_rung.name
-    large, tokenizer = load_model(large_dir)
+    tokenizer = AutoTokenizer.from_pretrained(large_dir)
     train = load_examples("gsm8k", data_dir=config.data_dir, split="train")
-    if (
-        config.heldout_questions >= len(train)
-        or config.reference_answers > config.heldout_questions
-    ):
-        raise ValueError(
-            f"heldout_questions ({config.heldout_questions}) must be below the {len(train)} "
-            f"training questions, and reference_answers ({config.reference_answers}) at most it"
-        )
+    check_config(config, len(train))
     fitted, held = train[: -config.heldout_questions], train[-config.heldout_questions :]
     heldout = draft_documents(tokenizer, held)
     settings = {k: v for k, v in vars(config).items() if k not in ("workers", "executor")}
@@ -203,18 +282,24 @@ def train_drafts(profile: Profile, config: DraftConfig, models_dir: Path, *, pro
         "large": _record(large_dir)["fingerprint"],
         "code": code_fingerprint(["models.drafts"]),
     }
-    references = _cached_references(
-        large, tokenizer, held[: config.reference_answers], config, models_dir, settings
-    )
+    asked = held[: config.reference_answers]  # the references first, then the distilled
+    asked += fitted[: config.distill_questions] if config.data == "distilled" else []
+    answers = large_answers(large_dir, asked, config, models_dir / ANSWERS, settings, progress)
+    count = config.reference_answers
+    references = list(zip(answers["prompts"][:count], answers["answers"][:count], strict=True))
+    distilled = {"texts": answers["texts"][count:]}
     large_record, row_key = _record(large_dir), _key(settings, {}, -2)
     if large_record.get("row_key") != row_key:  # the large model's own row, measured once
+        compute_threads(config.threads)  # its floats depend on the count
+        large, _ = load_model(large_dir)
         large_record["row"] = draft_row(
             large_rung.name, "base", large, tokenizer, heldout, references, config
         )
+        del large
         large_record |= {"row_key": row_key, "losses": []}
         atomic_write_bytes(large_dir / RECORD, json.dumps(large_record, indent=1).encode())
-    del large
-    blocks = pack_blocks(tokenizer, draft_documents(tokenizer, fitted), config.block_size)
+    documents = training_documents(tokenizer, fitted, distilled, config)
+    blocks = pack_blocks(tokenizer, documents, config.block_size)
     batches = batch_order(len(blocks), config.steps, config.batch_size, config.seed)
     jobs = []
     for index, rung in enumerate(profile.rungs[:-1]):
@@ -259,18 +344,3 @@ def _record(folder: Path) -> dict:
 def _key(settings: dict, arch: dict, index: int) -> str:
     text = json.dumps([settings, arch, index], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _cached_references(large, tokenizer, examples, config, models_dir: Path, settings: dict):
-    """`reference_answers`, read back from the models folder when made with the same settings."""
-    path = models_dir / REFERENCES
-    key = _key(settings | {"examples": [e.question for e in examples]}, {}, -1)
-    try:
-        saved = json.loads(path.read_text())
-        if saved["fingerprint"] == key:
-            return [tuple(pair) for pair in saved["references"]]
-    except (OSError, ValueError, KeyError):
-        pass
-    references = reference_answers(large, tokenizer, examples, config)
-    atomic_write_bytes(path, json.dumps({"fingerprint": key, "references": references}).encode())
-    return references

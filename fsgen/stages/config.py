@@ -97,13 +97,14 @@ class Drafts(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     data_dir: str  # GSM8K's training questions: "" is $FSGEN_DATA_DIR, else the hub
+    data: Literal["distilled", "gold"]  # the large model's answers, or the gold solutions
+    distill_questions: Count  # distilled: the first training questions the large model answers
     block_size: Count
     batch_size: Count
     steps: Count
     warmup_steps: Size
     heldout_questions: Count  # the last training questions, never trained on
     reference_answers: Count  # of those, answered by the large model for the agreement
-    max_new_tokens: Count
     eval_batch_size: Count
 
 

@@ -48,6 +48,8 @@ def run(config: TrainLadder, paths: Paths) -> Result:
     training = LadderConfig(**config.model_dump(exclude={"profile", "drafts"}))
     drafts = DraftConfig(
         **config.drafts.model_dump() | {"data_dir": config.drafts.data_dir or None},
+        # the large model's answers are as long as token logging lets them be
+        max_new_tokens=profile.generation_length("gsm8k", config.max_new_tokens),
         **{k: getattr(config, k) for k in ("seed", "threads", "workers", "executor")},
     )
     ladder, curves = build_ladder(profile, training, drafts)

@@ -11,11 +11,17 @@ import pytest
 import torch
 import yaml
 
-from fsgen.data.tasks import load_examples
+from fsgen.data.tasks import get_task, load_examples
+from fsgen.engine.collaborate import generate
+from fsgen.models import drafts
 from fsgen.models.drafts import (
+    ANSWERS,
     DraftConfig,
     agreement,
+    chat_prompts,
+    check_config,
     draft_documents,
+    large_answers,
     solution_text,
     train_drafts,
 )
@@ -26,6 +32,8 @@ from fsgen.models.train import build_model
 CONFIG = DraftConfig(
     data_dir=None,
     seed=0,
+    data="distilled",
+    distill_questions=5,
     block_size=32,
     batch_size=2,
     steps=2,
@@ -175,18 +183,21 @@ def gsm8k_dir(tmp_path):
     return tmp_path / "data"
 
 
-def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir, tmp_path):
-    models_dir = tmp_path / "models"
+def _save_large(tokenizer, models_dir: Path):
+    """A tiny GPT-NeoX saved as if converted from a packaged file: the large model."""
     large = build_model(
-        {"hidden_size": 32, "num_layers": 2, "num_heads": 2},
-        len(tiny_tokenizer),
-        tiny_tokenizer,
-        128,
-        seed=1,
+        {"hidden_size": 32, "num_layers": 2, "num_heads": 2}, len(tokenizer), tokenizer, 128, seed=1
     )
     large.save_pretrained(models_dir / "big")
-    tiny_tokenizer.save_pretrained(models_dir / "big")
+    tokenizer.save_pretrained(models_dir / "big")
     (models_dir / "big" / RECORD).write_text(json.dumps({"profile": "p", "fingerprint": "abc"}))
+    return large.eval()
+
+
+@pytest.mark.parametrize("data", ["distilled", "gold"])
+def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir, tmp_path, data):
+    models_dir = tmp_path / "models"
+    _save_large(tiny_tokenizer, models_dir)
     arch = {"num_heads": 2, "lr": 0.01}
     profile = Profile(
         name="p",
@@ -204,7 +215,7 @@ def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir
         tasks=("gsm8k",),
         models_dir=str(models_dir),
     )
-    config = replace(CONFIG, data_dir=str(gsm8k_dir))
+    config = replace(CONFIG, data_dir=str(gsm8k_dir), data=data)
     ladder, curves = train_drafts(profile, config, models_dir, progress=False)
     assert list(ladder["model"]) == ["d0", "d1", "big"]
     assert list(ladder["variant"]) == ["base"] * 3  # no tuned copies
@@ -215,3 +226,49 @@ def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir
     again, _ = train_drafts(profile, config, models_dir, progress=False)  # read back
     assert again["train_seconds"].isna().all()
     assert again.drop(columns="train_seconds").equals(ladder.drop(columns="train_seconds"))
+
+
+def test_large_answers_are_the_engines_greedy_answers_saved_by_chunk(
+    tiny_tokenizer, gsm8k_dir, tmp_path, monkeypatch
+):
+    models_dir = tmp_path / "models"
+    large = _save_large(tiny_tokenizer, models_dir)
+    examples = load_examples("gsm8k", data_dir=gsm8k_dir, split="train")[:7]
+    config = replace(CONFIG, data_dir=str(gsm8k_dir))  # chunks of eval_batch_size (4): 4 + 3
+    folder = models_dir / ANSWERS
+    (folder).mkdir(parents=True)
+    (folder / "notes.json").write_text("{}")  # not fsgen's: left alone
+    (folder / ("0" * 16 + ".json")).write_text("{}")  # fsgen's, of other settings: removed
+    answers = large_answers(models_dir / "big", examples, config, folder, {"s": 1}, False)
+    expected = generate(
+        large,
+        tiny_tokenizer,
+        chat_prompts(tiny_tokenizer, examples),
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.eval_batch_size,
+        stop=get_task("gsm8k").stop,
+    )
+    assert answers["answers"] == expected.tokens and answers["texts"] == expected.texts
+    assert len(answers["prompts"]) == 7
+    assert sorted(p.name for p in folder.iterdir())[-1] == "notes.json"
+    assert len(list(folder.iterdir())) == 3  # two chunks and the stranger
+
+    def never(job):
+        raise AssertionError("a saved chunk was decoded again")
+
+    monkeypatch.setattr(drafts, "answer_chunk", never)
+    assert large_answers(models_dir / "big", examples, config, folder, {"s": 1}, False) == answers
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": "mixed"}, "data must be one of"),
+        ({"distill_questions": 10}, r"distill_questions \(10\) must be between 1 and the 9"),
+        ({"heldout_questions": 12}, r"heldout_questions \(12\) must be below the 12"),
+        ({"reference_answers": 4}, r"reference_answers \(4\) at most it"),
+    ],
+)
+def test_bad_draft_settings_are_clear_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        check_config(replace(CONFIG, **change), 12)
