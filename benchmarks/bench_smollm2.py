@@ -13,7 +13,9 @@ the machine, after the smollm2 profile's train_ladder stage made the models:
    once per token over a measured copy bandwidth; and what limits it, as the same bound's
    fraction reached by less than the engine's step: the model's linear layers alone (one
    matrix-vector product each, in a loop: the weights' reads and nothing else) and transformers'
-   bare forward of one token with a KV cache (no engine: no stopping rule, no choosing).
+   bare forward of one token with a KV cache (no engine: no stopping rule, no choosing). Beside
+   them, what a speculative round costs in those forwards: the large model's forward of two
+   tokens (verifying one drafted token) and the draft's forward of one.
 
 Writes benchmarks/results/smollm2_speed.json (and prints it).
 """
@@ -63,14 +65,15 @@ def linear_layers_seconds(model, repeats: int = 20) -> float:
     return best
 
 
-def bare_forward_seconds(model, tokenizer, prompt: str, steps: int = 32) -> float:
-    """Median seconds of transformers' forward of one token with a KV cache after `prompt`."""
+def bare_forward_seconds(model, tokenizer, prompt: str, width: int = 1, steps: int = 32) -> float:
+    """Median seconds of transformers' forward of `width` tokens with a KV cache after `prompt`
+    (width 2: what speculative decoding's verifying forward costs at one drafted token)."""
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     times = []
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
         for _ in range(steps):
-            token = out.logits[:, -1:].argmax(-1)  # (1, 1)
+            token = out.logits[:, -1:].argmax(-1).repeat(1, width)  # (1, width)
             started = time.perf_counter()
             out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
             times.append(time.perf_counter() - started)
@@ -177,6 +180,8 @@ def main() -> None:
     bound = bandwidth / weight_bytes  # tokens per second at batch 1 if weights stream once
     linear_only = 1 / linear_layers_seconds(large)
     bare_forward = 1 / bare_forward_seconds(large, tokenizer, prompts[0])
+    verify_cost = bare_forward_seconds(large, tokenizer, prompts[0], width=2) * bare_forward
+    draft_cost = bare_forward_seconds(draft, tokenizer, prompts[0]) * bare_forward
     report = {
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
@@ -202,6 +207,9 @@ def main() -> None:
         "fraction_of_bound_linear_layers_only": linear_only / bound,
         "bare_forward_tokens_per_second": bare_forward,
         "fraction_of_bound_bare_forward": bare_forward / bound,
+        # in units of the large model's bare one-token forward: speculative decoding's round
+        "large_two_token_forward_cost": verify_cost,
+        "draft_one_token_forward_cost": draft_cost,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")
