@@ -235,11 +235,11 @@ def large_answers(
     }
 
 
-def training_documents(tokenizer, fitted, distilled: dict | None, config: DraftConfig) -> list[str]:
-    """The drafts' documents: the large model's answers to the first `distill_questions`
-    training questions (`distilled`, from `large_answers`), or every gold solution."""
+def training_documents(tokenizer, fitted, distilled: list[str], config: DraftConfig) -> list[str]:
+    """The drafts' documents: the large model's answers (`distilled`, from `large_answers`) to the
+    first `distill_questions` training questions, or every gold solution."""
     if config.data == "distilled":
-        return draft_documents(tokenizer, fitted[: config.distill_questions], distilled["texts"])
+        return draft_documents(tokenizer, fitted[: config.distill_questions], distilled)
     return draft_documents(tokenizer, fitted)
 
 
@@ -284,10 +284,16 @@ def train_drafts(profile: Profile, config: DraftConfig, models_dir: Path, *, pro
     }
     asked = held[: config.reference_answers]  # the references first, then the distilled
     asked += fitted[: config.distill_questions] if config.data == "distilled" else []
-    answers = large_answers(large_dir, asked, config, models_dir / ANSWERS, settings, progress)
+    # an answer depends on the large model, the code, its length, its batch and threads: the
+    # drafts' own settings (steps, distill_questions, ...) leave the saved chunks valid
+    made_by = ("large", "code", "max_new_tokens", "eval_batch_size", "threads")
+    answer_settings = {k: settings[k] for k in made_by}
+    answers = large_answers(
+        large_dir, asked, config, models_dir / ANSWERS, answer_settings, progress
+    )
     count = config.reference_answers
     references = list(zip(answers["prompts"][:count], answers["answers"][:count], strict=True))
-    distilled = {"texts": answers["texts"][count:]}
+    distilled = answers["texts"][count:]
     large_record, row_key = _record(large_dir), _key(settings, {}, -2)
     if large_record.get("row_key") != row_key:  # the large model's own row, measured once
         compute_threads(config.threads)  # its floats depend on the count

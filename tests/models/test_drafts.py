@@ -194,6 +194,10 @@ def _save_large(tokenizer, models_dir: Path):
     return large.eval()
 
 
+def _never(job):
+    raise AssertionError("a saved chunk of answers was decoded again")
+
+
 @pytest.mark.parametrize("data", ["distilled", "gold"])
 def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir, tmp_path, data):
     models_dir = tmp_path / "models"
@@ -226,6 +230,13 @@ def test_train_drafts_measures_every_model_and_resumes(tiny_tokenizer, gsm8k_dir
     again, _ = train_drafts(profile, config, models_dir, progress=False)  # read back
     assert again["train_seconds"].isna().all()
     assert again.drop(columns="train_seconds").equals(ladder.drop(columns="train_seconds"))
+    if data == "distilled":  # other training steps: the drafts retrain, the answers are kept
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(drafts, "answer_chunk", _never)
+            retrained, _ = train_drafts(
+                profile, replace(config, steps=3), models_dir, progress=False
+            )
+        assert retrained["train_seconds"].notna().tolist() == [True, True, False]
 
 
 def test_large_answers_are_the_engines_greedy_answers_saved_by_chunk(
@@ -253,10 +264,7 @@ def test_large_answers_are_the_engines_greedy_answers_saved_by_chunk(
     assert sorted(p.name for p in folder.iterdir())[-1] == "notes.json"
     assert len(list(folder.iterdir())) == 3  # two chunks and the stranger
 
-    def never(job):
-        raise AssertionError("a saved chunk was decoded again")
-
-    monkeypatch.setattr(drafts, "answer_chunk", never)
+    monkeypatch.setattr(drafts, "answer_chunk", _never)
     assert large_answers(models_dir / "big", examples, config, folder, {"s": 1}, False) == answers
 
 
